@@ -1,0 +1,101 @@
+import {
+  test,
+  expect,
+  channelHeading,
+  channelLink,
+  channelNav,
+  chooseName,
+  createChannel,
+  escapeRegExp,
+  openChannel,
+  uniqueChannel,
+  uniqueSuffix,
+} from './helpers';
+
+test.describe('channels', () => {
+  test.beforeEach(async ({ page }) => {
+    await chooseName(page, `Chan ${uniqueSuffix()}`);
+  });
+
+  test('creating a channel opens it and lists it in the sidebar', async ({ page }) => {
+    const name = uniqueChannel('new');
+    await createChannel(page, name);
+
+    const link = channelLink(page, name);
+    await expect(link).toBeVisible();
+    await expect(link).toHaveAttribute('href', `/c/${name}`);
+    await expect(link).toHaveAttribute('aria-current', 'page');
+    await expect(channelLink(page, 'general')).toBeVisible();
+  });
+
+  test('a name that differs only by case and spaces is refused as already existing', async ({
+    page,
+  }) => {
+    const name = uniqueChannel('dup');
+    await createChannel(page, name);
+
+    // Count the links for this channel whatever their case: other tests create
+    // channels concurrently, so the total number of links may grow meanwhile.
+    const sameName = channelNav(page).getByRole('link', {
+      name: new RegExp(`^#${escapeRegExp(name)}$`, 'i'),
+    });
+    await expect(sameName).toHaveCount(1);
+
+    await page.getByLabel('Channel name').fill(`  ${name.toUpperCase()}  `);
+    await page.getByRole('button', { name: 'Create channel' }).click();
+
+    await expect(page.getByRole('alert')).toContainText('already exists');
+    await expect(page).toHaveURL(new RegExp(`/c/${escapeRegExp(name)}$`));
+    await expect(sameName).toHaveCount(1);
+  });
+
+  test('an invalid channel name is refused with an error', async ({ page }) => {
+    const home = uniqueChannel('home');
+    await createChannel(page, home);
+
+    await page.getByLabel('Channel name').fill('bad name!');
+    await page.getByRole('button', { name: 'Create channel' }).click();
+
+    await expect(page.getByRole('alert')).toBeVisible();
+    await expect(page.getByRole('alert')).not.toHaveText('');
+    await expect(page).toHaveURL(new RegExp(`/c/${escapeRegExp(home)}$`));
+    await expect(channelNav(page).getByRole('link', { name: /bad name/i })).toHaveCount(0);
+  });
+
+  test("a channel another person creates appears in my sidebar without a reload", async ({
+    page,
+    newUser,
+  }) => {
+    await openChannel(page, 'general');
+    // A marker that a reload would wipe out.
+    await page.evaluate(() => ((window as unknown as { __noReload: boolean }).__noReload = true));
+
+    const bob = await newUser(`Bob ${uniqueSuffix()}`);
+    const name = uniqueChannel('bobs');
+    await createChannel(bob.page, name);
+
+    await expect(channelLink(page, name)).toBeVisible();
+    expect(await page.evaluate(() => (window as unknown as { __noReload?: boolean }).__noReload)).toBe(
+      true,
+    );
+  });
+
+  test('clicking a channel link opens it and Back returns to the previous channel', async ({
+    page,
+  }) => {
+    const first = uniqueChannel('one');
+    const second = uniqueChannel('two');
+    await createChannel(page, first);
+    await createChannel(page, second);
+
+    await channelLink(page, first).click();
+    await expect(page).toHaveURL(new RegExp(`/c/${escapeRegExp(first)}$`));
+    await expect(channelHeading(page, first)).toBeVisible();
+    await expect(channelLink(page, first)).toHaveAttribute('aria-current', 'page');
+
+    await page.goBack();
+    await expect(page).toHaveURL(new RegExp(`/c/${escapeRegExp(second)}$`));
+    await expect(channelHeading(page, second)).toBeVisible();
+    await expect(channelLink(page, second)).toHaveAttribute('aria-current', 'page');
+  });
+});

@@ -1,0 +1,120 @@
+//! Server functions: what pages call over HTTP, and what plain form posts reach when the
+//! browser runs no JavaScript. Each lives at `/api/<name>`; all go through
+//! [`crate::server::chat::Chat`], like the WebSocket.
+
+use crate::error::AppError;
+use crate::protocol::{ChannelHistory, ChannelInfo, Message, UserInfo};
+use leptos::prelude::*;
+
+#[cfg(feature = "ssr")]
+mod ssr {
+    use crate::error::AppError;
+    use crate::protocol::UserInfo;
+    use crate::server::identity::CurrentUser;
+    use crate::server::state::AppState;
+    use axum::Extension;
+    use leptos::prelude::*;
+
+    /// The app state and the caller, or `Unauthenticated`.
+    pub async fn caller() -> Result<(AppState, UserInfo), AppError> {
+        let state = expect_context::<AppState>();
+        let Extension(CurrentUser(user)) = leptos_axum::extract::<Extension<CurrentUser>>()
+            .await
+            .map_err(|_| AppError::Unauthenticated)?;
+        // The extension was read at the start of the request; the store has the latest name.
+        let user = state.chat.store().user(&user.id).await?.unwrap_or(user);
+        Ok((state, user))
+    }
+
+    /// Passes a result through, giving failures their proper HTTP status. Plain form posts
+    /// (no JavaScript) keep the redirect back to the page, which shows the error instead.
+    pub fn with_status<T>(result: Result<T, AppError>) -> Result<T, AppError> {
+        if let Err(error) = &result {
+            let form_post = use_context::<axum::http::request::Parts>().is_some_and(|parts| {
+                parts
+                    .headers
+                    .get(axum::http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.contains("text/html"))
+            });
+            if !form_post {
+                expect_context::<leptos_axum::ResponseOptions>().set_status(error.status());
+            }
+        }
+        result
+    }
+}
+
+/// Who the caller is (the server issues an identity on the first visit).
+#[server(endpoint = "get_me")]
+pub async fn get_me() -> Result<UserInfo, AppError> {
+    ssr::with_status(ssr::caller().await.map(|(_, user)| user))
+}
+
+/// Sets the caller's display name.
+#[server(endpoint = "set_display_name")]
+pub async fn set_display_name(name: String) -> Result<UserInfo, AppError> {
+    ssr::with_status(
+        async {
+            let (state, user) = ssr::caller().await?;
+            state.chat.set_display_name(&user.id, &name).await
+        }
+        .await,
+    )
+}
+
+/// Every channel, by name.
+#[server(endpoint = "list_channels")]
+pub async fn list_channels() -> Result<Vec<ChannelInfo>, AppError> {
+    let state = expect_context::<crate::server::state::AppState>();
+    ssr::with_status(state.chat.channels().await)
+}
+
+/// Creates a channel and sends the browser to it.
+#[server(endpoint = "create_channel")]
+pub async fn create_channel(name: String) -> Result<ChannelInfo, AppError> {
+    ssr::with_status(
+        async {
+            let (state, _) = ssr::caller().await?;
+            let channel = state.chat.create_channel(&name).await?;
+            leptos_axum::redirect(&crate::app::channel_path(&channel.name));
+            Ok(channel)
+        }
+        .await,
+    )
+}
+
+/// A channel and its most recent messages.
+#[server(endpoint = "get_channel")]
+pub async fn get_channel(channel: String) -> Result<ChannelHistory, AppError> {
+    let state = expect_context::<crate::server::state::AppState>();
+    ssr::with_status(state.chat.history(&channel).await)
+}
+
+/// Posts a message as the caller (the form fallback when the socket is not there).
+#[server(endpoint = "post_message")]
+pub async fn post_message(channel: String, body: String) -> Result<Message, AppError> {
+    ssr::with_status(
+        async {
+            let (state, user) = ssr::caller().await?;
+            state.chat.post(&user, &channel, &body, None).await
+        }
+        .await,
+    )
+}
+
+/// Deletes one of the caller's own messages.
+#[server(endpoint = "delete_message")]
+pub async fn delete_message(message_id: String) -> Result<(), AppError> {
+    ssr::with_status(
+        async {
+            let (state, user) = ssr::caller().await?;
+            state
+                .chat
+                .delete(&user.id, &crate::protocol::MessageId(message_id))
+                .await
+                .map(|_| ())
+        }
+        .await,
+    )
+}

@@ -1,0 +1,80 @@
+//! The user interface: the HTML shell, the routes, and the components of each page. Rendered
+//! on the server first, then hydrated in the browser.
+
+mod channel;
+pub mod chat_state;
+mod client;
+mod home;
+pub mod prefs;
+mod sidebar;
+pub mod socket;
+pub mod time;
+mod workspace;
+
+pub use client::ChatClient;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_router::components::{ParentRoute, Route, Router, Routes};
+use leptos_router::path;
+
+/// The URL of a channel's page.
+pub fn channel_path(name: &str) -> String {
+    format!("/c/{name}")
+}
+
+/// Becomes `true` once the page has hydrated (never on the server). Browser-only rendering,
+/// such as local times, waits for it so that hydration sees the server's markup.
+#[derive(Clone, Copy)]
+pub struct Hydrated(pub ReadSignal<bool>);
+
+/// The HTML document around the app.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <meta name="color-scheme" content="light dark"/>
+                <AutoReload options=options.clone()/>
+                <HydrationScripts options/>
+                <MetaTags/>
+            </head>
+            <body>
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+/// The app: shared client state, the hydration marker, and the routes.
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    let (hydrated, set_hydrated) = signal(false);
+    provide_context(Hydrated(hydrated));
+    let client = ChatClient::new();
+    provide_context(client);
+    // Effects run only in the browser, after hydration.
+    Effect::new(move |_| {
+        client.start();
+        set_hydrated.set(true);
+        if let Some(root) = document().document_element() {
+            let _ = root.set_attribute("data-hydrated", "true");
+        }
+    });
+
+    view! {
+        <Stylesheet id="leptos" href="/pkg/flack.css"/>
+        <Title text="Flack"/>
+        <Router>
+            <Routes fallback=|| view! { <p class="not-found">"Page not found."</p> }>
+                <ParentRoute path=path!("") view=workspace::Workspace>
+                    <Route path=path!("") view=home::Home/>
+                    <Route path=path!("c/:name") view=channel::ChannelPage/>
+                </ParentRoute>
+            </Routes>
+        </Router>
+    }
+}

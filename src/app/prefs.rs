@@ -1,0 +1,51 @@
+//! What the browser remembers between visits (local storage): the display name and the last
+//! open channel. Only call these from Effects or event handlers, never while rendering: the
+//! server has no local storage, and reading it during hydration would change the markup.
+
+use gloo_storage::{LocalStorage as BrowserStorage, Storage};
+
+const DISPLAY_NAME: &str = "flack.display_name";
+const LAST_CHANNEL: &str = "flack.last_channel";
+
+fn get(key: &str) -> Option<String> {
+    if cfg!(not(target_arch = "wasm32")) {
+        return None;
+    }
+    BrowserStorage::get::<String>(key)
+        .ok()
+        .filter(|v| !v.is_empty())
+}
+
+fn set(key: &str, value: &str) {
+    if cfg!(target_arch = "wasm32") {
+        // A full or disabled storage only costs the convenience of being remembered.
+        let _ = BrowserStorage::set(key, value);
+    }
+}
+
+/// The display name chosen in this browser.
+pub fn display_name() -> Option<String> {
+    get(DISPLAY_NAME)
+}
+
+/// Remembers the display name.
+pub fn set_display_name(name: &str) {
+    set(DISPLAY_NAME, name);
+}
+
+/// The channel that was open last.
+pub fn last_channel() -> Option<String> {
+    get(LAST_CHANNEL)
+}
+
+/// Remembers the open channel.
+pub fn set_last_channel(name: &str) {
+    set(LAST_CHANNEL, name);
+}
+
+/// Forgets the last channel (it no longer exists).
+pub fn forget_last_channel() {
+    if cfg!(target_arch = "wasm32") {
+        BrowserStorage::delete(LAST_CHANNEL);
+    }
+}

@@ -1,0 +1,66 @@
+//! Timestamps: stored and sent as UTC; shown in the reader's local time once the page runs
+//! in the browser (the server cannot know the reader's zone, so it renders UTC first).
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+/// The machine-readable form for `<time datetime=…>`.
+pub fn iso(at: &DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The server-rendered form: hours and minutes in UTC.
+pub fn utc_label(at: &DateTime<Utc>) -> String {
+    at.format("%H:%M UTC").to_string()
+}
+
+/// Hours and minutes in the browser's time zone and locale (UTC outside a browser).
+pub fn local_label(at: &DateTime<Utc>) -> String {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(
+            at.timestamp_millis() as f64
+        ));
+        let options = js_sys::Object::new();
+        let _ = js_sys::Reflect::set(&options, &"hour".into(), &"2-digit".into());
+        let _ = js_sys::Reflect::set(&options, &"minute".into(), &"2-digit".into());
+        date.to_locale_time_string_with_options("default", &options)
+            .as_string()
+            .unwrap_or_else(|| utc_label(at))
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        utc_label(at)
+    }
+}
+
+/// The full local date and time, for a tooltip.
+pub fn local_full(at: &DateTime<Utc>) -> String {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(
+            at.timestamp_millis() as f64
+        ));
+        date.to_locale_string("default", &wasm_bindgen::JsValue::UNDEFINED)
+            .as_string()
+            .unwrap_or_else(|| iso(at))
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_forms() {
+        let at = DateTime::parse_from_rfc3339("2026-11-22T09:05:07.250Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(iso(&at), "2026-11-22T09:05:07.250Z");
+        assert_eq!(utc_label(&at), "09:05 UTC");
+        assert_eq!(local_label(&at), "09:05 UTC");
+    }
+}

@@ -1,0 +1,17 @@
+//! Flack: real-time team chat as one Leptos crate. Built with `ssr` it is the axum server;
+//! built with `hydrate` it is the WebAssembly client that takes over the server-rendered page.
+
+pub mod api;
+pub mod app;
+pub mod error;
+pub mod protocol;
+#[cfg(feature = "ssr")]
+pub mod server;
+
+/// The WebAssembly entry point: hydrates the server-rendered page.
+#[cfg(feature = "hydrate")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn hydrate() {
+    console_error_panic_hook::set_once();
+    leptos::mount::hydrate_body(app::App);
+}

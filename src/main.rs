@@ -1,0 +1,64 @@
+//! The Flack server: reads the settings, builds the state and the router, serves until told
+//! to stop.
+
+use flack::server::{config::Config, router, state::AppState};
+use leptos::config::get_configuration;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() {
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("flack: bad configuration: {e}");
+            std::process::exit(2);
+        }
+    };
+    let filter =
+        EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(&config.log));
+    if config.log_json {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+
+    let leptos_options = get_configuration(None)
+        .expect("Leptos options come from the environment cargo-leptos sets")
+        .leptos_options;
+    let address = config.address;
+    let state = AppState::in_memory(config, leptos_options).await;
+    let app = router(state);
+
+    let listener = match tokio::net::TcpListener::bind(address).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("flack: cannot listen on {address}: {e}");
+            std::process::exit(1);
+        }
+    };
+    tracing::info!("Flack listening on http://{address}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .expect("server error");
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,146 @@
+//! Fan-out: every event is serialized once and the same bytes go to every subscriber of its
+//! topic. [`Hub`] is the contract; [`MemoryHub`] fans out within this process.
+
+use axum::extract::ws::Utf8Bytes;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tokio::sync::broadcast;
+
+/// Who receives an event.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// Every connected socket (channel list changes).
+    Lobby,
+    /// Sockets with this channel open (by [`crate::protocol::channel_key`]).
+    Channel(String),
+}
+
+/// One serialized event, cheap to clone (the text is reference-counted).
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// The message's sequence number, for message events (lets a subscriber skip what it has).
+    pub seq: Option<u64>,
+    /// The JSON text of a [`crate::protocol::ServerEvent`].
+    pub text: Utf8Bytes,
+}
+
+impl Frame {
+    /// Serializes an event once.
+    pub fn new(seq: Option<u64>, event: &crate::protocol::ServerEvent) -> Self {
+        let text = serde_json::to_string(event).expect("server events always serialize");
+        Frame {
+            seq,
+            text: text.into(),
+        }
+    }
+}
+
+/// A subscription: a bounded queue of frames. A receiver that falls more than the queue's
+/// capacity behind gets `RecvError::Lagged` and must resynchronise from the store.
+pub type Subscription = broadcast::Receiver<Frame>;
+
+/// Publishes frames to topics and hands out subscriptions.
+pub trait Hub: Send + Sync + 'static {
+    /// Sends a frame to every current subscriber of `topic`.
+    fn publish(&self, topic: &Topic, frame: Frame);
+    /// Subscribes to `topic`; frames published from now on arrive in publish order.
+    fn subscribe(&self, topic: &Topic) -> Subscription;
+}
+
+/// Fans out within one process through `tokio::sync::broadcast`, one sender per topic.
+pub struct MemoryHub {
+    capacity: usize,
+    topics: Mutex<HashMap<Topic, broadcast::Sender<Frame>>>,
+}
+
+impl MemoryHub {
+    /// A hub whose subscribers may fall `capacity` frames behind before they must resync.
+    pub fn new(capacity: usize) -> Self {
+        MemoryHub {
+            capacity: capacity.max(1),
+            topics: Mutex::default(),
+        }
+    }
+
+    /// Topics that currently have a sender (for tests and metrics).
+    pub fn topic_count(&self) -> usize {
+        self.topics.lock().expect("hub lock").len()
+    }
+}
+
+impl Hub for MemoryHub {
+    fn publish(&self, topic: &Topic, frame: Frame) {
+        let mut topics = self.topics.lock().expect("hub lock");
+        if let Some(sender) = topics.get(topic) {
+            if sender.send(frame).is_err() {
+                // Nobody listens any more: forget the topic so idle channels cost nothing.
+                topics.remove(topic);
+            }
+        }
+    }
+
+    fn subscribe(&self, topic: &Topic) -> Subscription {
+        self.topics
+            .lock()
+            .expect("hub lock")
+            .entry(topic.clone())
+            .or_insert_with(|| broadcast::channel(self.capacity).0)
+            .subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ServerEvent;
+    use broadcast::error::RecvError;
+
+    fn frame(seq: u64) -> Frame {
+        Frame::new(
+            Some(seq),
+            &ServerEvent::error(crate::error::AppError::MessageEmpty, Some(seq.to_string())),
+        )
+    }
+
+    #[tokio::test]
+    async fn subscribers_get_the_same_bytes_in_order() {
+        let hub = MemoryHub::new(16);
+        let topic = Topic::Channel("general".into());
+        let mut a = hub.subscribe(&topic);
+        let mut b = hub.subscribe(&topic);
+        let mut other = hub.subscribe(&Topic::Channel("random".into()));
+        for seq in 1..=3 {
+            hub.publish(&topic, frame(seq));
+        }
+        for seq in 1..=3 {
+            let fa = a.recv().await.unwrap();
+            let fb = b.recv().await.unwrap();
+            assert_eq!(fa.seq, Some(seq));
+            // One serialization shared: both point at the same buffer.
+            assert_eq!(fa.text.as_str().as_ptr(), fb.text.as_str().as_ptr());
+        }
+        assert!(other.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_lagging_subscriber_is_told_not_dropped() {
+        let hub = MemoryHub::new(4);
+        let topic = Topic::Lobby;
+        let mut slow = hub.subscribe(&topic);
+        for seq in 1..=10 {
+            hub.publish(&topic, frame(seq));
+        }
+        assert!(matches!(slow.recv().await, Err(RecvError::Lagged(6))));
+        assert_eq!(slow.recv().await.unwrap().seq, Some(7));
+    }
+
+    #[tokio::test]
+    async fn topics_without_subscribers_are_forgotten() {
+        let hub = MemoryHub::new(4);
+        let topic = Topic::Channel("c".into());
+        drop(hub.subscribe(&topic));
+        assert_eq!(hub.topic_count(), 1);
+        hub.publish(&topic, frame(1));
+        assert_eq!(hub.topic_count(), 0);
+    }
+}

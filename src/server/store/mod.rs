@@ -1,0 +1,70 @@
+//! Where channels, users and messages live. [`Store`] is the contract; [`MemoryStore`] is the
+//! in-memory driver. Every driver runs the same [`contract`] suite, unchanged.
+
+#[cfg(test)]
+pub mod contract;
+mod memory;
+
+pub use memory::MemoryStore;
+
+use crate::error::AppError;
+use crate::protocol::{Author, ChannelInfo, Message, MessageId, UserId, UserInfo};
+use async_trait::async_trait;
+
+/// What a reconnecting subscriber missed; see [`crate::protocol::ServerEvent::Subscribed`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CatchUp {
+    /// Messages after the client's last sequence number, oldest first.
+    pub messages: Vec<Message>,
+    /// Sequence numbers the client may still show whose messages were deleted.
+    pub removed: Vec<u64>,
+    /// The gap was wider than the store can replay: `messages` is the whole recent window.
+    pub reset: bool,
+}
+
+/// A message about to be stored; the store assigns id, sequence number and time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// The channel's name (any case).
+    pub channel: String,
+    /// Who sends it.
+    pub author: Author,
+    /// Already validated text.
+    pub body: String,
+    /// The sender's own id for it.
+    pub client_id: Option<String>,
+}
+
+/// Storage for Flack's state. Inputs are already validated by the caller; the store enforces
+/// uniqueness, ordering, ownership and the history window.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates a user whose secret token hashes to `token_hash`.
+    async fn create_user(
+        &self,
+        token_hash: String,
+        name: Option<String>,
+    ) -> Result<UserInfo, AppError>;
+    /// The user holding the token with this hash.
+    async fn user_by_token(&self, token_hash: &str) -> Result<Option<UserInfo>, AppError>;
+    /// The user with this id.
+    async fn user(&self, id: &UserId) -> Result<Option<UserInfo>, AppError>;
+    /// Sets a user's display name.
+    async fn set_display_name(&self, id: &UserId, name: String) -> Result<UserInfo, AppError>;
+
+    /// Creates a channel; [`AppError::ChannelTaken`] if the name is taken in any case.
+    async fn create_channel(&self, name: String) -> Result<ChannelInfo, AppError>;
+    /// Every channel, ordered by name case-insensitively.
+    async fn channels(&self) -> Result<Vec<ChannelInfo>, AppError>;
+    /// The channel with this name in any case.
+    async fn channel(&self, name: &str) -> Result<Option<ChannelInfo>, AppError>;
+
+    /// Stores a message as the channel's next sequence number.
+    async fn append(&self, message: NewMessage) -> Result<Message, AppError>;
+    /// The channel's most recent messages (at most `limit`), oldest first.
+    async fn recent(&self, channel: &str, limit: usize) -> Result<Vec<Message>, AppError>;
+    /// What a client that last saw `after_seq` in `channel` has missed.
+    async fn since(&self, channel: &str, after_seq: u64) -> Result<CatchUp, AppError>;
+    /// Deletes a message if `by` wrote it; returns the deleted message.
+    async fn delete(&self, id: &MessageId, by: &UserId) -> Result<Message, AppError>;
+}

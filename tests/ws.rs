@@ -1,0 +1,408 @@
+//! The real router on port 0, driven by real WebSocket and HTTP clients: what a bot or a
+//! browser sees on the wire.
+#![cfg(feature = "ssr")]
+
+use flack::protocol::{ClientEvent, Message, ServerEvent, HISTORY_WINDOW};
+use flack::server::{config::Config, router, state::AppState};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message as Frame;
+use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+async fn start() -> SocketAddr {
+    let config = Config {
+        address: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    };
+    let options = leptos::config::get_configuration(None)
+        .unwrap()
+        .leptos_options;
+    let state = AppState::in_memory(config, options).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+    addr
+}
+
+/// A named identity, as a bot gets it.
+async fn login(addr: SocketAddr, name: &str) -> String {
+    let res = reqwest::Client::new()
+        .post(format!("http://{addr}/auth/session"))
+        .json(&json!({ "name": name }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["user"]["name"], name);
+    body["token"].as_str().unwrap().to_string()
+}
+
+async fn connect_with(
+    addr: SocketAddr,
+    token: Option<&str>,
+    origin: Option<&str>,
+) -> Result<Ws, String> {
+    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    if let Some(token) = token {
+        req.headers_mut().insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+        );
+    }
+    if let Some(origin) = origin {
+        req.headers_mut()
+            .insert("origin", HeaderValue::from_str(origin).unwrap());
+    }
+    connect_async(req)
+        .await
+        .map(|(ws, _)| ws)
+        .map_err(|e| e.to_string())
+}
+
+/// Connects and reads the hello.
+async fn connect(addr: SocketAddr, token: &str) -> Ws {
+    let mut ws = connect_with(addr, Some(token), None).await.unwrap();
+    assert!(matches!(next(&mut ws).await, ServerEvent::Hello { .. }));
+    ws
+}
+
+async fn send(ws: &mut Ws, event: ClientEvent) {
+    ws.send(Frame::text(serde_json::to_string(&event).unwrap()))
+        .await
+        .unwrap();
+}
+
+async fn next(ws: &mut Ws) -> ServerEvent {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("an event within 5 s")
+            .expect("socket open")
+            .expect("frame");
+        match frame {
+            Frame::Text(text) => {
+                return serde_json::from_str(text.as_str()).expect("a server event")
+            }
+            Frame::Ping(_) | Frame::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+async fn subscribe(
+    ws: &mut Ws,
+    channel: &str,
+    after_seq: Option<u64>,
+) -> (Vec<Message>, Vec<u64>, bool) {
+    send(
+        ws,
+        ClientEvent::Subscribe {
+            channel: channel.into(),
+            after_seq,
+        },
+    )
+    .await;
+    match next(ws).await {
+        ServerEvent::Subscribed {
+            messages,
+            removed,
+            reset,
+            ..
+        } => (messages, removed, reset),
+        other => panic!("expected subscribed, got {other:?}"),
+    }
+}
+
+fn say(channel: &str, body: &str, client_id: Option<&str>) -> ClientEvent {
+    ClientEvent::Send {
+        channel: channel.into(),
+        body: body.into(),
+        client_id: client_id.map(Into::into),
+    }
+}
+
+fn error_code(event: &ServerEvent) -> String {
+    match event {
+        ServerEvent::Error { error, .. } => serde_json::to_value(error).unwrap()["code"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn two_clients_see_each_others_messages_live() {
+    let addr = start().await;
+    let mut ada = connect(addr, &login(addr, "Ada").await).await;
+    let mut bob = connect(addr, &login(addr, "Bob").await).await;
+    assert!(subscribe(&mut ada, "general", None).await.0.is_empty());
+    subscribe(&mut bob, "GENERAL", None).await;
+
+    send(&mut ada, say("general", "hello <b>bob</b>", Some("c-1"))).await;
+    let mut acked = None;
+    let mut echoed = None;
+    for _ in 0..2 {
+        match next(&mut ada).await {
+            ServerEvent::Ack { client_id, seq, .. } => acked = Some((client_id, seq)),
+            ServerEvent::Message { message } => echoed = Some(message),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(acked, Some((Some("c-1".to_string()), 1)));
+    let ServerEvent::Message { message } = next(&mut bob).await else {
+        panic!("message")
+    };
+    assert_eq!(Some(&message), echoed.as_ref());
+    assert_eq!(message.author.name, "Ada");
+    assert_eq!(message.body, "hello <b>bob</b>");
+    assert_eq!(message.seq, 1);
+    assert!((chrono::Utc::now() - message.sent_at).num_seconds().abs() < 60);
+}
+
+#[tokio::test]
+async fn bad_frames_get_typed_errors_and_the_socket_stays_usable() {
+    let addr = start().await;
+    let mut ws = connect(addr, &login(addr, "Ada").await).await;
+    subscribe(&mut ws, "general", None).await;
+
+    ws.send(Frame::text("not json")).await.unwrap();
+    assert_eq!(error_code(&next(&mut ws).await), "bad_frame");
+    ws.send(Frame::text(r#"{"type":"shout","channel":"general"}"#))
+        .await
+        .unwrap();
+    assert_eq!(error_code(&next(&mut ws).await), "bad_frame");
+    ws.send(Frame::binary(vec![1u8, 2, 3])).await.unwrap();
+    assert_eq!(error_code(&next(&mut ws).await), "bad_frame");
+    send(&mut ws, say("general", &"x".repeat(4001), Some("long"))).await;
+    let too_long = next(&mut ws).await;
+    assert_eq!(error_code(&too_long), "message_too_long");
+    assert!(matches!(too_long, ServerEvent::Error { client_id: Some(ref c), .. } if c == "long"));
+    send(&mut ws, say("nowhere", "hi", None)).await;
+    assert_eq!(error_code(&next(&mut ws).await), "no_such_channel");
+    send(&mut ws, say("general", "  \n ", None)).await;
+    assert_eq!(error_code(&next(&mut ws).await), "message_empty");
+
+    // Still usable, and nothing invalid was stored.
+    send(&mut ws, say("general", "fine", None)).await;
+    let mut seqs = Vec::new();
+    for _ in 0..2 {
+        match next(&mut ws).await {
+            ServerEvent::Ack { seq, .. } => seqs.push(seq),
+            ServerEvent::Message { message } => seqs.push(message.seq),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seqs, [1, 1]);
+}
+
+#[tokio::test]
+async fn foreign_origins_and_nameless_users_are_refused() {
+    let addr = start().await;
+    let token = login(addr, "Ada").await;
+    let refused = connect_with(addr, Some(&token), Some("http://evil.example")).await;
+    assert!(refused.unwrap_err().contains("403"));
+    let same_site = format!("http://{addr}");
+    assert!(connect_with(addr, Some(&token), Some(&same_site))
+        .await
+        .is_ok());
+
+    // No token: the server issues a fresh identity with no name, which cannot post yet.
+    let mut anon = connect_with(addr, None, None).await.unwrap();
+    let ServerEvent::Hello { user } = next(&mut anon).await else {
+        panic!("hello")
+    };
+    assert_eq!(user.name, None);
+    send(&mut anon, say("general", "hi", None)).await;
+    assert_eq!(error_code(&next(&mut anon).await), "no_display_name");
+}
+
+#[tokio::test]
+async fn only_the_author_deletes_and_everyone_sees_it() {
+    let addr = start().await;
+    let mut ada = connect(addr, &login(addr, "Ada").await).await;
+    let mut bob = connect(addr, &login(addr, "Bob").await).await;
+    subscribe(&mut ada, "general", None).await;
+    subscribe(&mut bob, "general", None).await;
+    send(&mut ada, say("general", "mine", None)).await;
+    let ServerEvent::Message { message } = next(&mut bob).await else {
+        panic!("message")
+    };
+
+    send(
+        &mut bob,
+        ClientEvent::Delete {
+            message_id: message.id.clone(),
+        },
+    )
+    .await;
+    assert_eq!(error_code(&next(&mut bob).await), "not_author");
+
+    send(
+        &mut ada,
+        ClientEvent::Delete {
+            message_id: message.id.clone(),
+        },
+    )
+    .await;
+    let deleted = |e: ServerEvent| matches!(e, ServerEvent::MessageDeleted { ref message_id, .. } if *message_id == message.id);
+    assert!(deleted(next(&mut bob).await));
+    loop {
+        match next(&mut ada).await {
+            ServerEvent::Ack { .. } | ServerEvent::Message { .. } => continue,
+            other => {
+                assert!(deleted(other));
+                break;
+            }
+        }
+    }
+    assert!(subscribe(&mut bob, "general", None).await.0.is_empty());
+}
+
+#[tokio::test]
+async fn a_reconnecting_client_gets_exactly_what_it_missed() {
+    let addr = start().await;
+    let ada_token = login(addr, "Ada").await;
+    let mut ada = connect(addr, &ada_token).await;
+    let mut bob = connect(addr, &login(addr, "Bob").await).await;
+    subscribe(&mut ada, "general", None).await;
+    for i in 1..=3 {
+        send(&mut bob, say("general", &format!("before {i}"), None)).await;
+    }
+    let mut last_seen = 0;
+    while last_seen < 3 {
+        if let ServerEvent::Message { message } = next(&mut ada).await {
+            last_seen = message.seq;
+        }
+    }
+    ada.close(None).await.unwrap();
+
+    for i in 1..=5 {
+        send(&mut bob, say("general", &format!("missed {i}"), None)).await;
+        assert!(matches!(next(&mut bob).await, ServerEvent::Ack { .. }));
+    }
+    let mut ada = connect(addr, &ada_token).await;
+    let (messages, removed, reset) = subscribe(&mut ada, "general", Some(last_seen)).await;
+    assert!(!reset && removed.is_empty());
+    let bodies: Vec<&str> = messages.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(
+        bodies,
+        ["missed 1", "missed 2", "missed 3", "missed 4", "missed 5"]
+    );
+    assert_eq!(
+        messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        [4, 5, 6, 7, 8]
+    );
+}
+
+#[tokio::test]
+async fn joining_shows_at_most_the_last_hundred() {
+    let addr = start().await;
+    let mut ada = connect(addr, &login(addr, "Ada").await).await;
+    for i in 1..=105 {
+        send(&mut ada, say("general", &format!("msg {i}"), None)).await;
+        assert!(matches!(next(&mut ada).await, ServerEvent::Ack { .. }));
+    }
+    let (messages, _, reset) = subscribe(&mut ada, "general", None).await;
+    assert!(reset);
+    assert_eq!(messages.len(), HISTORY_WINDOW);
+    assert_eq!(messages.first().unwrap().body, "msg 6");
+    assert_eq!(messages.last().unwrap().body, "msg 105");
+}
+
+#[tokio::test]
+async fn server_functions_create_channels_announced_live_and_refuse_other_sites() {
+    let addr = start().await;
+    let token = login(addr, "Ada").await;
+    let mut ws = connect(addr, &token).await;
+    let http = reqwest::Client::new();
+    let create = |name: &str, origin: Option<&str>| {
+        let mut req = http
+            .post(format!("http://{addr}/api/create_channel"))
+            .header("cookie", format!("flack_session={token}"))
+            .form(&[("name", name)]);
+        if let Some(origin) = origin {
+            req = req.header("origin", origin);
+        }
+        req.send()
+    };
+
+    let res = create("Design", None).await.unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    let ServerEvent::ChannelCreated { channel } = next(&mut ws).await else {
+        panic!("announced")
+    };
+    assert_eq!(channel.name, "Design");
+
+    let res = create("  design ", None).await.unwrap();
+    assert_eq!(res.status(), 409);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["code"], "channel_taken");
+
+    let res = create("bad name!", None).await.unwrap();
+    assert_eq!(res.status(), 422);
+
+    let res = create("elsewhere", Some("http://evil.example"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let list: Value = http
+        .post(format!("http://{addr}/api/list_channels"))
+        .header("cookie", format!("flack_session={token}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Design", "general"]);
+}
+
+#[tokio::test]
+async fn pages_render_messages_as_text_and_issue_an_identity() {
+    let addr = start().await;
+    let token = login(addr, "<img src=x onerror=alert(1)>").await;
+    let mut ws = connect(addr, &token).await;
+    send(&mut ws, say("general", "<script>alert(1)</script>", None)).await;
+    assert!(matches!(next(&mut ws).await, ServerEvent::Ack { .. }));
+
+    let res = reqwest::get(format!("http://{addr}/c/general"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let cookie = res.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("flack_session=") && cookie.contains("HttpOnly"));
+    // A first visit asks for a name before anything else.
+    let page = res.text().await.unwrap();
+    assert!(page.contains("Display name"));
+
+    let res = reqwest::Client::new()
+        .get(format!("http://{addr}/c/general"))
+        .header("cookie", format!("flack_session={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        res.headers().get("set-cookie").is_none(),
+        "a known visitor keeps their identity"
+    );
+    let page = res.text().await.unwrap();
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(!page.contains("<script>alert(1)</script>"));
+    assert!(page.contains("&lt;img src=x onerror=alert(1)&gt;"));
+    assert!(page.contains(r#"role="log""#));
+}
