@@ -60,14 +60,17 @@ mod browser {
         inner: StoredValue<Option<Rc<Inner>>, leptos::prelude::LocalStorage>,
     }
 
+    /// A DOM event callback kept alive as long as it is registered.
+    type Listener = Closure<dyn FnMut(Event)>;
+
     struct Inner {
         handlers: Handlers,
         ws: RefCell<Option<WebSocket>>,
         attempts: Cell<u32>,
         /// Keeps the current socket's callbacks alive.
-        callbacks: RefCell<Vec<Closure<dyn FnMut(Event)>>>,
+        callbacks: RefCell<Vec<Listener>>,
         /// Keeps the window's online/offline listeners alive.
-        network: RefCell<Vec<Closure<dyn FnMut(Event)>>>,
+        network: RefCell<Vec<Listener>>,
     }
 
     impl Default for Socket {
@@ -131,7 +134,7 @@ mod browser {
         };
         let on_open = {
             let inner = Rc::downgrade(inner);
-            Closure::<dyn FnMut(Event)>::new(move |_| {
+            Listener::new(move |_| {
                 if let Some(inner) = inner.upgrade() {
                     inner.attempts.set(0);
                     (inner.handlers.on_status)(ConnectionStatus::Online);
@@ -141,7 +144,7 @@ mod browser {
         };
         let on_message = {
             let inner = Rc::downgrade(inner);
-            Closure::<dyn FnMut(Event)>::new(move |ev: Event| {
+            Listener::new(move |ev: Event| {
                 let Some(inner) = inner.upgrade() else { return };
                 let Some(text) = ev.unchecked_into::<MessageEvent>().data().as_string() else {
                     return;
@@ -155,7 +158,7 @@ mod browser {
         let on_close = {
             let inner = Rc::downgrade(inner);
             let this = ws.clone();
-            Closure::<dyn FnMut(Event)>::new(move |ev: Event| {
+            Listener::new(move |ev: Event| {
                 let Some(inner) = inner.upgrade() else { return };
                 // Only the current socket's close counts; an old one may close late.
                 let current = inner.ws.borrow().as_ref().is_some_and(|ws| ws == &this);
@@ -197,7 +200,7 @@ mod browser {
     fn watch_network(inner: &Rc<Inner>) {
         let on_offline = {
             let inner = Rc::downgrade(inner);
-            Closure::<dyn FnMut(Event)>::new(move |_| {
+            Listener::new(move |_| {
                 if let Some(inner) = inner.upgrade() {
                     if let Some(ws) = inner.ws.borrow().as_ref() {
                         let _ = ws.close();
@@ -207,7 +210,7 @@ mod browser {
         };
         let on_online = {
             let inner = Rc::downgrade(inner);
-            Closure::<dyn FnMut(Event)>::new(move |_| {
+            Listener::new(move |_| {
                 if let Some(inner) = inner.upgrade() {
                     if inner.ws.borrow().is_none() {
                         inner.attempts.set(0);

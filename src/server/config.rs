@@ -69,6 +69,8 @@ impl Config {
 }
 
 #[cfg(test)]
+// figment's test jail returns its large error type by design.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what is missing, then runs every check: formatting, clippy on both feature sets,
+# the Rust tests (protocol, store contract, hub, WebSocket against the real router), and the
+# Playwright journeys in Debian's chromium against a release build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+source scripts/env.sh
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+start=$SECONDS
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "clippy (ssr)"
+cargo clippy --features ssr --all-targets -- -D warnings
+
+step "clippy (hydrate, wasm32)"
+cargo clippy --lib --features hydrate --target wasm32-unknown-unknown -- -D warnings
+
+step "cargo test (ssr)"
+cargo test --features ssr
+
+step "Playwright journeys (release build)"
+# A port of its own, so a running dev server does not get in the way.
+export FLACK_ADDRESS=${FLACK_E2E_ADDRESS:-127.0.0.1:3210}
+export FLACK_URL="http://$FLACK_ADDRESS"
+cargo leptos end-to-end --release
+
+step "all checks passed in $((SECONDS - start)) s"
