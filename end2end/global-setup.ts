@@ -9,7 +9,7 @@ const INTERVAL_MS = 500;
  */
 export default async function globalSetup(config: FullConfig): Promise<void> {
   const baseURL =
-    config.projects[0]?.use.baseURL ?? process.env.FLACK_URL ?? 'http://127.0.0.1:3210';
+    config.projects[0]?.use.baseURL ?? process.env.E2E_BASE_URL ?? 'http://127.0.0.1:3210';
   const deadline = Date.now() + TIMEOUT_MS;
   let lastProblem = 'no answer yet';
 

@@ -1,7 +1,7 @@
 import { defineConfig } from '@playwright/test';
 
 /** Where the Flack server under test answers. */
-export const baseURL = process.env.FLACK_URL ?? 'http://127.0.0.1:3210';
+export const baseURL = process.env.E2E_BASE_URL ?? 'http://127.0.0.1:3210';
 
 const chromiumArgs = [
   '--no-sandbox',
@@ -38,13 +38,22 @@ export default defineConfig({
   },
   projects: [
     {
+      // Runs first, while the server holds only what it starts with, so the picture in the
+      // README shows a tidy sidebar rather than every test's channels.
+      name: 'screenshot',
+      testMatch: '**/screenshot.spec.ts',
+      use: { javaScriptEnabled: true },
+    },
+    {
       name: 'js',
-      testIgnore: '**/nojs.spec.ts',
+      testIgnore: ['**/nojs.spec.ts', '**/screenshot.spec.ts'],
+      dependencies: ['screenshot'],
       use: { javaScriptEnabled: true },
     },
     {
       name: 'nojs',
       testMatch: '**/nojs.spec.ts',
+      dependencies: ['screenshot'],
       use: { javaScriptEnabled: false },
     },
   ],

@@ -25,7 +25,7 @@ cargo test --features ssr
 step "Playwright journeys (release build)"
 # A port of its own, so a running dev server does not get in the way.
 export FLACK_ADDRESS=${FLACK_E2E_ADDRESS:-127.0.0.1:3210}
-export FLACK_URL="http://$FLACK_ADDRESS"
+export E2E_BASE_URL="http://$FLACK_ADDRESS"
 cargo leptos end-to-end --release
 
 step "all checks passed in $((SECONDS - start)) s"

@@ -26,20 +26,40 @@ mod ssr {
         Ok((state, user))
     }
 
-    /// Passes a result through, giving failures their proper HTTP status. Plain form posts
-    /// (no JavaScript) keep the redirect back to the page, which shows the error instead.
+    /// Passes a result through, giving failures their proper HTTP status. A plain form post
+    /// (no JavaScript) is redirected back to its page instead: with the error in the URL on
+    /// failure (Leptos shows it there), to the clean page on success.
     pub fn with_status<T>(result: Result<T, AppError>) -> Result<T, AppError> {
-        if let Err(error) = &result {
-            let form_post = use_context::<axum::http::request::Parts>().is_some_and(|parts| {
-                parts
-                    .headers
-                    .get(axum::http::header::ACCEPT)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|v| v.contains("text/html"))
-            });
-            if !form_post {
-                expect_context::<leptos_axum::ResponseOptions>().set_status(error.status());
+        use axum::http::header::{ACCEPT, LOCATION, REFERER};
+        let parts = use_context::<axum::http::request::Parts>();
+        let header = |name| {
+            parts
+                .as_ref()
+                .and_then(|p| p.headers.get(name))
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        // A browser's form post to this server function, not a page render calling it.
+        let form_post = parts.as_ref().is_some_and(|p| {
+            p.method == axum::http::Method::POST && p.uri.path().starts_with("/api/")
+        }) && header(ACCEPT).is_some_and(|v| v.contains("text/html"));
+        let response = expect_context::<leptos_axum::ResponseOptions>();
+        match &result {
+            Err(error) if !form_post => response.set_status(error.status()),
+            // Leptos would send the browser to the page with a stray `?` left behind.
+            Ok(_)
+                if form_post
+                    && response
+                        .0
+                        .read()
+                        .is_ok_and(|r| !r.headers.contains_key(LOCATION)) =>
+            {
+                if let Some(page) = header(REFERER) {
+                    let clean = page.split_once('?').map_or(page.as_str(), |(path, _)| path);
+                    leptos_axum::redirect(clean);
+                }
             }
+            _ => {}
         }
         result
     }

@@ -1,6 +1,9 @@
 //! Flack: real-time team chat as one Leptos crate. Built with `ssr` it is the axum server;
 //! built with `hydrate` it is the WebAssembly client that takes over the server-rendered page.
 
+// Leptos views are deeply nested types; the optimised WebAssembly build needs the room.
+#![recursion_limit = "256"]
+
 pub mod api;
 pub mod app;
 pub mod error;

@@ -80,7 +80,7 @@ fn MessageList(log: RwSignal<ChannelLog>, label: String) -> impl IntoView {
             <For
                 each=move || log.with(|l| l.messages.clone())
                 key=|m| m.id.clone()
-                children=move |message| view! { <MessageItem message log/> }
+                children=move |message| view! { <MessageItem message log/> }.into_any()
             />
         </ol>
     }
@@ -171,10 +171,13 @@ fn Composer(channel: String) -> impl IntoView {
     let textarea = NodeRef::<leptos::html::Textarea>::new();
     let post = ServerAction::<PostMessage>::new();
 
-    // Focus lands in the composer whenever a channel opens.
+    // Focus lands in the composer whenever a channel opens: on the next frame, once the
+    // (possibly transitioning) view is in the document.
     Effect::new(move |_| {
         if let Some(el) = textarea.get() {
-            let _ = el.focus();
+            request_animation_frame(move || {
+                let _ = el.focus();
+            });
         }
     });
 

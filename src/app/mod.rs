@@ -16,7 +16,7 @@ pub use client::ChatClient;
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, Link, MetaTags, Stylesheet, Title};
 use leptos_router::components::{ParentRoute, Route, Router, Routes};
-use leptos_router::path;
+use leptos_router::{path, SsrMode};
 
 /// The URL of a channel's page.
 pub fn channel_path(name: &str) -> String {
@@ -71,9 +71,10 @@ pub fn App() -> impl IntoView {
         <Link rel="icon" href="/favicon.svg" type_="image/svg+xml"/>
         <Router>
             <Routes fallback=|| view! { <p class="not-found">"Page not found."</p> }>
-                <ParentRoute path=path!("") view=workspace::Workspace>
-                    <Route path=path!("") view=home::Home/>
-                    <Route path=path!("c/:name") view=channel::ChannelPage/>
+                // Async: the server sends each page complete, so it works without JavaScript.
+                <ParentRoute path=path!("") view=workspace::Workspace ssr=SsrMode::Async>
+                    <Route path=path!("") view=home::Home ssr=SsrMode::Async/>
+                    <Route path=path!("c/:name") view=channel::ChannelPage ssr=SsrMode::Async/>
                 </ParentRoute>
             </Routes>
         </Router>
