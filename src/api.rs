@@ -111,13 +111,29 @@ pub async fn get_channel(channel: String) -> Result<ChannelHistory, AppError> {
     ssr::with_status(state.chat.history(&channel).await)
 }
 
-/// Posts a message as the caller (the form fallback when the socket is not there).
+/// Up to 100 messages older than `before_seq`, oldest first (scrolling back in history).
+#[server(endpoint = "get_older")]
+pub async fn get_older(channel: String, before_seq: u64) -> Result<ChannelHistory, AppError> {
+    let state = expect_context::<crate::server::state::AppState>();
+    ssr::with_status(state.chat.older(&channel, before_seq).await)
+}
+
+/// Posts a message as the caller: the form fallback without JavaScript, and the browser's
+/// path when the socket is down. A `client_id` sent before returns the original message.
 #[server(endpoint = "post_message")]
-pub async fn post_message(channel: String, body: String) -> Result<Message, AppError> {
+pub async fn post_message(
+    channel: String,
+    body: String,
+    #[server(default)] client_id: Option<String>,
+) -> Result<Message, AppError> {
     ssr::with_status(
         async {
             let (state, user) = ssr::caller().await?;
-            state.chat.post(&user, &channel, &body, None).await
+            state
+                .chat
+                .post(&user, &channel, &body, client_id)
+                .await
+                .map(|appended| appended.message)
         }
         .await,
     )

@@ -62,6 +62,12 @@ pub enum AppError {
     /// The user must pick a display name before doing this.
     #[error("Choose a display name first.")]
     NoDisplayName,
+    /// The user is sending faster than allowed.
+    #[error("You are sending too fast; try again in {retry_after_ms} ms.")]
+    RateLimited {
+        /// How long to wait before the next message is accepted.
+        retry_after_ms: u64,
+    },
     /// The request carried no valid identity.
     #[error("You are not signed in; reload the page.")]
     Unauthenticated,
@@ -107,6 +113,7 @@ impl AppError {
             AppError::NotAuthor | AppError::ForeignOrigin => StatusCode::FORBIDDEN,
             AppError::NoDisplayName => StatusCode::PRECONDITION_REQUIRED,
             AppError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

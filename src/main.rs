@@ -29,7 +29,25 @@ async fn main() {
         .expect("Leptos options come from the environment cargo-leptos sets")
         .leptos_options;
     let address = config.address;
-    let state = AppState::in_memory(config, leptos_options).await;
+    let store = format!("{:?} ({})", config.store, config.database.display());
+    let state = match AppState::new(config, leptos_options).await {
+        Ok(state) => state,
+        Err(e) => {
+            eprintln!("flack: cannot open the store {store}: {e}");
+            std::process::exit(1);
+        }
+    };
+    tracing::info!(%store, "store open");
+    {
+        let chat = state.chat.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                chat.forget_idle_limits();
+            }
+        });
+    }
     let app = router(state);
 
     let listener = match tokio::net::TcpListener::bind(address).await {

@@ -20,6 +20,10 @@ pub const MAX_CHANNEL_NAME_CHARS: usize = 32;
 pub const MAX_CLIENT_ID_BYTES: usize = 64;
 /// The largest WebSocket frame the server reads; bigger ones close the socket with code 1009.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Close code: the client sent faster than its rate limit for too long.
+pub const CLOSE_FLOOD: u16 = 4029;
+/// Close code: the client did not read its events fast enough (it may reconnect and catch up).
+pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 
 /// An opaque user id issued by the server (32 hex digits).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -119,6 +123,10 @@ pub enum ClientEvent {
         /// The last sequence number this client has seen in that channel.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         after_seq: Option<u64>,
+        /// The oldest sequence number this client still shows: deletions are reported from
+        /// there on (by default, a window's worth before `after_seq`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        oldest_seq: Option<u64>,
     },
     /// Post a message: `{"type":"send","channel":"general","body":"hi","client_id":"c-17"}`.
     /// The sender gets an [`ServerEvent::Ack`] and everyone subscribed a [`ServerEvent::Message`].
@@ -360,6 +368,7 @@ mod tests {
                 ClientEvent::Subscribe {
                     channel: "general".into(),
                     after_seq: None,
+                    oldest_seq: None,
                 },
             ),
             (
@@ -367,6 +376,7 @@ mod tests {
                 ClientEvent::Subscribe {
                     channel: "general".into(),
                     after_seq: Some(41),
+                    oldest_seq: None,
                 },
             ),
             (

@@ -16,15 +16,21 @@ use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// A server on its own SQLite file (removed when the test process ends).
 async fn start() -> SocketAddr {
-    let config = Config {
-        address: "127.0.0.1:0".parse().unwrap(),
+    let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+    start_with(Config {
+        database: dir.path().join("flack.db"),
         ..Config::default()
-    };
+    })
+    .await
+}
+
+async fn start_with(config: Config) -> SocketAddr {
     let options = leptos::config::get_configuration(None)
         .unwrap()
         .leptos_options;
-    let state = AppState::in_memory(config, options).await;
+    let state = AppState::new(config, options).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
@@ -107,6 +113,7 @@ async fn subscribe(
         ClientEvent::Subscribe {
             channel: channel.into(),
             after_seq,
+            oldest_seq: None,
         },
     )
     .await;
@@ -276,6 +283,7 @@ async fn a_reconnecting_client_gets_exactly_what_it_missed() {
     subscribe(&mut ada, "general", None).await;
     for i in 1..=3 {
         send(&mut bob, say("general", &format!("before {i}"), None)).await;
+        assert!(matches!(next(&mut bob).await, ServerEvent::Ack { .. }));
     }
     let mut last_seen = 0;
     while last_seen < 3 {
@@ -306,12 +314,17 @@ async fn a_reconnecting_client_gets_exactly_what_it_missed() {
 #[tokio::test]
 async fn joining_shows_at_most_the_last_hundred() {
     let addr = start().await;
-    let mut ada = connect(addr, &login(addr, "Ada").await).await;
-    for i in 1..=105 {
-        send(&mut ada, say("general", &format!("msg {i}"), None)).await;
-        assert!(matches!(next(&mut ada).await, ServerEvent::Ack { .. }));
+    // Three people take turns, each within the per-user rate limit.
+    let mut people = Vec::new();
+    for name in ["Ada", "Bob", "Cy"] {
+        people.push(connect(addr, &login(addr, name).await).await);
     }
-    let (messages, _, reset) = subscribe(&mut ada, "general", None).await;
+    for i in 1..=105 {
+        let ws = &mut people[i % 3];
+        send(ws, say("general", &format!("msg {i}"), None)).await;
+        assert!(matches!(next(ws).await, ServerEvent::Ack { .. }));
+    }
+    let (messages, _, reset) = subscribe(&mut people[0], "general", None).await;
     assert!(reset);
     assert_eq!(messages.len(), HISTORY_WINDOW);
     assert_eq!(messages.first().unwrap().body, "msg 6");
@@ -405,4 +418,249 @@ async fn pages_render_messages_as_text_and_issue_an_identity() {
     assert!(!page.contains("<script>alert(1)</script>"));
     assert!(page.contains("&lt;img src=x onerror=alert(1)&gt;"));
     assert!(page.contains(r#"role="log""#));
+}
+
+/// Reads events until one matches, failing after 5 s of silence.
+async fn until(ws: &mut Ws, mut wanted: impl FnMut(&ServerEvent) -> bool) -> ServerEvent {
+    loop {
+        let event = next(ws).await;
+        if wanted(&event) {
+            return event;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_resent_message_is_stored_once_and_acknowledged_again() {
+    let addr = start().await;
+    let token = login(addr, "Ada").await;
+    let mut bob = connect(addr, &login(addr, "Bob").await).await;
+    subscribe(&mut bob, "general", None).await;
+
+    // The first connection drops right after sending: the ack is lost with it.
+    let mut first = connect(addr, &token).await;
+    send(&mut first, say("general", "exactly once", Some("m-1"))).await;
+    drop(first);
+    let ServerEvent::Message { message } = next(&mut bob).await else {
+        panic!("message")
+    };
+
+    // The client does not know whether it arrived, so it sends again on a new connection.
+    let mut second = connect(addr, &token).await;
+    send(&mut second, say("general", "exactly once", Some("m-1"))).await;
+    let ServerEvent::Ack {
+        seq, message_id, ..
+    } = next(&mut second).await
+    else {
+        panic!("ack")
+    };
+    assert_eq!((seq, message_id), (message.seq, message.id.clone()));
+
+    // Nobody sees it twice, and the channel holds it once.
+    send(&mut second, say("general", "next", Some("m-2"))).await;
+    let ServerEvent::Message { message: next_one } = next(&mut bob).await else {
+        panic!("message")
+    };
+    assert_eq!(next_one.body, "next");
+    assert_eq!(next_one.seq, message.seq + 1);
+    let (all, _, _) = subscribe(&mut bob, "general", None).await;
+    let bodies: Vec<&str> = all.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["exactly once", "next"]);
+}
+
+#[tokio::test]
+async fn a_reconnecting_client_hears_of_deletions_it_missed() {
+    let addr = start().await;
+    let ada_token = login(addr, "Ada").await;
+    let mut ada = connect(addr, &ada_token).await;
+    let mut bob = connect(addr, &login(addr, "Bob").await).await;
+    subscribe(&mut bob, "general", None).await;
+    let mut sent = Vec::new();
+    for i in 1..=3 {
+        send(&mut ada, say("general", &format!("m{i}"), None)).await;
+        until(&mut ada, |e| matches!(e, ServerEvent::Ack { .. })).await;
+        let ServerEvent::Message { message } = next(&mut bob).await else {
+            panic!("message")
+        };
+        sent.push(message);
+    }
+    drop(bob);
+    send(
+        &mut ada,
+        ClientEvent::Delete {
+            message_id: sent[1].id.clone(),
+        },
+    )
+    .await;
+    send(&mut ada, say("general", "m4", None)).await;
+    until(&mut ada, |e| matches!(e, ServerEvent::Ack { .. })).await;
+
+    let mut bob = connect(addr, &login(addr, "Bob again").await).await;
+    let (messages, removed, reset) = subscribe(&mut bob, "general", Some(3)).await;
+    assert!(!reset);
+    assert_eq!(removed, [sent[1].seq]);
+    assert_eq!(
+        messages.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["m4"]
+    );
+}
+
+#[tokio::test]
+async fn a_flood_gets_errors_then_a_documented_close() {
+    let addr = start().await;
+    let mut ada = connect(addr, &login(addr, "Ada").await).await;
+    for i in 0..200 {
+        if ada
+            .send(Frame::text(
+                serde_json::to_string(&say("general", &format!("{i}"), None)).unwrap(),
+            ))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let mut limited = 0;
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ada.next())
+            .await
+            .expect("the server answers")
+        {
+            Some(Ok(Frame::Text(text))) => {
+                let event: ServerEvent = serde_json::from_str(text.as_str()).unwrap();
+                if let ServerEvent::Error { error, .. } = event {
+                    assert!(
+                        matches!(error, flack::error::AppError::RateLimited { retry_after_ms } if retry_after_ms > 0)
+                    );
+                    limited += 1;
+                }
+            }
+            Some(Ok(Frame::Close(frame))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert!(limited > 0, "the client was told before being closed");
+    let frame = close.expect("a close frame with a code");
+    assert_eq!(u16::from(frame.code), flack::protocol::CLOSE_FLOOD);
+    // The stored messages are the ones within the limit, nothing more.
+    let mut bob = connect(addr, &login(addr, "Bob").await).await;
+    let (messages, _, _) = subscribe(&mut bob, "general", None).await;
+    assert_eq!(messages.len(), 60, "the default burst");
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_while_others_keep_up() {
+    let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+    let addr = start_with(Config {
+        database: dir.path().join("flack.db"),
+        outgoing_queue: 64,
+        write_timeout_secs: 2,
+        rate_limit_per_sec: 100_000,
+        rate_limit_burst: 100_000,
+        ..Config::default()
+    })
+    .await;
+    let mut slow = connect(addr, &login(addr, "Slow").await).await;
+    subscribe(&mut slow, "general", None).await;
+    let mut reader = connect(addr, &login(addr, "Reader").await).await;
+    subscribe(&mut reader, "general", None).await;
+    let mut sender = connect(addr, &login(addr, "Sender").await).await;
+
+    // `slow` never reads again. Big messages fill the socket buffers, then its queue.
+    let body = "x".repeat(4000);
+    let total = 3000u64;
+    let mut received = 0u64;
+    for i in 0..total {
+        send(&mut sender, say("general", &body, Some(&format!("b{i}")))).await;
+        // The reader keeps up, in order.
+        loop {
+            match next(&mut reader).await {
+                ServerEvent::Message { message } => {
+                    received += 1;
+                    assert_eq!(message.seq, received);
+                    break;
+                }
+                _ => continue,
+            }
+        }
+    }
+    assert_eq!(received, total);
+    for _ in 0..total {
+        until(&mut sender, |e| matches!(e, ServerEvent::Ack { .. })).await;
+    }
+
+    // The slow socket was closed by the server: reading it now ends (after what was buffered)
+    // with a close or a reset instead of 3000 messages.
+    let mut delivered = 0u64;
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match slow.next().await {
+                Some(Ok(Frame::Text(text))) if text.as_str().contains(r#""type":"message""#) => {
+                    delivered += 1
+                }
+                Some(Ok(Frame::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the slow socket was closed");
+    assert!(delivered < total, "it was cut off, not fed everything");
+    if let Some(code) = ended {
+        assert_eq!(code, flack::protocol::CLOSE_SLOW_CONSUMER);
+    }
+    // Reconnecting, it catches up with everything it missed.
+    let mut back = connect(addr, &login(addr, "Slow again").await).await;
+    let (messages, _, reset) = subscribe(&mut back, "general", Some(delivered)).await;
+    assert!(!reset || messages.len() == 100);
+    if !reset {
+        assert_eq!(messages.len() as u64, total - delivered);
+    }
+}
+
+#[tokio::test]
+async fn channels_and_messages_survive_a_restart() {
+    let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+    let config = Config {
+        database: dir.path().join("flack.db"),
+        ..Config::default()
+    };
+    let options = leptos::config::get_configuration(None)
+        .unwrap()
+        .leptos_options;
+    let token = {
+        let state = AppState::new(config.clone(), options.clone())
+            .await
+            .unwrap();
+        let ada = state
+            .chat
+            .store()
+            .create_user("hash".into(), Some("Ada".into()))
+            .await
+            .unwrap();
+        state.chat.create_channel("Ops").await.unwrap();
+        for i in 1..=3 {
+            state
+                .chat
+                .post(&ada, "ops", &format!("m{i}"), Some(format!("c{i}")))
+                .await
+                .unwrap();
+        }
+        "hash"
+    };
+    let state = AppState::new(config, options).await.unwrap();
+    let user = state
+        .chat
+        .store()
+        .user_by_token(token)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(user.name.as_deref(), Some("Ada"));
+    let history = state.chat.history("OPS").await.unwrap();
+    assert_eq!(history.channel.name, "Ops");
+    let bodies: Vec<&str> = history.messages.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["m1", "m2", "m3"]);
 }

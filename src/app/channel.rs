@@ -1,28 +1,44 @@
-//! A channel's page: its recent messages (live), and the composer.
+//! A channel's page: its recent messages (live), older ones on demand, and the composer.
+//! `/c/:name?before=SEQ` shows an older page instead (how "Load older" works without
+//! JavaScript).
 
-use super::chat_state::ChannelLog;
+use super::chat_state::{ChannelLog, Pending, PendingState};
 use super::workspace::Me;
-use super::{prefs, time, ChatClient, Hydrated};
-use crate::api::{get_channel, post_message, DeleteMessage, PostMessage};
+use super::{channel_path, prefs, time, ChatClient, Hydrated};
+use crate::api::{get_channel, get_older, DeleteMessage, PostMessage};
 use crate::error::AppError;
-use crate::protocol::{ChannelHistory, ClientEvent, Message, MessageId};
+use crate::protocol::{ChannelHistory, Message, MessageId, HISTORY_WINDOW};
 use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
 use leptos::task::spawn_local;
-use leptos_router::hooks::use_params_map;
+use leptos_router::hooks::{use_params_map, use_query_map};
 
 /// `/c/:name`: loads the channel (server-rendered), then follows it live.
 #[component]
 pub fn ChannelPage() -> impl IntoView {
     let params = use_params_map();
-    let name = move || params.read().get("name").unwrap_or_default();
-    let history = Resource::new(name, get_channel);
+    let query = use_query_map();
+    let page = move || {
+        let name = params.read().get("name").unwrap_or_default();
+        let before = query
+            .read()
+            .get("before")
+            .and_then(|b| b.parse::<u64>().ok());
+        (name, before)
+    };
+    let history = Resource::new(page, |(name, before)| async move {
+        match before {
+            Some(before) => get_older(name, before).await.map(|h| (h, true)),
+            None => get_channel(name).await.map(|h| (h, false)),
+        }
+    });
     view! {
         <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match history.await {
-                    Ok(history) => view! { <ChannelView history/> }.into_any(),
+                    Ok((history, false)) => view! { <ChannelView history/> }.into_any(),
+                    Ok((history, true)) => view! { <ArchiveView history/> }.into_any(),
                     Err(error) => view! { <MissingChannel error/> }.into_any(),
                 }
             })}
@@ -42,6 +58,7 @@ fn MissingChannel(error: AppError) -> impl IntoView {
     }
 }
 
+/// The live channel: follows new messages, sends, loads older pages as the user scrolls up.
 #[component]
 fn ChannelView(history: ChannelHistory) -> impl IntoView {
     let client = expect_context::<ChatClient>();
@@ -65,22 +82,112 @@ fn ChannelView(history: ChannelHistory) -> impl IntoView {
     }
 }
 
-/// The messages, oldest at the top, kept scrolled to the newest.
+/// An older page of a channel (no live updates), with links to page further.
+#[component]
+fn ArchiveView(history: ChannelHistory) -> impl IntoView {
+    let name = history.channel.name.clone();
+    let log = RwSignal::new(ChannelLog::new(history));
+    view! {
+        <section class="channel">
+            <h1>"#" {name.clone()}</h1>
+            <MessageList log label=format!("Older messages in #{name}")/>
+            <p class="archive-note">
+                <a href=channel_path(&name)>"Back to the newest messages"</a>
+            </p>
+        </section>
+    }
+}
+
+/// The messages, oldest at the top. Stays at the newest while the reader is there; scrolling
+/// to the top (or "Load older") fetches the page before, keeping the reader's place.
 #[component]
 fn MessageList(log: RwSignal<ChannelLog>, label: String) -> impl IntoView {
+    let client = expect_context::<ChatClient>();
     let list = NodeRef::<leptos::html::Ol>::new();
+    let loading = RwSignal::new(false);
+
+    // Follow the newest message (and one's own pending ones), not older pages.
+    let newest =
+        Memo::new(move |_| log.with(|l| (l.messages.last().map(|m| m.seq), l.pending.len())));
     Effect::new(move |_| {
-        log.track();
+        newest.track();
         if let Some(list) = list.get() {
             list.set_scroll_top(list.scroll_height());
         }
     });
+
+    let load_older = move || {
+        let Some(before) = log.with_untracked(|l| l.has_older.then(|| l.oldest_seq()).flatten())
+        else {
+            return;
+        };
+        if loading.get_untracked() {
+            return;
+        }
+        loading.set(true);
+        let channel = log.with_untracked(|l| l.name().to_string());
+        let height_before = list.get_untracked().map(|el| el.scroll_height());
+        spawn_local(async move {
+            match get_older(channel, before).await {
+                Ok(page) => {
+                    log.update(|l| l.prepend_older(page.messages, HISTORY_WINDOW));
+                    // Keep the reader looking at the same message.
+                    request_animation_frame(move || {
+                        if let (Some(el), Some(before)) = (list.get_untracked(), height_before) {
+                            el.set_scroll_top(el.scroll_top() + el.scroll_height() - before);
+                        }
+                    });
+                }
+                Err(e) => client.last_error.set(Some(e.to_string())),
+            }
+            loading.set(false);
+        });
+    };
+    let on_scroll = move |_| {
+        if list.get_untracked().is_some_and(|el| el.scroll_top() <= 0) {
+            load_older();
+        }
+    };
+    let older_link = move || {
+        log.with(|l| {
+            l.has_older
+                .then(|| l.oldest_seq())
+                .flatten()
+                .map(|seq| format!("{}?before={seq}", channel_path(l.name())))
+        })
+    };
+
     view! {
-        <ol class="messages" role="log" aria-label=label node_ref=list>
+        <ol class="messages" role="log" aria-label=label node_ref=list on:scroll=on_scroll>
+            {move || {
+                older_link()
+                    .map(|href| {
+                        view! {
+                            <li class="older">
+                                <a
+                                    href=href
+                                    on:click=move |ev| {
+                                        ev.prevent_default();
+                                        load_older();
+                                    }
+                                >
+                                    {move || {
+                                        if loading.get() { "Loading…" } else { "Load older messages" }
+                                    }}
+                                </a>
+                            </li>
+                        }
+                    })
+            }}
             <For
                 each=move || log.with(|l| l.messages.clone())
                 key=|m| m.id.clone()
                 children=move |message| view! { <MessageItem message log/> }.into_any()
+            />
+            <For
+                each=move || log.with(|l| l.pending.clone())
+                key=|p| (p.client_id.clone(), format!("{:?}", p.state))
+                children=move |pending| view! { <PendingItem pending/> }.into_any()
             />
         </ol>
     }
@@ -109,6 +216,38 @@ fn MessageItem(message: Message, log: RwSignal<ChannelLog>) -> impl IntoView {
             </div>
             <div class="body">{body}</div>
             {mine.then(|| view! { <DeleteButton id log/> })}
+        </li>
+    }
+}
+
+/// One of the user's own messages on its way: sending, sent, or failed with a retry.
+#[component]
+fn PendingItem(pending: Pending) -> impl IntoView {
+    let client = expect_context::<ChatClient>();
+    let me = use_context::<Me>().map(|me| me.0);
+    let (state, note) = match &pending.state {
+        PendingState::Sending => ("sending", "Sending…".to_string()),
+        PendingState::Sent => ("sent", "Sent".to_string()),
+        PendingState::Failed(reason) => ("failed", format!("Not sent: {reason}")),
+    };
+    let failed = matches!(pending.state, PendingState::Failed(_));
+    let client_id = pending.client_id.clone();
+    view! {
+        <li class="pending" data-state=state data-client-id=pending.client_id.clone()>
+            <div class="meta">
+                <span class="author">{me.as_ref().and_then(|u| u.name.clone())}</span>
+                <span class="tag">{me.as_ref().map(|u| u.id.tag())}</span>
+                <span class="delivery" role=failed.then_some("alert")>{note}</span>
+            </div>
+            <div class="body">{pending.body}</div>
+            {failed
+                .then(|| {
+                    view! {
+                        <button type="button" class="retry" on:click=move |_| client.retry(client_id.clone())>
+                            "Retry"
+                        </button>
+                    }
+                })}
         </li>
     }
 }
@@ -163,8 +302,9 @@ fn DeleteButton(id: MessageId, log: RwSignal<ChannelLog>) -> impl IntoView {
     }
 }
 
-/// Writes and sends messages: over the socket when it is open, by HTTP otherwise, and as a
-/// plain form post without JavaScript. Enter sends; Shift+Enter starts a new line.
+/// Writes messages. With JavaScript a message shows at once and goes over the socket (or
+/// HTTP); without, the form posts to the server function. Enter sends; Shift+Enter starts a
+/// new line.
 #[component]
 fn Composer(channel: String) -> impl IntoView {
     let client = expect_context::<ChatClient>();
@@ -192,19 +332,7 @@ fn Composer(channel: String) -> impl IntoView {
                 return;
             }
             client.last_error.set(None);
-            let event = ClientEvent::Send {
-                channel: channel.clone(),
-                body: body.clone(),
-                client_id: None,
-            };
-            if !client.send(&event) {
-                let channel = channel.clone();
-                spawn_local(async move {
-                    if let Err(e) = post_message(channel, body).await {
-                        client.last_error.set(Some(e.to_string()));
-                    }
-                });
-            }
+            client.send_message(channel.clone(), body);
             el.set_value("");
         }
     };

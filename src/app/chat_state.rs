@@ -1,9 +1,33 @@
 //! The client's view of one open channel, as a plain struct so its rules are tested without
-//! a browser: messages kept in sequence order, never twice, at most the window's worth.
+//! a browser: messages kept in sequence order, never twice, older pages prepended without gaps,
+//! and the user's own messages shown at once while they are on their way.
 
-use crate::protocol::{
-    channel_key, ChannelHistory, ChannelInfo, Message, MessageId, HISTORY_WINDOW,
-};
+use crate::protocol::{channel_key, ChannelHistory, ChannelInfo, Message, MessageId};
+
+/// The most messages kept on screen; the oldest go first.
+pub const MAX_SHOWN: usize = 1000;
+
+/// Where one of the user's own messages is on its way to the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PendingState {
+    /// Sent (or waiting for the connection); no acknowledgement yet.
+    Sending,
+    /// The server acknowledged it; the message itself is on its way.
+    Sent,
+    /// It could not be delivered; the user may retry.
+    Failed(String),
+}
+
+/// A message the user wrote that the server has not shown back yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// The client's id for it: a retry reuses it, so the server stores it once.
+    pub client_id: String,
+    /// The text.
+    pub body: String,
+    /// How far it got.
+    pub state: PendingState,
+}
 
 /// The messages the client shows for one channel.
 #[derive(Debug, Clone, PartialEq)]
@@ -12,8 +36,12 @@ pub struct ChannelLog {
     pub channel: ChannelInfo,
     /// Shown messages, in increasing `seq`.
     pub messages: Vec<Message>,
+    /// The user's own messages on their way, in the order written.
+    pub pending: Vec<Pending>,
     /// The highest sequence number ever seen here (deleted ones included).
     seen_seq: u64,
+    /// Whether older messages may exist before the first one shown.
+    pub has_older: bool,
 }
 
 impl ChannelLog {
@@ -22,7 +50,9 @@ impl ChannelLog {
         let mut log = ChannelLog {
             channel: history.channel,
             messages: Vec::new(),
+            pending: Vec::new(),
             seen_seq: 0,
+            has_older: false,
         };
         log.replace(history.messages);
         log
@@ -43,18 +73,67 @@ impl ChannelLog {
         self.seen_seq
     }
 
-    /// Adds a message in order, ignoring one already shown.
+    /// The oldest sequence number shown (where deletions matter from, on a catch-up).
+    pub fn oldest_seq(&self) -> Option<u64> {
+        self.messages.first().map(|m| m.seq)
+    }
+
+    /// Adds a message in order, ignoring one already shown; it replaces the pending copy
+    /// of the user's own message.
     pub fn apply_message(&mut self, message: Message) {
         if !self.is_for(&message.channel) {
             return;
+        }
+        if let Some(id) = &message.client_id {
+            self.pending.retain(|p| &p.client_id != id);
         }
         self.seen_seq = self.seen_seq.max(message.seq);
         match self.messages.binary_search_by_key(&message.seq, |m| m.seq) {
             Ok(_) => {}
             Err(at) => self.messages.insert(at, message),
         }
-        let excess = self.messages.len().saturating_sub(HISTORY_WINDOW);
-        self.messages.drain(..excess);
+        let excess = self.messages.len().saturating_sub(MAX_SHOWN);
+        if excess > 0 {
+            self.messages.drain(..excess);
+            self.has_older = true;
+        }
+    }
+
+    /// Puts a page of older messages (oldest first) in front of what is shown.
+    pub fn prepend_older(&mut self, page: Vec<Message>, page_size: usize) {
+        let first = self.oldest_seq().unwrap_or(u64::MAX);
+        // A full page means there may be more before it.
+        self.has_older = page.len() >= page_size;
+        let older: Vec<Message> = page
+            .into_iter()
+            .filter(|m| self.is_for(&m.channel) && m.seq < first)
+            .collect();
+        self.messages.splice(0..0, older);
+    }
+
+    /// Shows one of the user's own messages at once, as sending.
+    pub fn add_pending(&mut self, client_id: String, body: String) {
+        self.pending.push(Pending {
+            client_id,
+            body,
+            state: PendingState::Sending,
+        });
+    }
+
+    /// Moves a pending message to `state` (if it is still pending).
+    pub fn set_pending_state(&mut self, client_id: &str, state: PendingState) {
+        if let Some(p) = self.pending.iter_mut().find(|p| p.client_id == client_id) {
+            p.state = state;
+        }
+    }
+
+    /// Pending messages still waiting to be (re)sent.
+    pub fn sending(&self) -> Vec<Pending> {
+        self.pending
+            .iter()
+            .filter(|p| p.state == PendingState::Sending)
+            .cloned()
+            .collect()
     }
 
     /// Removes a deleted message.
@@ -78,6 +157,7 @@ impl ChannelLog {
         messages.sort_by_key(|m| m.seq);
         messages.dedup_by_key(|m| m.seq);
         self.seen_seq = messages.last().map_or(0, |m| m.seq);
+        self.has_older = messages.first().is_some_and(|m| m.seq > 1);
         self.messages.clear();
         for message in messages {
             self.apply_message(message);
@@ -141,13 +221,43 @@ mod tests {
     }
 
     #[test]
-    fn at_most_the_window_is_kept() {
+    fn at_most_max_shown_are_kept() {
         let mut log = log(&[]);
-        for seq in 1..=105 {
+        for seq in 1..=(MAX_SHOWN as u64 + 5) {
             log.apply_message(msg(seq));
         }
-        assert_eq!(log.messages.len(), HISTORY_WINDOW);
+        assert_eq!(log.messages.len(), MAX_SHOWN);
         assert_eq!(log.messages[0].seq, 6);
+        assert!(log.has_older);
+    }
+
+    #[test]
+    fn older_pages_go_in_front_without_repeats() {
+        let mut log = log(&[5, 6, 7]);
+        assert!(log.has_older);
+        log.prepend_older(vec![msg(3), msg(4), msg(5)], 3);
+        assert_eq!(seqs(&log), [3, 4, 5, 6, 7]);
+        assert!(log.has_older, "a full page means there may be more");
+        log.prepend_older(vec![msg(1)], 3);
+        assert_eq!(seqs(&log), [1, 3, 4, 5, 6, 7]);
+        assert!(!log.has_older);
+        assert_eq!(log.oldest_seq(), Some(1));
+    }
+
+    #[test]
+    fn own_messages_show_pending_until_the_server_echoes_them() {
+        let mut log = log(&[1]);
+        log.add_pending("c1".into(), "hello".into());
+        log.add_pending("c2".into(), "again".into());
+        assert_eq!(log.sending().len(), 2);
+        log.set_pending_state("c2", PendingState::Failed("offline".into()));
+        assert_eq!(log.sending().len(), 1);
+        let mut echoed = msg(2);
+        echoed.client_id = Some("c1".into());
+        log.apply_message(echoed);
+        assert_eq!(seqs(&log), [1, 2]);
+        assert_eq!(log.pending.len(), 1);
+        assert_eq!(log.pending[0].state, PendingState::Failed("offline".into()));
     }
 
     #[test]

@@ -1,10 +1,17 @@
 //! The client's live state, shared by every component through context: the socket, its
 //! status, channels created since the page loaded, and the open channel's log.
 
-use super::chat_state::ChannelLog;
+use super::chat_state::{ChannelLog, PendingState};
 use super::socket::{ConnectionStatus, Handlers, Socket};
+use crate::api::post_message;
 use crate::protocol::{channel_key, ChannelInfo, ClientEvent, ServerEvent};
 use leptos::prelude::*;
+use leptos::task::spawn_local;
+use std::time::Duration;
+
+/// How long a message sent over the socket may wait for its acknowledgement before it is
+/// shown as failed (a late acknowledgement still turns it sent).
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Live chat state; cheap to copy.
 #[derive(Clone, Copy)]
@@ -42,7 +49,10 @@ impl ChatClient {
         self.socket.connect(Handlers {
             on_event: Box::new(move |event| self.handle(event)),
             on_status: Box::new(move |status| self.status.set(status)),
-            on_open: Box::new(move || self.resubscribe()),
+            on_open: Box::new(move || {
+                self.resubscribe();
+                self.resend();
+            }),
         });
     }
 
@@ -61,24 +71,98 @@ impl ChatClient {
         });
     }
 
-    /// Sends an event over the socket; `false` if it is not open.
-    pub fn send(self, event: &ClientEvent) -> bool {
-        self.socket.send(event)
+    /// Shows the user's message at once as pending and delivers it: over the socket when it
+    /// is open, over HTTP when not. Its client id makes any retry safe.
+    pub fn send_message(self, channel: String, body: String) {
+        let client_id = uuid::Uuid::new_v4().simple().to_string();
+        self.with_open_log(&channel, |l| l.add_pending(client_id.clone(), body.clone()));
+        self.deliver(channel, client_id, body);
+    }
+
+    /// Sends a failed message again, with the same client id.
+    pub fn retry(self, client_id: String) {
+        let Some(log) = self.open.get_value() else {
+            return;
+        };
+        let found = log.try_update(|l| {
+            let body = l
+                .pending
+                .iter()
+                .find(|p| p.client_id == client_id)
+                .map(|p| p.body.clone())?;
+            l.set_pending_state(&client_id, PendingState::Sending);
+            Some((l.name().to_string(), body))
+        });
+        if let Some(Some((channel, body))) = found {
+            self.deliver(channel, client_id, body);
+        }
+    }
+
+    fn deliver(self, channel: String, client_id: String, body: String) {
+        let event = ClientEvent::Send {
+            channel: channel.clone(),
+            body: body.clone(),
+            client_id: Some(client_id.clone()),
+        };
+        if self.socket.send(&event) {
+            set_timeout(
+                move || {
+                    self.with_open_log(&channel, |l| {
+                        if l.sending().iter().any(|p| p.client_id == client_id) {
+                            l.set_pending_state(
+                                &client_id,
+                                PendingState::Failed("Not delivered yet.".into()),
+                            );
+                        }
+                    })
+                },
+                SEND_TIMEOUT,
+            );
+        } else {
+            spawn_local(async move {
+                let result = post_message(channel.clone(), body, Some(client_id.clone())).await;
+                self.with_open_log(&channel, |l| match result {
+                    Ok(message) => l.apply_message(message),
+                    Err(e) => l.set_pending_state(&client_id, PendingState::Failed(e.to_string())),
+                });
+            });
+        }
     }
 
     fn resubscribe(self) {
         let Some(log) = self.open.get_value() else {
             return;
         };
-        let Some((channel, after)) =
-            log.try_with_untracked(|l| (l.name().to_string(), l.seen_seq()))
+        let Some((channel, after, oldest)) =
+            log.try_with_untracked(|l| (l.name().to_string(), l.seen_seq(), l.oldest_seq()))
         else {
             return;
         };
         self.socket.send(&ClientEvent::Subscribe {
             channel,
             after_seq: Some(after),
+            oldest_seq: oldest,
         });
+    }
+
+    /// After a reconnect: sends again what never got an acknowledgement (the server stores
+    /// each client id once, so a message that did arrive is not doubled).
+    fn resend(self) {
+        let Some(log) = self.open.get_value() else {
+            return;
+        };
+        let Some((channel, waiting)) =
+            log.try_with_untracked(|l| (l.name().to_string(), l.sending()))
+        else {
+            return;
+        };
+        for pending in waiting {
+            self.socket.send(&ClientEvent::Send {
+                channel: channel.clone(),
+                body: pending.body,
+                client_id: Some(pending.client_id),
+            });
+        }
     }
 
     fn with_open_log(self, channel: &str, f: impl FnOnce(&mut ChannelLog)) {
@@ -93,7 +177,15 @@ impl ChatClient {
 
     fn handle(self, event: ServerEvent) {
         match event {
-            ServerEvent::Hello { .. } | ServerEvent::Ack { .. } => {}
+            ServerEvent::Hello { .. } => {}
+            ServerEvent::Ack {
+                client_id: Some(client_id),
+                channel,
+                ..
+            } => self.with_open_log(&channel, |l| {
+                l.set_pending_state(&client_id, PendingState::Sent)
+            }),
+            ServerEvent::Ack { .. } => {}
             ServerEvent::ChannelCreated { channel } => self.new_channels.update(|list| {
                 if !list
                     .iter()
@@ -117,6 +209,17 @@ impl ChatClient {
                 message_id,
                 ..
             } => self.with_open_log(&channel, |l| l.apply_deleted(&message_id)),
+            ServerEvent::Error {
+                message,
+                client_id: Some(client_id),
+                ..
+            } => {
+                if let Some(log) = self.open.get_value() {
+                    log.try_update(|l| {
+                        l.set_pending_state(&client_id, PendingState::Failed(message))
+                    });
+                }
+            }
             ServerEvent::Error { message, .. } => self.last_error.set(Some(message)),
         }
     }

@@ -1,34 +1,76 @@
-//! The rules of Flack in one place: validation, ownership, ordering and fan-out. Server
-//! functions and the WebSocket both go through [`Chat`], so they behave the same.
+//! The rules of Flack in one place: validation, rate limits, ownership, ordering and fan-out.
+//! Server functions and the WebSocket both go through [`Chat`], so they behave the same.
+//!
+//! Every write passes through one pipeline task: it stores whatever has queued up as one batch
+//! (one commit for the SQLite store), then publishes each new message in sequence order, then
+//! answers the callers. So an acknowledgement always means "committed", subscribers always see
+//! sequence order, and durability costs one commit per batch, not per message.
 
 use super::hub::{Frame, Hub, Subscription, Topic};
-use super::store::{NewMessage, Store};
+use super::store::{Appended, NewMessage, Store};
 use crate::error::AppError;
 use crate::protocol::{
     channel_key, validate_channel_name, validate_client_id, validate_display_name,
     validate_message_body, Author, ChannelHistory, ChannelInfo, Message, MessageId, ServerEvent,
     UserId, UserInfo,
 };
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// The most writes stored in one batch.
+const MAX_BATCH: usize = 512;
+/// Writes waiting for the pipeline before callers wait for room.
+const QUEUE: usize = 8192;
+
+/// How fast one user may post.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PostLimit {
+    /// Messages per second, sustained.
+    pub per_second: u32,
+    /// Messages allowed at once before the rate applies.
+    pub burst: u32,
+}
 
 /// Flack's application service: a [`Store`] and a [`Hub`] kept in step.
 pub struct Chat {
     store: Arc<dyn Store>,
     hub: Arc<dyn Hub>,
     window: usize,
-    /// Held while a message is stored and published, so subscribers see sequence order.
-    order: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    writes: mpsc::Sender<Write>,
+    limiter: DefaultKeyedRateLimiter<UserId>,
+}
+
+enum Write {
+    Post {
+        message: NewMessage,
+        reply: oneshot::Sender<Result<Appended, AppError>>,
+    },
+    Delete {
+        id: MessageId,
+        by: UserId,
+        reply: oneshot::Sender<Result<Message, AppError>>,
+    },
 }
 
 impl Chat {
-    /// Wires a store and a hub; `window` is how many recent messages a join returns.
-    pub fn new(store: Arc<dyn Store>, hub: Arc<dyn Hub>, window: usize) -> Self {
+    /// Wires a store and a hub and starts the write pipeline (needs a Tokio runtime).
+    /// `window` is how many recent messages a join returns.
+    pub fn new(store: Arc<dyn Store>, hub: Arc<dyn Hub>, window: usize, limit: PostLimit) -> Self {
+        let (writes, queue) = mpsc::channel(QUEUE);
+        tokio::spawn(pipeline(store.clone(), hub.clone(), queue));
+        let per_second = NonZeroU32::new(limit.per_second.max(1)).expect("at least one");
+        let burst = NonZeroU32::new(limit.burst.max(1)).expect("at least one");
         Chat {
             store,
             hub,
             window,
-            order: Mutex::default(),
+            writes,
+            limiter: DefaultKeyedRateLimiter::keyed(
+                Quota::per_second(per_second).allow_burst(burst),
+            ),
         }
     }
 
@@ -76,33 +118,41 @@ impl Chat {
         self.store.channels().await
     }
 
-    /// A channel with its recent messages.
-    pub async fn history(&self, name: &str) -> Result<ChannelHistory, AppError> {
-        let channel = self
-            .store
+    async fn existing(&self, name: &str) -> Result<ChannelInfo, AppError> {
+        self.store
             .channel(name)
             .await?
             .ok_or_else(|| AppError::NoSuchChannel {
                 name: name.to_string(),
-            })?;
+            })
+    }
+
+    /// A channel with its recent messages.
+    pub async fn history(&self, name: &str) -> Result<ChannelHistory, AppError> {
+        let channel = self.existing(name).await?;
         let messages = self.store.recent(&channel.name, self.window).await?;
         Ok(ChannelHistory { channel, messages })
     }
 
-    /// What a subscriber that last saw `after_seq` missed (`None`: it saw nothing yet).
+    /// A channel with up to a window's worth of messages older than `before_seq`.
+    pub async fn older(&self, name: &str, before_seq: u64) -> Result<ChannelHistory, AppError> {
+        let channel = self.existing(name).await?;
+        let messages = self
+            .store
+            .before(&channel.name, before_seq, self.window)
+            .await?;
+        Ok(ChannelHistory { channel, messages })
+    }
+
+    /// What a subscriber that last saw `after_seq` missed (`None`: it saw nothing yet);
+    /// deletions are reported back to `oldest_seq` (by default a window before `after_seq`).
     pub async fn catch_up(
         &self,
         channel: &str,
         after_seq: Option<u64>,
+        oldest_seq: Option<u64>,
     ) -> Result<ServerEvent, AppError> {
-        let name = self
-            .store
-            .channel(channel)
-            .await?
-            .ok_or_else(|| AppError::NoSuchChannel {
-                name: channel.to_string(),
-            })?
-            .name;
+        let name = self.existing(channel).await?.name;
         let event = match after_seq {
             None => ServerEvent::Subscribed {
                 messages: self.store.recent(&name, self.window).await?,
@@ -111,7 +161,8 @@ impl Chat {
                 reset: true,
             },
             Some(after) => {
-                let up = self.store.since(&name, after).await?;
+                let oldest = oldest_seq.unwrap_or(after.saturating_sub(self.window as u64));
+                let up = self.store.since(&name, after, oldest).await?;
                 ServerEvent::Subscribed {
                     channel: name,
                     messages: up.messages,
@@ -123,62 +174,130 @@ impl Chat {
         Ok(event)
     }
 
-    /// Stores a message from `user` and sends it to the channel's subscribers.
+    /// Stores a message from `user` and sends it to the channel's subscribers; answers once it
+    /// is committed. A `client_id` the user sent before returns the original (`fresh: false`)
+    /// and sends nothing again.
     pub async fn post(
         &self,
         user: &UserInfo,
         channel: &str,
         body: &str,
         client_id: Option<String>,
-    ) -> Result<Message, AppError> {
+    ) -> Result<Appended, AppError> {
         let name = user.name.clone().ok_or(AppError::NoDisplayName)?;
         let body = validate_message_body(body)?;
         let client_id = client_id.as_deref().map(validate_client_id).transpose()?;
-        let key = channel_key(channel);
-        let lock = self.order_lock(&key);
-        let _in_order = lock.lock().await;
-        let message = self
-            .store
-            .append(NewMessage {
-                channel: channel.to_string(),
-                author: Author {
-                    id: user.id.clone(),
-                    name,
-                },
-                body,
-                client_id,
-            })
-            .await?;
-        let event = ServerEvent::Message {
-            message: message.clone(),
+        if let Err(not_until) = self.limiter.check_key(&user.id) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            return Err(AppError::RateLimited {
+                retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
+            });
+        }
+        let (reply, answer) = oneshot::channel();
+        let message = NewMessage {
+            channel: channel.to_string(),
+            author: Author {
+                id: user.id.clone(),
+                name,
+            },
+            body,
+            client_id,
         };
-        self.hub
-            .publish(&Topic::Channel(key), Frame::new(Some(message.seq), &event));
-        Ok(message)
+        self.submit(Write::Post { message, reply }, answer).await
     }
 
     /// Deletes `user`'s own message and tells the channel.
     pub async fn delete(&self, user: &UserId, id: &MessageId) -> Result<Message, AppError> {
-        let message = self.store.delete(id, user).await?;
-        let event = ServerEvent::MessageDeleted {
-            channel: message.channel.clone(),
-            message_id: message.id.clone(),
-            seq: message.seq,
+        let (reply, answer) = oneshot::channel();
+        let write = Write::Delete {
+            id: id.clone(),
+            by: user.clone(),
+            reply,
         };
-        self.hub.publish(
-            &Topic::Channel(channel_key(&message.channel)),
-            Frame::new(None, &event),
-        );
-        Ok(message)
+        self.submit(write, answer).await
     }
 
-    fn order_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.order
-            .lock()
-            .expect("order lock")
-            .entry(key.to_string())
-            .or_default()
-            .clone()
+    async fn submit<T>(
+        &self,
+        write: Write,
+        answer: oneshot::Receiver<Result<T, AppError>>,
+    ) -> Result<T, AppError> {
+        self.writes
+            .send(write)
+            .await
+            .map_err(|_| AppError::internal("the write pipeline has stopped"))?;
+        answer
+            .await
+            .map_err(|_| AppError::internal("the write pipeline dropped a write"))?
+    }
+
+    /// Forgets rate-limit state of users idle long enough to be back at full burst.
+    pub fn forget_idle_limits(&self) {
+        self.limiter.retain_recent();
+    }
+}
+
+/// Stores queued writes in batches, then publishes and answers, in order.
+async fn pipeline(store: Arc<dyn Store>, hub: Arc<dyn Hub>, mut queue: mpsc::Receiver<Write>) {
+    let mut held: Option<Write> = None;
+    loop {
+        let first = match held.take() {
+            Some(write) => write,
+            None => match queue.recv().await {
+                Some(write) => write,
+                None => return,
+            },
+        };
+        match first {
+            Write::Post { message, reply } => {
+                let mut messages = vec![message];
+                let mut replies = vec![reply];
+                while messages.len() < MAX_BATCH {
+                    match queue.try_recv() {
+                        Ok(Write::Post { message, reply }) => {
+                            messages.push(message);
+                            replies.push(reply);
+                        }
+                        Ok(other) => {
+                            held = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let results = store.append_batch(messages).await;
+                for (result, reply) in results.into_iter().zip(replies) {
+                    if let Ok(appended) = &result {
+                        if appended.fresh {
+                            let message = &appended.message;
+                            let event = ServerEvent::Message {
+                                message: message.clone(),
+                            };
+                            hub.publish(
+                                &Topic::Channel(channel_key(&message.channel)),
+                                Frame::new(Some(message.seq), &event),
+                            );
+                        }
+                    }
+                    let _ = reply.send(result);
+                }
+            }
+            Write::Delete { id, by, reply } => {
+                let result = store.delete(&id, &by).await;
+                if let Ok(message) = &result {
+                    let event = ServerEvent::MessageDeleted {
+                        channel: message.channel.clone(),
+                        message_id: message.id.clone(),
+                        seq: message.seq,
+                    };
+                    hub.publish(
+                        &Topic::Channel(channel_key(&message.channel)),
+                        Frame::new(None, &event),
+                    );
+                }
+                let _ = reply.send(result);
+            }
+        }
     }
 }
 
@@ -188,12 +307,22 @@ mod tests {
     use crate::server::hub::MemoryHub;
     use crate::server::store::MemoryStore;
 
-    fn chat() -> Chat {
+    const GENEROUS: PostLimit = PostLimit {
+        per_second: 10_000,
+        burst: 10_000,
+    };
+
+    fn chat_with(limit: PostLimit) -> Chat {
         Chat::new(
             Arc::new(MemoryStore::new(100)),
             Arc::new(MemoryHub::new(256)),
             100,
+            limit,
         )
+    }
+
+    fn chat() -> Chat {
+        chat_with(GENEROUS)
     }
 
     async fn named(chat: &Chat, token: &str, name: &str) -> UserInfo {
@@ -209,7 +338,11 @@ mod tests {
         chat.create_channel("general").await.unwrap();
         let ada = named(&chat, "a", "Ada").await;
         let mut sub = chat.subscribe(&Topic::Channel("general".into()));
-        let m = chat.post(&ada, "General", "hi <b>", None).await.unwrap();
+        let m = chat
+            .post(&ada, "General", "hi <b>", None)
+            .await
+            .unwrap()
+            .message;
         let frame = sub.recv().await.unwrap();
         assert_eq!(frame.seq, Some(m.seq));
         let event: ServerEvent = serde_json::from_str(frame.text.as_str()).unwrap();
@@ -222,6 +355,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_retried_send_is_acknowledged_but_not_broadcast_again() {
+        let chat = chat();
+        chat.create_channel("general").await.unwrap();
+        let ada = named(&chat, "a", "Ada").await;
+        let mut sub = chat.subscribe(&Topic::Channel("general".into()));
+        let first = chat
+            .post(&ada, "general", "once", Some("k".into()))
+            .await
+            .unwrap();
+        let again = chat
+            .post(&ada, "general", "once", Some("k".into()))
+            .await
+            .unwrap();
+        assert!(first.fresh && !again.fresh);
+        assert_eq!(first.message, again.message);
+        assert!(sub.recv().await.is_ok());
+        assert!(sub.try_recv().is_err());
+    }
+
+    #[tokio::test]
     async fn nameless_users_cannot_post() {
         let chat = chat();
         chat.create_channel("general").await.unwrap();
@@ -230,6 +383,29 @@ mod tests {
             chat.post(&anon, "general", "hi", None).await,
             Err(AppError::NoDisplayName)
         );
+    }
+
+    #[tokio::test]
+    async fn flooding_is_refused_per_user() {
+        let chat = chat_with(PostLimit {
+            per_second: 1,
+            burst: 3,
+        });
+        chat.create_channel("general").await.unwrap();
+        let ada = named(&chat, "a", "Ada").await;
+        let bob = named(&chat, "b", "Bob").await;
+        for i in 0..3 {
+            chat.post(&ada, "general", &format!("{i}"), None)
+                .await
+                .unwrap();
+        }
+        let refused = chat.post(&ada, "general", "too many", None).await;
+        assert!(
+            matches!(refused, Err(AppError::RateLimited { retry_after_ms }) if retry_after_ms > 0)
+        );
+        // Someone else is not held back by Ada's flood.
+        assert!(chat.post(&bob, "general", "hello", None).await.is_ok());
+        assert_eq!(chat.history("general").await.unwrap().messages.len(), 4);
     }
 
     #[tokio::test]

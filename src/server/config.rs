@@ -7,6 +7,16 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// Where messages are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// A SQLite file: everything survives restarts.
+    Sqlite,
+    /// Memory only: the last `history_window` messages per channel, gone on restart.
+    Memory,
+}
+
 /// All of Flack's own settings. Field names are the keys in `Leptos.toml` and, upper-cased with
 /// a `FLACK_` prefix, the environment variables (`FLACK_ADDRESS=0.0.0.0:8080`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -14,8 +24,24 @@ use std::time::Duration;
 pub struct Config {
     /// Where the server listens.
     pub address: SocketAddr,
+    /// Where messages are kept: `"sqlite"` (durable) or `"memory"`.
+    pub store: StoreKind,
+    /// The SQLite file (created on first start).
+    pub database: std::path::PathBuf,
+    /// Wait for the disk on every commit (survives power loss, not just a crash).
+    pub sqlite_full_sync: bool,
     /// Messages kept in memory per channel (the spec's 100).
     pub history_window: usize,
+    /// Messages per second one user may send, sustained.
+    pub rate_limit_per_sec: u32,
+    /// Messages one user may send in a burst before the rate applies.
+    pub rate_limit_burst: u32,
+    /// Refused sends in a row after which a WebSocket is closed (code 4029).
+    pub flood_strikes: u32,
+    /// Frames queued for one WebSocket; a client that lets more pile up is cut off (4008).
+    pub outgoing_queue: usize,
+    /// Seconds one write to a client may take before it is cut off.
+    pub write_timeout_secs: u64,
     /// Channels that exist from the first start.
     pub default_channels: Vec<String>,
     /// Seconds between WebSocket pings; a peer silent for two intervals is dropped.
@@ -37,7 +63,15 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             address: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            store: StoreKind::Sqlite,
+            database: "flack.db".into(),
+            sqlite_full_sync: false,
             history_window: crate::protocol::HISTORY_WINDOW,
+            rate_limit_per_sec: 20,
+            rate_limit_burst: 60,
+            flood_strikes: 20,
+            outgoing_queue: 1024,
+            write_timeout_secs: 10,
             default_channels: vec!["general".into()],
             ping_interval_secs: 20,
             broadcast_capacity: 1024,
@@ -60,6 +94,19 @@ impl Config {
         Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(file))
             .merge(Env::prefixed("FLACK_").ignore(&["config"]))
+    }
+
+    /// The write timeout as a duration.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.write_timeout_secs.max(1))
+    }
+
+    /// The per-user sending limit.
+    pub fn post_limit(&self) -> super::chat::PostLimit {
+        super::chat::PostLimit {
+            per_second: self.rate_limit_per_sec,
+            burst: self.rate_limit_burst,
+        }
     }
 
     /// The ping interval as a duration.

@@ -1,9 +1,10 @@
 //! The state every handler and server function reaches (as axum state and Leptos context).
 
 use super::chat::Chat;
-use super::config::Config;
+use super::config::{Config, StoreKind};
 use super::hub::MemoryHub;
-use super::store::MemoryStore;
+use super::store::{MemoryStore, SqliteStore, Store};
+use crate::error::AppError;
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 use std::sync::Arc;
@@ -20,19 +21,33 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State with the in-memory store and hub, and the default channels created.
-    pub async fn in_memory(config: Config, leptos_options: LeptosOptions) -> Self {
-        let store = Arc::new(MemoryStore::new(config.history_window));
+    /// Opens the configured store, starts the hub and the write pipeline, and creates the
+    /// default channels.
+    pub async fn new(config: Config, leptos_options: LeptosOptions) -> Result<Self, AppError> {
+        let store: Arc<dyn Store> = match config.store {
+            StoreKind::Memory => Arc::new(MemoryStore::new(config.history_window)),
+            StoreKind::Sqlite => Arc::new(
+                SqliteStore::open(
+                    &config.database,
+                    config.history_window,
+                    config.sqlite_full_sync,
+                )
+                .await?,
+            ),
+        };
         let hub = Arc::new(MemoryHub::new(config.broadcast_capacity));
-        let chat = Arc::new(Chat::new(store, hub, config.history_window));
-        chat.ensure_channels(&config.default_channels)
-            .await
-            .expect("default channel names are valid");
-        AppState {
+        let chat = Arc::new(Chat::new(
+            store,
+            hub,
+            config.history_window,
+            config.post_limit(),
+        ));
+        chat.ensure_channels(&config.default_channels).await?;
+        Ok(AppState {
             leptos_options,
             config: Arc::new(config),
             chat,
-        }
+        })
     }
 }
 

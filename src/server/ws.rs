@@ -1,20 +1,33 @@
-//! The WebSocket at `/ws`: one task per socket that reads the client's [`ClientEvent`]s and
-//! forwards the lobby's and the open channel's frames, with pings to find dead peers.
+//! The WebSocket at `/ws`. Each socket has two tasks: the session reads the client's
+//! [`ClientEvent`]s and forwards the lobby's and the open channel's frames into a bounded
+//! outgoing queue; the writer drains that queue into the socket. A client that stops reading
+//! lets the queue fill and is cut off (close code 4008) instead of holding memory; it catches
+//! up when it reconnects. A client that keeps sending past its rate limit is closed (4029).
 
 use super::hub::{Frame, Subscription, Topic};
 use super::identity::{origin_allowed, CurrentUser};
 use super::state::AppState;
 use crate::error::AppError;
 use crate::protocol::{
-    channel_key, decode_client_event, ClientEvent, ServerEvent, UserInfo, MAX_FRAME_BYTES,
+    channel_key, decode_client_event, ClientEvent, ServerEvent, UserInfo, CLOSE_FLOOD,
+    CLOSE_SLOW_CONSUMER, MAX_FRAME_BYTES,
 };
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use std::time::Instant;
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use std::time::{Duration, Instant};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot};
+
+/// Bytes tungstenite reads at a time: small, so that idle sockets stay cheap.
+const READ_BUFFER: usize = 4 * 1024;
+/// How long a closing socket waits for the client's close reply.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// `GET /ws`: checks the Origin and the identity, then upgrades.
 pub async fn upgrade(
@@ -31,7 +44,8 @@ pub async fn upgrade(
     };
     ws.max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| Session::new(state, user).run(socket))
+        .read_buffer_size(READ_BUFFER)
+        .on_upgrade(move |socket| run(socket, state, user))
 }
 
 /// The channel a socket has open.
@@ -42,33 +56,109 @@ struct Open {
     last_seq: u64,
 }
 
+/// Why a session ends.
+enum End {
+    /// The peer left, or the socket failed.
+    Gone,
+    /// We close it, with this code and reason.
+    Close(u16, &'static str),
+}
+
 struct Session {
     state: AppState,
     user: UserInfo,
     open: Option<Open>,
+    outgoing: mpsc::Sender<Message>,
+    /// Sends refused by the rate limit in a row.
+    strikes: u32,
 }
 
-/// Why a session ends.
-struct Closed;
+async fn run(socket: WebSocket, state: AppState, user: UserInfo) {
+    tracing::debug!(user = %user.id.0, "socket open");
+    let (sink, mut incoming) = socket.split();
+    let (outgoing, queue) = mpsc::channel(state.config.outgoing_queue.max(1));
+    let (close, close_signal) = oneshot::channel();
+    let writer = tokio::spawn(write_loop(
+        sink,
+        queue,
+        close_signal,
+        state.config.write_timeout(),
+    ));
+    let mut session = Session {
+        state,
+        user,
+        open: None,
+        outgoing,
+        strikes: 0,
+    };
+    let end = session.serve(&mut incoming).await;
+    if let End::Close(code, reason) = end {
+        tracing::info!(user = %session.user.id.0, code, reason, "closing socket");
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        // After what is queued (the errors that explain it) if there is room; at once if the
+        // queue is full, since that client is not reading anyway.
+        if let Err(TrySendError::Full(Message::Close(Some(frame)))) =
+            session.outgoing.try_send(Message::Close(Some(frame)))
+        {
+            let _ = close.send(frame);
+        }
+        drop(session);
+        // The closing handshake: read (and discard) until the client's own close, so that its
+        // unread frames do not turn our close into a connection reset.
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            while let Some(Ok(message)) = incoming.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    // The writer ends once it has sent what is queued (or the close frame), or times out.
+    let _ = writer.await;
+}
 
-impl Session {
-    fn new(state: AppState, user: UserInfo) -> Self {
-        Session {
-            state,
-            user,
-            open: None,
+/// Drains the queue into the socket; ends on a write failure or timeout, or after sending a
+/// close frame when asked to.
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut queue: mpsc::Receiver<Message>,
+    mut close: oneshot::Receiver<CloseFrame>,
+    timeout: Duration,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            frame = &mut close => {
+                if let Ok(frame) = frame {
+                    let _ = tokio::time::timeout(timeout, sink.send(Message::Close(Some(frame)))).await;
+                }
+                return;
+            }
+            next = queue.recv() => {
+                let Some(message) = next else { return };
+                let closing = matches!(message, Message::Close(_));
+                match tokio::time::timeout(timeout, sink.send(message)).await {
+                    Ok(Ok(())) if !closing => {}
+                    _ => return,
+                }
+            }
         }
     }
+}
 
-    async fn run(mut self, mut socket: WebSocket) {
-        tracing::debug!(user = %self.user.id.0, "socket open");
+impl Session {
+    async fn serve(&mut self, incoming: &mut futures_util::stream::SplitStream<WebSocket>) -> End {
         // Subscribe before saying hello, so nothing published meanwhile is missed.
         let mut lobby = self.state.chat.subscribe(&Topic::Lobby);
         let hello = ServerEvent::Hello {
             user: self.user.clone(),
         };
-        if send_event(&mut socket, &hello).await.is_err() {
-            return;
+        if let Err(end) = self.send_event(&hello) {
+            return end;
         }
         let ping_every = self.state.config.ping_interval();
         let mut ping = tokio::time::interval(ping_every);
@@ -76,65 +166,88 @@ impl Session {
         let mut last_heard = Instant::now();
         loop {
             let step = tokio::select! {
-                incoming = socket.recv() => match incoming {
+                message = incoming.next() => match message {
                     Some(Ok(message)) => {
                         last_heard = Instant::now();
-                        self.on_message(&mut socket, message).await
+                        self.on_message(message).await
                     }
                     Some(Err(e)) => {
                         tracing::debug!(error = %e, "socket read failed");
-                        Err(Closed)
+                        Err(End::Gone)
                     }
-                    None => Err(Closed),
+                    None => Err(End::Gone),
                 },
                 frame = lobby.recv() => match frame {
-                    Ok(frame) => send_text(&mut socket, frame).await,
+                    Ok(frame) => self.enqueue(Message::Text(frame.text)),
                     // Missed channel announcements: the client re-reads the list on reconnect.
                     Err(RecvError::Lagged(_)) => Ok(()),
-                    Err(RecvError::Closed) => Err(Closed),
+                    Err(RecvError::Closed) => Err(End::Gone),
                 },
-                frame = next_channel_frame(&mut self.open) => self.on_channel_frame(&mut socket, frame).await,
+                frame = next_channel_frame(&mut self.open) => self.on_channel_frame(frame).await,
                 _ = ping.tick() => {
                     if last_heard.elapsed() > 2 * ping_every {
                         tracing::debug!(user = %self.user.id.0, "peer silent, dropping");
-                        Err(Closed)
+                        Err(End::Gone)
                     } else {
-                        socket.send(Message::Ping(Default::default())).await.map_err(|_| Closed)
+                        self.enqueue(Message::Ping(Default::default()))
                     }
                 }
+                _ = self.outgoing.closed() => Err(End::Gone),
             };
-            if step.is_err() {
-                break;
+            if let Err(end) = step {
+                return end;
             }
         }
-        tracing::debug!(user = %self.user.id.0, "socket closed");
     }
 
-    async fn on_message(&mut self, socket: &mut WebSocket, message: Message) -> Result<(), Closed> {
+    /// Queues a frame for the writer; a full queue means the client is not keeping up.
+    fn enqueue(&self, message: Message) -> Result<(), End> {
+        match self.outgoing.try_send(message) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                Err(End::Close(CLOSE_SLOW_CONSUMER, "too slow to keep up"))
+            }
+            Err(TrySendError::Closed(_)) => Err(End::Gone),
+        }
+    }
+
+    fn send_event(&self, event: &ServerEvent) -> Result<(), End> {
+        self.enqueue(Message::Text(Frame::new(None, event).text))
+    }
+
+    fn send_error(&self, error: AppError, client_id: Option<String>) -> Result<(), End> {
+        self.send_event(&ServerEvent::error(error, client_id))
+    }
+
+    async fn on_message(&mut self, message: Message) -> Result<(), End> {
         match message {
             Message::Text(text) => match decode_client_event(text.as_str()) {
-                Ok(event) => self.on_event(socket, event).await,
-                Err(error) => send_event(socket, &ServerEvent::error(error, None)).await,
+                Ok(event) => self.on_event(event).await,
+                Err(error) => self.send_error(error, None),
             },
-            Message::Binary(_) => {
-                let error = AppError::BadFrame {
+            Message::Binary(_) => self.send_error(
+                AppError::BadFrame {
                     detail: "binary frames are not supported; send JSON text".into(),
-                };
-                send_event(socket, &ServerEvent::error(error, None)).await
-            }
-            Message::Close(_) => Err(Closed),
+                },
+                None,
+            ),
+            Message::Close(_) => Err(End::Gone),
             Message::Ping(_) | Message::Pong(_) => Ok(()),
         }
     }
 
-    async fn on_event(&mut self, socket: &mut WebSocket, event: ClientEvent) -> Result<(), Closed> {
+    async fn on_event(&mut self, event: ClientEvent) -> Result<(), End> {
         let chat = self.state.chat.clone();
         match event {
-            ClientEvent::Subscribe { channel, after_seq } => {
+            ClientEvent::Subscribe {
+                channel,
+                after_seq,
+                oldest_seq,
+            } => {
                 // Subscribe first, then read the store: frames that arrive meanwhile are
                 // skipped by sequence number instead of being lost.
                 let frames = chat.subscribe(&Topic::Channel(channel_key(&channel)));
-                match chat.catch_up(&channel, after_seq).await {
+                match chat.catch_up(&channel, after_seq, oldest_seq).await {
                     Ok(reply) => {
                         let ServerEvent::Subscribed {
                             channel: name,
@@ -152,9 +265,9 @@ impl Session {
                             frames,
                             last_seq,
                         });
-                        send_event(socket, &reply).await
+                        self.send_event(&reply)
                     }
-                    Err(error) => send_event(socket, &ServerEvent::error(error, None)).await,
+                    Err(error) => self.send_error(error, None),
                 }
             }
             ClientEvent::Send {
@@ -167,31 +280,37 @@ impl Session {
                     Ok(Some(user)) => user,
                     _ => self.user.clone(),
                 };
-                let reply = match chat.post(&user, &channel, &body, client_id.clone()).await {
-                    Ok(message) => ServerEvent::Ack {
-                        client_id,
-                        message_id: message.id,
-                        channel: message.channel,
-                        seq: message.seq,
-                    },
-                    Err(error) => ServerEvent::error(error, client_id),
-                };
-                send_event(socket, &reply).await
+                match chat.post(&user, &channel, &body, client_id.clone()).await {
+                    Ok(appended) => {
+                        self.strikes = 0;
+                        let message = appended.message;
+                        self.send_event(&ServerEvent::Ack {
+                            client_id,
+                            message_id: message.id,
+                            channel: message.channel,
+                            seq: message.seq,
+                        })
+                    }
+                    Err(error @ AppError::RateLimited { .. }) => {
+                        self.strikes += 1;
+                        if self.strikes >= self.state.config.flood_strikes.max(1) {
+                            return Err(End::Close(CLOSE_FLOOD, "rate limit exceeded"));
+                        }
+                        self.send_error(error, client_id)
+                    }
+                    Err(error) => self.send_error(error, client_id),
+                }
             }
             ClientEvent::Delete { message_id } => {
                 match chat.delete(&self.user.id, &message_id).await {
                     Ok(_) => Ok(()),
-                    Err(error) => send_event(socket, &ServerEvent::error(error, None)).await,
+                    Err(error) => self.send_error(error, None),
                 }
             }
         }
     }
 
-    async fn on_channel_frame(
-        &mut self,
-        socket: &mut WebSocket,
-        frame: Result<Frame, RecvError>,
-    ) -> Result<(), Closed> {
+    async fn on_channel_frame(&mut self, frame: Result<Frame, RecvError>) -> Result<(), End> {
         let Some(open) = self.open.as_mut() else {
             return Ok(());
         };
@@ -200,28 +319,26 @@ impl Session {
                 Some(seq) if seq <= open.last_seq => Ok(()),
                 Some(seq) => {
                     open.last_seq = seq;
-                    send_text(socket, frame).await
+                    self.enqueue(Message::Text(frame.text))
                 }
-                None => send_text(socket, frame).await,
+                None => self.enqueue(Message::Text(frame.text)),
             },
             Err(RecvError::Lagged(missed)) => {
                 // Fell behind the hub: replay from the store instead of dropping anything.
                 tracing::info!(user = %self.user.id.0, channel = %open.name, missed, "resync");
-                match self
-                    .state
-                    .chat
-                    .catch_up(&open.name, Some(open.last_seq))
-                    .await
-                {
+                let (name, after) = (open.name.clone(), open.last_seq);
+                match self.state.chat.catch_up(&name, Some(after), None).await {
                     Ok(reply) => {
-                        if let ServerEvent::Subscribed { messages, .. } = &reply {
+                        if let (ServerEvent::Subscribed { messages, .. }, Some(open)) =
+                            (&reply, self.open.as_mut())
+                        {
                             if let Some(last) = messages.last() {
                                 open.last_seq = open.last_seq.max(last.seq);
                             }
                         }
-                        send_event(socket, &reply).await
+                        self.send_event(&reply)
                     }
-                    Err(error) => send_event(socket, &ServerEvent::error(error, None)).await,
+                    Err(error) => self.send_error(error, None),
                 }
             }
             Err(RecvError::Closed) => {
@@ -238,15 +355,4 @@ async fn next_channel_frame(open: &mut Option<Open>) -> Result<Frame, RecvError>
         Some(open) => open.frames.recv().await,
         None => std::future::pending().await,
     }
-}
-
-async fn send_text(socket: &mut WebSocket, frame: Frame) -> Result<(), Closed> {
-    socket
-        .send(Message::Text(frame.text))
-        .await
-        .map_err(|_| Closed)
-}
-
-async fn send_event(socket: &mut WebSocket, event: &ServerEvent) -> Result<(), Closed> {
-    send_text(socket, Frame::new(None, event)).await
 }

@@ -1,11 +1,12 @@
 //! The contract every [`Store`] driver must pass. A driver's test module calls
-//! [`store_contract_tests!`](crate::store_contract_tests) with a constructor taking the window size.
+//! [`store_contract_tests!`](crate::store_contract_tests) with an async constructor taking the
+//! window size.
 
-use super::{NewMessage, Store};
+use super::{Appended, NewMessage, Store};
 use crate::error::AppError;
 use crate::protocol::{Author, UserInfo};
 
-/// Generates one `#[tokio::test]` per contract check for the store built by `$make(window)`.
+/// Generates one `#[tokio::test]` per contract check for the store built by `$make(window).await`.
 #[macro_export]
 macro_rules! store_contract_tests {
     ($make:expr) => {
@@ -19,6 +20,8 @@ macro_rules! store_contract_tests {
             catch_up_resets_when_the_gap_left_the_window,
             only_the_author_deletes,
             unknown_channels_are_errors,
+            a_retried_client_id_is_stored_once,
+            older_pages_have_no_gaps_or_repeats,
         );
     };
     (@each $make:expr; $($name:ident),+ $(,)?) => {
@@ -26,7 +29,7 @@ macro_rules! store_contract_tests {
             #[tokio::test]
             async fn $name() {
                 let make = $make;
-                $crate::server::store::contract::$name(&make).await;
+                $crate::server::store::contract::$name(make(100).await).await;
             }
         )+
     };
@@ -39,24 +42,30 @@ async fn user(store: &dyn Store, token: &str, name: &str) -> UserInfo {
         .unwrap()
 }
 
+fn new_message(channel: &str, who: &UserInfo, body: &str, client_id: Option<&str>) -> NewMessage {
+    NewMessage {
+        channel: channel.to_string(),
+        author: Author {
+            id: who.id.clone(),
+            name: who.name.clone().unwrap_or_default(),
+        },
+        body: body.to_string(),
+        client_id: client_id.map(str::to_string),
+    }
+}
+
 async fn send(
     store: &dyn Store,
     channel: &str,
     who: &UserInfo,
     body: &str,
 ) -> crate::protocol::Message {
-    store
-        .append(NewMessage {
-            channel: channel.to_string(),
-            author: Author {
-                id: who.id.clone(),
-                name: who.name.clone().unwrap_or_default(),
-            },
-            body: body.to_string(),
-            client_id: None,
-        })
+    let appended = store
+        .append(new_message(channel, who, body, None))
         .await
-        .unwrap()
+        .unwrap();
+    assert!(appended.fresh);
+    appended.message
 }
 
 fn bodies(messages: &[crate::protocol::Message]) -> Vec<String> {
@@ -64,8 +73,7 @@ fn bodies(messages: &[crate::protocol::Message]) -> Vec<String> {
 }
 
 /// Users: created with a token hash, found by it and by id, renamed.
-pub async fn users_are_found_by_token_and_renamed<S: Store>(make: &impl Fn(usize) -> S) {
-    let store = make(100);
+pub async fn users_are_found_by_token_and_renamed(store: impl Store) {
     let ada = store.create_user("hash-a".into(), None).await.unwrap();
     let bob = user(&store, "hash-b", "Bob").await;
     assert_ne!(ada.id, bob.id);
@@ -80,8 +88,7 @@ pub async fn users_are_found_by_token_and_renamed<S: Store>(make: &impl Fn(usize
 }
 
 /// Channels: a name taken in any case is refused and nothing changes.
-pub async fn channel_names_are_unique_case_insensitively<S: Store>(make: &impl Fn(usize) -> S) {
-    let store = make(100);
+pub async fn channel_names_are_unique_case_insensitively(store: impl Store) {
     store.create_channel("General".into()).await.unwrap();
     store.create_channel("alpha".into()).await.unwrap();
     let err = store.create_channel("gENERAL".into()).await.unwrap_err();
@@ -107,8 +114,7 @@ pub async fn channel_names_are_unique_case_insensitively<S: Store>(make: &impl F
 }
 
 /// Each channel numbers its messages 1, 2, 3… on its own; time never goes backwards.
-pub async fn sequence_numbers_are_dense_per_channel<S: Store>(make: &impl Fn(usize) -> S) {
-    let store = make(100);
+pub async fn sequence_numbers_are_dense_per_channel(store: impl Store) {
     let ada = user(&store, "a", "Ada").await;
     store.create_channel("one".into()).await.unwrap();
     store.create_channel("two".into()).await.unwrap();
@@ -127,8 +133,7 @@ pub async fn sequence_numbers_are_dense_per_channel<S: Store>(make: &impl Fn(usi
 }
 
 /// Only the most recent `window` messages are kept, oldest first.
-pub async fn window_keeps_only_the_most_recent<S: Store>(make: &impl Fn(usize) -> S) {
-    let store = make(100);
+pub async fn window_keeps_only_the_most_recent(store: impl Store) {
     let ada = user(&store, "a", "Ada").await;
     store.create_channel("busy".into()).await.unwrap();
     for i in 1..=105 {
@@ -146,28 +151,26 @@ pub async fn window_keeps_only_the_most_recent<S: Store>(make: &impl Fn(usize) -
 }
 
 /// A client that saw up to seq N gets exactly the messages after N, in order.
-pub async fn catch_up_returns_exactly_what_was_missed<S: Store>(make: &impl Fn(usize) -> S) {
-    let store = make(100);
+pub async fn catch_up_returns_exactly_what_was_missed(store: impl Store) {
     let ada = user(&store, "a", "Ada").await;
     store.create_channel("c".into()).await.unwrap();
     for i in 1..=10 {
         send(&store, "c", &ada, &format!("m{i}")).await;
     }
-    let up = store.since("c", 7).await.unwrap();
+    let up = store.since("c", 7, 1).await.unwrap();
     assert!(!up.reset);
     assert_eq!(bodies(&up.messages), ["m8", "m9", "m10"]);
     assert!(up.removed.is_empty());
-    let none = store.since("c", 10).await.unwrap();
+    let none = store.since("c", 10, 1).await.unwrap();
     assert!(none.messages.is_empty() && !none.reset);
     // A client ahead of the channel saw another history (a restart without disk): reload.
-    let ahead = store.since("c", 99).await.unwrap();
+    let ahead = store.since("c", 99, 1).await.unwrap();
     assert!(ahead.reset);
     assert_eq!(ahead.messages.len(), 10);
 }
 
 /// Deletions among messages the client already has are reported by sequence number.
-pub async fn catch_up_reports_deletions<S: Store>(make: &impl Fn(usize) -> S) {
-    let store = make(100);
+pub async fn catch_up_reports_deletions(store: impl Store) {
     let ada = user(&store, "a", "Ada").await;
     store.create_channel("c".into()).await.unwrap();
     let mut sent = Vec::new();
@@ -176,32 +179,35 @@ pub async fn catch_up_reports_deletions<S: Store>(make: &impl Fn(usize) -> S) {
     }
     store.delete(&sent[1].id, &ada.id).await.unwrap(); // seq 2, seen by the client
     store.delete(&sent[4].id, &ada.id).await.unwrap(); // seq 5, not yet seen
-    let up = store.since("c", 3).await.unwrap();
+    let up = store.since("c", 3, 1).await.unwrap();
     assert_eq!(up.removed, [2]);
     assert_eq!(bodies(&up.messages), ["m4", "m6"]);
 }
 
-/// When messages the client never saw have left the window, it must reload the window.
-pub async fn catch_up_resets_when_the_gap_left_the_window<S: Store>(make: &impl Fn(usize) -> S) {
-    let store = make(100);
+/// A gap older than the window is either replayed exactly (a store with older history) or
+/// answered with a reset to the whole window; never with part of it.
+pub async fn catch_up_resets_when_the_gap_left_the_window(store: impl Store) {
     let ada = user(&store, "a", "Ada").await;
     store.create_channel("c".into()).await.unwrap();
     for i in 1..=120 {
         send(&store, "c", &ada, &format!("m{i}")).await;
     }
-    let up = store.since("c", 5).await.unwrap();
-    assert!(up.reset);
-    assert_eq!(up.messages.len(), 100);
-    assert_eq!(up.messages[0].body, "m21");
+    let up = store.since("c", 5, 1).await.unwrap();
+    if up.reset {
+        assert_eq!(up.messages.len(), 100);
+        assert_eq!(up.messages[0].body, "m21");
+    } else {
+        let want: Vec<String> = (6..=120).map(|i| format!("m{i}")).collect();
+        assert_eq!(bodies(&up.messages), want);
+    }
     // Seq 20 was the last to leave the window: a client that saw it misses nothing it can't get.
-    let up = store.since("c", 20).await.unwrap();
+    let up = store.since("c", 20, 1).await.unwrap();
     assert!(!up.reset);
     assert_eq!(up.messages.len(), 100);
 }
 
 /// Only the author may delete; a deleted message is gone and can't be deleted again.
-pub async fn only_the_author_deletes<S: Store>(make: &impl Fn(usize) -> S) {
-    let store = make(100);
+pub async fn only_the_author_deletes(store: impl Store) {
     let ada = user(&store, "a", "Ada").await;
     let bob = user(&store, "b", "Bob").await;
     store.create_channel("c".into()).await.unwrap();
@@ -217,25 +223,76 @@ pub async fn only_the_author_deletes<S: Store>(make: &impl Fn(usize) -> S) {
 }
 
 /// Appending to, reading or catching up on a missing channel is a typed error.
-pub async fn unknown_channels_are_errors<S: Store>(make: &impl Fn(usize) -> S) {
-    let store = make(100);
+pub async fn unknown_channels_are_errors(store: impl Store) {
     let ada = user(&store, "a", "Ada").await;
     let missing = AppError::NoSuchChannel {
         name: "nowhere".into(),
     };
     let err = store
-        .append(NewMessage {
-            channel: "nowhere".into(),
-            author: Author {
-                id: ada.id.clone(),
-                name: "Ada".into(),
-            },
-            body: "x".into(),
-            client_id: None,
-        })
+        .append(new_message("nowhere", &ada, "x", None))
         .await
         .unwrap_err();
     assert_eq!(err, missing);
     assert_eq!(store.recent("nowhere", 10).await.unwrap_err(), missing);
-    assert_eq!(store.since("nowhere", 0).await.unwrap_err(), missing);
+    assert_eq!(store.since("nowhere", 0, 0).await.unwrap_err(), missing);
+}
+
+/// Sending the same client id again (a retry after a lost ack) returns the original message
+/// and stores nothing new, in one batch or across batches; other authors may reuse the id.
+pub async fn a_retried_client_id_is_stored_once(store: impl Store) {
+    let ada = user(&store, "a", "Ada").await;
+    let bob = user(&store, "b", "Bob").await;
+    store.create_channel("c".into()).await.unwrap();
+    let first = store
+        .append(new_message("c", &ada, "hello", Some("k1")))
+        .await
+        .unwrap();
+    assert!(first.fresh);
+    let batch = store
+        .append_batch(vec![
+            new_message("c", &ada, "hello", Some("k1")),
+            new_message("c", &ada, "again", Some("k2")),
+            new_message("c", &ada, "again", Some("k2")),
+            new_message("c", &bob, "mine", Some("k1")),
+            new_message("nowhere", &bob, "lost", Some("k3")),
+        ])
+        .await;
+    assert_eq!(batch.len(), 5);
+    let retry = batch[0].clone().unwrap();
+    assert!(!retry.fresh);
+    assert_eq!(retry.message, first.message);
+    let k2 = batch[1].clone().unwrap();
+    assert!(k2.fresh && k2.message.seq == 2);
+    assert_eq!(batch[2].clone().unwrap(), Appended { fresh: false, ..k2 });
+    assert!(batch[3].clone().unwrap().fresh);
+    assert!(batch[4].is_err());
+    let stored = store.recent("c", 100).await.unwrap();
+    assert_eq!(bodies(&stored), ["hello", "again", "mine"]);
+    assert_eq!(stored.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2, 3]);
+}
+
+/// Paging back with `before` walks the history in order, skipping deleted messages, with
+/// no message twice.
+pub async fn older_pages_have_no_gaps_or_repeats(store: impl Store) {
+    let ada = user(&store, "a", "Ada").await;
+    store.create_channel("c".into()).await.unwrap();
+    let mut sent = Vec::new();
+    for i in 1..=60 {
+        sent.push(send(&store, "c", &ada, &format!("m{i}")).await);
+    }
+    store.delete(&sent[29].id, &ada.id).await.unwrap();
+    let mut seen = store.recent("c", 25).await.unwrap();
+    while let Some(first) = seen.first().map(|m| m.seq) {
+        let page = store.before("c", first, 25).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 25);
+        seen.splice(0..0, page);
+    }
+    let want: Vec<String> = (1..=60)
+        .filter(|&i| i != 30)
+        .map(|i| format!("m{i}"))
+        .collect();
+    assert_eq!(bodies(&seen), want);
 }

@@ -1,21 +1,19 @@
 //! The in-memory [`Store`]: nothing on disk, the most recent `window` messages per channel.
 
-use super::{CatchUp, NewMessage, Store};
+use super::hot::HotChannel;
+use super::{Appended, CatchUp, NewMessage, Store};
 use crate::error::AppError;
 use crate::protocol::{channel_key, ChannelInfo, Message, MessageId, UserId, UserInfo};
 use async_trait::async_trait;
 use chrono::Utc;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-
-/// Sends of removed sequence numbers beyond this become a reset instead.
-const MAX_REMOVED: usize = 1000;
 
 /// Holds everything in memory; each channel has its own lock, so channels never contend.
 pub struct MemoryStore {
     window: usize,
     users: RwLock<Users>,
-    channels: RwLock<HashMap<String, Arc<Mutex<ChannelLog>>>>,
+    channels: RwLock<HashMap<String, Arc<Mutex<HotChannel>>>>,
     /// Which channel (key) holds each message still in a window.
     message_channel: Mutex<HashMap<MessageId, String>>,
 }
@@ -24,15 +22,6 @@ pub struct MemoryStore {
 struct Users {
     by_id: HashMap<UserId, UserInfo>,
     by_token: HashMap<String, UserId>,
-}
-
-struct ChannelLog {
-    info: ChannelInfo,
-    /// The last sequence number handed out.
-    last_seq: u64,
-    /// Every sequence number up to this one has left the window by eviction.
-    evicted_upto: u64,
-    messages: VecDeque<Message>,
 }
 
 impl MemoryStore {
@@ -46,7 +35,7 @@ impl MemoryStore {
         }
     }
 
-    fn log(&self, channel: &str) -> Result<Arc<Mutex<ChannelLog>>, AppError> {
+    fn hot(&self, channel: &str) -> Result<Arc<Mutex<HotChannel>>, AppError> {
         self.channels
             .read()
             .expect("channels lock")
@@ -56,10 +45,56 @@ impl MemoryStore {
                 name: channel.to_string(),
             })
     }
+
+    fn append_one(&self, new: NewMessage) -> Result<Appended, AppError> {
+        let hot = self.hot(&new.channel)?;
+        let (message, evicted) = {
+            let mut hot = hot.lock().expect("channel lock");
+            if let Some(client_id) = &new.client_id {
+                if let Some(sent) = hot.find_sent(&new.author.id, client_id) {
+                    return Ok(Appended {
+                        message: sent.clone(),
+                        fresh: false,
+                    });
+                }
+            }
+            let message = next_message(&hot, new);
+            (message.clone(), hot.push(message))
+        };
+        let mut index = self.message_channel.lock().expect("index lock");
+        index.insert(message.id.clone(), channel_key(&message.channel));
+        if let Some(old) = evicted {
+            index.remove(&old.id);
+        }
+        Ok(Appended {
+            message,
+            fresh: true,
+        })
+    }
 }
 
-fn new_id() -> String {
+/// A fresh id for a user or a message.
+pub(super) fn new_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// The channel's next message: the next sequence number, and a time that never runs backwards
+/// within the channel even if the clock does.
+pub(super) fn next_message(hot: &HotChannel, new: NewMessage) -> Message {
+    let now = Utc::now();
+    let sent_at = hot
+        .recent(1)
+        .first()
+        .map_or(now, |last| last.sent_at.max(now));
+    Message {
+        id: MessageId(new_id()),
+        channel: hot.info.name.clone(),
+        seq: hot.last_seq + 1,
+        author: new.author,
+        body: new.body,
+        sent_at,
+        client_id: new.client_id,
+    }
 }
 
 #[async_trait]
@@ -116,13 +151,8 @@ impl Store for MemoryStore {
             name,
             created_at: Utc::now(),
         };
-        let log = ChannelLog {
-            info: info.clone(),
-            last_seq: 0,
-            evicted_upto: 0,
-            messages: VecDeque::with_capacity(self.window),
-        };
-        channels.insert(key, Arc::new(Mutex::new(log)));
+        let hot = HotChannel::new(info.clone(), self.window);
+        channels.insert(key, Arc::new(Mutex::new(hot)));
         Ok(info)
     }
 
@@ -130,99 +160,57 @@ impl Store for MemoryStore {
         let channels = self.channels.read().expect("channels lock");
         let mut list: Vec<(String, ChannelInfo)> = channels
             .iter()
-            .map(|(key, log)| (key.clone(), log.lock().expect("channel lock").info.clone()))
+            .map(|(key, hot)| (key.clone(), hot.lock().expect("channel lock").info.clone()))
             .collect();
         list.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(list.into_iter().map(|(_, info)| info).collect())
     }
 
     async fn channel(&self, name: &str) -> Result<Option<ChannelInfo>, AppError> {
-        match self.log(name) {
-            Ok(log) => Ok(Some(log.lock().expect("channel lock").info.clone())),
+        match self.hot(name) {
+            Ok(hot) => Ok(Some(hot.lock().expect("channel lock").info.clone())),
             Err(AppError::NoSuchChannel { .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    async fn append(&self, new: NewMessage) -> Result<Message, AppError> {
-        let log = self.log(&new.channel)?;
-        let (message, evicted) = {
-            let mut log = log.lock().expect("channel lock");
-            // Time never runs backwards within a channel, even if the clock does.
-            let now = Utc::now();
-            let sent_at = log
-                .messages
-                .back()
-                .map_or(now, |last| last.sent_at.max(now));
-            log.last_seq += 1;
-            let message = Message {
-                id: MessageId(new_id()),
-                channel: log.info.name.clone(),
-                seq: log.last_seq,
-                author: new.author,
-                body: new.body,
-                sent_at,
-                client_id: new.client_id,
-            };
-            log.messages.push_back(message.clone());
-            let evicted = if log.messages.len() > self.window {
-                let old = log.messages.pop_front().expect("non-empty");
-                log.evicted_upto = old.seq;
-                Some(old.id)
-            } else {
-                None
-            };
-            (message, evicted)
-        };
-        let mut index = self.message_channel.lock().expect("index lock");
-        index.insert(message.id.clone(), channel_key(&message.channel));
-        if let Some(old) = evicted {
-            index.remove(&old);
-        }
-        Ok(message)
+    async fn append_batch(&self, batch: Vec<NewMessage>) -> Vec<Result<Appended, AppError>> {
+        batch.into_iter().map(|new| self.append_one(new)).collect()
     }
 
     async fn recent(&self, channel: &str, limit: usize) -> Result<Vec<Message>, AppError> {
-        let log = self.log(channel)?;
-        let log = log.lock().expect("channel lock");
-        let skip = log.messages.len().saturating_sub(limit);
-        Ok(log.messages.iter().skip(skip).cloned().collect())
+        Ok(self
+            .hot(channel)?
+            .lock()
+            .expect("channel lock")
+            .recent(limit))
     }
 
-    async fn since(&self, channel: &str, after_seq: u64) -> Result<CatchUp, AppError> {
-        let log = self.log(channel)?;
-        let log = log.lock().expect("channel lock");
-        let whole = || CatchUp {
-            messages: log.messages.iter().cloned().collect(),
-            removed: Vec::new(),
-            reset: true,
-        };
-        // Behind the window, or ahead of this channel's history (the server lost its memory).
-        if after_seq < log.evicted_upto || after_seq > log.last_seq {
-            return Ok(whole());
-        }
-        // Sequence numbers are dense, so any gap in (evicted_upto, after_seq] is a deletion.
-        let mut removed = Vec::new();
-        let mut present = log.messages.iter().map(|m| m.seq).peekable();
-        for seq in log.evicted_upto + 1..=after_seq {
-            while present.next_if(|&s| s < seq).is_some() {}
-            if present.next_if_eq(&seq).is_none() {
-                removed.push(seq);
-                if removed.len() > MAX_REMOVED {
-                    return Ok(whole());
-                }
-            }
-        }
-        Ok(CatchUp {
-            messages: log
-                .messages
-                .iter()
-                .filter(|m| m.seq > after_seq)
-                .cloned()
-                .collect(),
-            removed,
-            reset: false,
-        })
+    async fn before(
+        &self,
+        channel: &str,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, AppError> {
+        // Memory keeps only the window: older messages are gone.
+        Ok(self
+            .hot(channel)?
+            .lock()
+            .expect("channel lock")
+            .before(before_seq, limit))
+    }
+
+    async fn since(
+        &self,
+        channel: &str,
+        after_seq: u64,
+        _oldest_seq: u64,
+    ) -> Result<CatchUp, AppError> {
+        Ok(self
+            .hot(channel)?
+            .lock()
+            .expect("channel lock")
+            .since(after_seq))
     }
 
     async fn delete(&self, id: &MessageId, by: &UserId) -> Result<Message, AppError> {
@@ -233,18 +221,14 @@ impl Store for MemoryStore {
             .get(id)
             .cloned()
             .ok_or(AppError::NoSuchMessage)?;
-        let log = self.log(&key)?;
         let removed = {
-            let mut log = log.lock().expect("channel lock");
-            let at = log
-                .messages
-                .iter()
-                .position(|m| &m.id == id)
-                .ok_or(AppError::NoSuchMessage)?;
-            if &log.messages[at].author.id != by {
+            let hot = self.hot(&key)?;
+            let mut hot = hot.lock().expect("channel lock");
+            let message = hot.find(id).ok_or(AppError::NoSuchMessage)?;
+            if &message.author.id != by {
                 return Err(AppError::NotAuthor);
             }
-            log.messages.remove(at).expect("position is valid")
+            hot.remove(id).ok_or(AppError::NoSuchMessage)?
         };
         self.message_channel.lock().expect("index lock").remove(id);
         Ok(removed)
@@ -255,5 +239,5 @@ impl Store for MemoryStore {
 mod tests {
     use super::MemoryStore;
 
-    crate::store_contract_tests!(|window| MemoryStore::new(window));
+    crate::store_contract_tests!(|window| async move { MemoryStore::new(window) });
 }

@@ -1,11 +1,15 @@
-//! Where channels, users and messages live. [`Store`] is the contract; [`MemoryStore`] is the
-//! in-memory driver. Every driver runs the same [`contract`] suite, unchanged.
+//! Where channels, users and messages live. [`Store`] is the contract; [`MemoryStore`] keeps
+//! everything in memory, [`SqliteStore`] on disk with a hot window in memory. Every driver
+//! runs the same [`contract`] suite, unchanged.
 
 #[cfg(test)]
 pub mod contract;
+mod hot;
 mod memory;
+mod sqlite;
 
 pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
 
 use crate::error::AppError;
 use crate::protocol::{Author, ChannelInfo, Message, MessageId, UserId, UserInfo};
@@ -20,6 +24,16 @@ pub struct CatchUp {
     pub removed: Vec<u64>,
     /// The gap was wider than the store can replay: `messages` is the whole recent window.
     pub reset: bool,
+}
+
+/// The result of storing a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The stored message.
+    pub message: Message,
+    /// `false` when the author had already sent this `client_id`: `message` is the original,
+    /// nothing new was stored.
+    pub fresh: bool,
 }
 
 /// A message about to be stored; the store assigns id, sequence number and time.
@@ -59,12 +73,34 @@ pub trait Store: Send + Sync + 'static {
     /// The channel with this name in any case.
     async fn channel(&self, name: &str) -> Result<Option<ChannelInfo>, AppError>;
 
-    /// Stores a message as the channel's next sequence number.
-    async fn append(&self, message: NewMessage) -> Result<Message, AppError>;
+    /// Stores messages, each as its channel's next sequence number, all in one commit where
+    /// the driver has commits; one result per input, in order. A message whose author already
+    /// sent its `client_id` is not stored again: the original comes back with `fresh: false`.
+    async fn append_batch(&self, batch: Vec<NewMessage>) -> Vec<Result<Appended, AppError>>;
+    /// Stores one message (see [`Store::append_batch`]).
+    async fn append(&self, message: NewMessage) -> Result<Appended, AppError> {
+        self.append_batch(vec![message])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(AppError::internal("store returned no result")))
+    }
     /// The channel's most recent messages (at most `limit`), oldest first.
     async fn recent(&self, channel: &str, limit: usize) -> Result<Vec<Message>, AppError>;
-    /// What a client that last saw `after_seq` in `channel` has missed.
-    async fn since(&self, channel: &str, after_seq: u64) -> Result<CatchUp, AppError>;
+    /// Up to `limit` messages older than `before_seq`, oldest first (for scrolling back).
+    async fn before(
+        &self,
+        channel: &str,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, AppError>;
+    /// What a client that last saw `after_seq` in `channel` has missed. Deletions are reported
+    /// for sequence numbers from `oldest_seq` (the oldest the client shows) to `after_seq`.
+    async fn since(
+        &self,
+        channel: &str,
+        after_seq: u64,
+        oldest_seq: u64,
+    ) -> Result<CatchUp, AppError>;
     /// Deletes a message if `by` wrote it; returns the deleted message.
     async fn delete(&self, id: &MessageId, by: &UserId) -> Result<Message, AppError>;
 }

@@ -1,0 +1,128 @@
+//! The hot window: a channel's most recent messages in memory. The in-memory store is made of
+//! these; the SQLite store keeps one per channel in front of the disk so that joins never
+//! touch it.
+
+use super::CatchUp;
+use crate::protocol::{ChannelInfo, Message, MessageId, UserId};
+use std::collections::VecDeque;
+
+/// Catch-ups that would list more removed sequence numbers than this reset instead.
+pub const MAX_REMOVED: usize = 1000;
+
+/// One channel's recent messages and counters.
+#[derive(Debug, Clone)]
+pub struct HotChannel {
+    /// The channel.
+    pub info: ChannelInfo,
+    /// The last sequence number handed out.
+    pub last_seq: u64,
+    /// Every message up to this sequence number has left the window by age.
+    pub evicted_upto: u64,
+    /// At most `capacity` messages, in increasing `seq`, deleted ones removed.
+    messages: VecDeque<Message>,
+    capacity: usize,
+}
+
+impl HotChannel {
+    /// An empty window for `info`.
+    pub fn new(info: ChannelInfo, capacity: usize) -> Self {
+        HotChannel {
+            info,
+            last_seq: 0,
+            evicted_upto: 0,
+            messages: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Appends the channel's next message; returns the one that aged out, if any.
+    pub fn push(&mut self, message: Message) -> Option<Message> {
+        self.last_seq = self.last_seq.max(message.seq);
+        self.messages.push_back(message);
+        if self.messages.len() > self.capacity {
+            let old = self.messages.pop_front()?;
+            self.evicted_upto = old.seq;
+            return Some(old);
+        }
+        None
+    }
+
+    /// The most recent messages, at most `limit`, oldest first.
+    pub fn recent(&self, limit: usize) -> Vec<Message> {
+        let skip = self.messages.len().saturating_sub(limit);
+        self.messages.iter().skip(skip).cloned().collect()
+    }
+
+    /// Removes a message by id.
+    pub fn remove(&mut self, id: &MessageId) -> Option<Message> {
+        let at = self.messages.iter().position(|m| &m.id == id)?;
+        self.messages.remove(at)
+    }
+
+    /// A message by id, if still in the window.
+    pub fn find(&self, id: &MessageId) -> Option<&Message> {
+        self.messages.iter().find(|m| &m.id == id)
+    }
+
+    /// The message `author` sent with `client_id`, if still in the window.
+    pub fn find_sent(&self, author: &UserId, client_id: &str) -> Option<&Message> {
+        self.messages
+            .iter()
+            .rev()
+            .find(|m| &m.author.id == author && m.client_id.as_deref() == Some(client_id))
+    }
+
+    /// Whether a catch-up from `after_seq` can be answered from the window alone.
+    pub fn covers(&self, after_seq: u64) -> bool {
+        after_seq >= self.evicted_upto && after_seq <= self.last_seq
+    }
+
+    /// The whole window, as a reset.
+    pub fn reset(&self) -> CatchUp {
+        CatchUp {
+            messages: self.messages.iter().cloned().collect(),
+            removed: Vec::new(),
+            reset: true,
+        }
+    }
+
+    /// What a client that saw up to `after_seq` missed, from the window alone: the messages
+    /// after it, and (sequence numbers being dense) every gap at or below it as a deletion.
+    pub fn since(&self, after_seq: u64) -> CatchUp {
+        if !self.covers(after_seq) {
+            return self.reset();
+        }
+        let mut removed = Vec::new();
+        let mut present = self.messages.iter().map(|m| m.seq).peekable();
+        for seq in self.evicted_upto + 1..=after_seq {
+            while present.next_if(|&s| s < seq).is_some() {}
+            if present.next_if_eq(&seq).is_none() {
+                removed.push(seq);
+                if removed.len() > MAX_REMOVED {
+                    return self.reset();
+                }
+            }
+        }
+        CatchUp {
+            messages: self
+                .messages
+                .iter()
+                .filter(|m| m.seq > after_seq)
+                .cloned()
+                .collect(),
+            removed,
+            reset: false,
+        }
+    }
+
+    /// Messages in the window with `seq < before_seq`, at most `limit`, oldest first.
+    pub fn before(&self, before_seq: u64, limit: usize) -> Vec<Message> {
+        let older: Vec<&Message> = self
+            .messages
+            .iter()
+            .filter(|m| m.seq < before_seq)
+            .collect();
+        let skip = older.len().saturating_sub(limit);
+        older.into_iter().skip(skip).cloned().collect()
+    }
+}

@@ -1,0 +1,622 @@
+//! The durable [`Store`]: one SQLite file (WAL mode, migrations embedded in the binary), with
+//! each channel's most recent messages also kept in memory so that joins never read the disk.
+//! Writes are serialised (SQLite has one writer) and a whole batch is one transaction.
+
+use super::hot::{HotChannel, MAX_REMOVED};
+use super::memory::{new_id, next_message};
+use super::{Appended, CatchUp, NewMessage, Store};
+use crate::error::AppError;
+use crate::protocol::{channel_key, Author, ChannelInfo, Message, MessageId, UserId, UserInfo};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+/// Catch-ups longer than this are answered with a reset to the recent window.
+const MAX_CATCH_UP: i64 = 1000;
+
+/// Selects messages (as `m`) with their channel's name; add a `WHERE` on `m`.
+const SELECT_MESSAGES: &str = "SELECT m.seq, m.id, m.author_id, m.author_name, m.body, m.sent_at,
+    m.client_id, c.name AS channel_name FROM messages m JOIN channels c ON c.key = m.channel_key";
+
+/// SQLite on disk, recent messages in memory.
+pub struct SqliteStore {
+    pool: SqlitePool,
+    window: usize,
+    channels: RwLock<HashMap<String, Arc<Mutex<HotChannel>>>>,
+    users: RwLock<UserCache>,
+    /// SQLite allows one writer; taking turns here avoids busy retries.
+    writer: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct UserCache {
+    by_id: HashMap<UserId, UserInfo>,
+    by_token: HashMap<String, UserId>,
+}
+
+fn db_error(e: impl std::fmt::Display) -> AppError {
+    tracing::error!(error = %e, "database error");
+    AppError::internal("database error")
+}
+
+/// The first row of a fully read result. (Reading every row matters: a statement left
+/// half-read keeps its connection's WAL snapshot open, and later reads on it would be stale.)
+fn first<T>(rows: Vec<T>) -> Option<T> {
+    rows.into_iter().next()
+}
+
+fn to_seq(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn from_seq(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, brings its schema up to date and
+    /// loads each channel's recent window. `full_sync` makes every commit wait for the disk
+    /// (survives power loss); without it commits survive a crash of the process, not of the OS.
+    pub async fn open(path: &Path, window: usize, full_sync: bool) -> Result<Self, AppError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(if full_sync {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(db_error)?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(db_error)?;
+        let store = SqliteStore {
+            pool,
+            window: window.max(1),
+            channels: RwLock::default(),
+            users: RwLock::default(),
+            writer: tokio::sync::Mutex::new(()),
+        };
+        store.load_windows().await?;
+        Ok(store)
+    }
+
+    async fn load_windows(&self) -> Result<(), AppError> {
+        let rows = sqlx::query("SELECT key, name, created_at FROM channels")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        for row in rows {
+            let key: String = row.get("key");
+            let info = ChannelInfo {
+                name: row.get("name"),
+                created_at: row.get("created_at"),
+            };
+            let mut hot = HotChannel::new(info, self.window);
+            let last: Option<i64> =
+                sqlx::query_scalar("SELECT MAX(seq) FROM messages WHERE channel_key = ?")
+                    .bind(&key)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map(|rows| first(rows).flatten())
+                    .map_err(db_error)?;
+            for message in self.newest(&key, i64::MAX, self.window).await? {
+                hot.push(message);
+            }
+            hot.last_seq = last.map_or(0, to_seq);
+            self.channels
+                .write()
+                .expect("channels lock")
+                .insert(key, Arc::new(Mutex::new(hot)));
+        }
+        Ok(())
+    }
+
+    fn hot(&self, channel: &str) -> Result<(String, Arc<Mutex<HotChannel>>), AppError> {
+        let key = channel_key(channel);
+        let hot = self
+            .channels
+            .read()
+            .expect("channels lock")
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| AppError::NoSuchChannel {
+                name: channel.to_string(),
+            })?;
+        Ok((key, hot))
+    }
+
+    /// Up to `limit` live messages with `seq < before`, oldest first.
+    async fn newest(&self, key: &str, before: i64, limit: usize) -> Result<Vec<Message>, AppError> {
+        let sql = format!(
+            "{SELECT_MESSAGES} WHERE m.channel_key = ? AND m.deleted = 0 AND m.seq < ?
+             ORDER BY m.seq DESC LIMIT ?"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(key)
+            .bind(before)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        let mut messages = rows
+            .iter()
+            .map(message_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        messages.reverse();
+        Ok(messages)
+    }
+
+    fn cache_user(&self, token_hash: Option<String>, user: &UserInfo) {
+        let mut users = self.users.write().expect("users lock");
+        if let Some(hash) = token_hash {
+            users.by_token.insert(hash, user.id.clone());
+        }
+        users.by_id.insert(user.id.clone(), user.clone());
+    }
+
+    /// Stores the batch inside `tx`; returns each result and the fresh messages to cache.
+    async fn write_batch(
+        &self,
+        tx: &mut Transaction<'_, Sqlite>,
+        batch: Vec<NewMessage>,
+    ) -> Result<Vec<Result<Appended, AppError>>, sqlx::Error> {
+        // Each channel's window as this batch leaves it (seq and time advance within it).
+        let mut staged: HashMap<String, HotChannel> = HashMap::new();
+        let mut sent_here: HashMap<(UserId, String), Message> = HashMap::new();
+        let mut results = Vec::with_capacity(batch.len());
+        for new in batch {
+            let (key, hot) = match self.hot(&new.channel) {
+                Ok(found) => found,
+                Err(e) => {
+                    results.push(Err(e));
+                    continue;
+                }
+            };
+            let window = staged
+                .entry(key.clone())
+                .or_insert_with(|| hot.lock().expect("channel lock").clone());
+            if let Some(client_id) = &new.client_id {
+                let id = (new.author.id.clone(), client_id.clone());
+                let earlier = match sent_here.get(&id) {
+                    Some(m) => Some(m.clone()),
+                    None => match window.find_sent(&new.author.id, client_id) {
+                        Some(m) => Some(m.clone()),
+                        None => find_sent(tx, &new.author.id, client_id).await?,
+                    },
+                };
+                if let Some(message) = earlier {
+                    results.push(Ok(Appended {
+                        message,
+                        fresh: false,
+                    }));
+                    continue;
+                }
+            }
+            let message = next_message(window, new);
+            sqlx::query(
+                "INSERT INTO messages
+                 (channel_key, seq, id, author_id, author_name, body, sent_at, client_id)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&key)
+            .bind(from_seq(message.seq))
+            .bind(&message.id.0)
+            .bind(&message.author.id.0)
+            .bind(&message.author.name)
+            .bind(&message.body)
+            .bind(message.sent_at)
+            .bind(&message.client_id)
+            .execute(&mut **tx)
+            .await?;
+            if let Some(client_id) = &message.client_id {
+                sent_here.insert(
+                    (message.author.id.clone(), client_id.clone()),
+                    message.clone(),
+                );
+            }
+            window.push(message.clone());
+            results.push(Ok(Appended {
+                message,
+                fresh: true,
+            }));
+        }
+        Ok(results)
+    }
+}
+
+async fn find_sent(
+    tx: &mut Transaction<'_, Sqlite>,
+    author: &UserId,
+    client_id: &str,
+) -> Result<Option<Message>, sqlx::Error> {
+    let sql = format!("{SELECT_MESSAGES} WHERE m.author_id = ? AND m.client_id = ?");
+    let row = sqlx::query(&sql)
+        .bind(&author.0)
+        .bind(client_id)
+        .fetch_all(&mut **tx)
+        .await
+        .map(first)?;
+    Ok(row.and_then(|row| message_from_row(&row).ok()))
+}
+
+fn message_from_row(row: &SqliteRow) -> Result<Message, AppError> {
+    let channel: String = row.try_get("channel_name").map_err(db_error)?;
+    let sent_at: DateTime<Utc> = row.try_get("sent_at").map_err(db_error)?;
+    Ok(Message {
+        id: MessageId(row.try_get("id").map_err(db_error)?),
+        channel,
+        seq: to_seq(row.try_get("seq").map_err(db_error)?),
+        author: Author {
+            id: UserId(row.try_get("author_id").map_err(db_error)?),
+            name: row.try_get("author_name").map_err(db_error)?,
+        },
+        body: row.try_get("body").map_err(db_error)?,
+        sent_at,
+        client_id: row.try_get("client_id").map_err(db_error)?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_user(
+        &self,
+        token_hash: String,
+        name: Option<String>,
+    ) -> Result<UserInfo, AppError> {
+        let user = UserInfo {
+            id: UserId(new_id()),
+            name,
+        };
+        sqlx::query("INSERT INTO users (id, token_hash, name, created_at) VALUES (?, ?, ?, ?)")
+            .bind(&user.id.0)
+            .bind(&token_hash)
+            .bind(&user.name)
+            .bind(Utc::now())
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        self.cache_user(Some(token_hash), &user);
+        Ok(user)
+    }
+
+    async fn user_by_token(&self, token_hash: &str) -> Result<Option<UserInfo>, AppError> {
+        {
+            let users = self.users.read().expect("users lock");
+            if let Some(user) = users
+                .by_token
+                .get(token_hash)
+                .and_then(|id| users.by_id.get(id))
+            {
+                return Ok(Some(user.clone()));
+            }
+        }
+        let row = sqlx::query("SELECT id, name FROM users WHERE token_hash = ?")
+            .bind(token_hash)
+            .fetch_all(&self.pool)
+            .await
+            .map(first)
+            .map_err(db_error)?;
+        Ok(row.map(|row| {
+            let user = UserInfo {
+                id: UserId(row.get("id")),
+                name: row.get("name"),
+            };
+            self.cache_user(Some(token_hash.to_string()), &user);
+            user
+        }))
+    }
+
+    async fn user(&self, id: &UserId) -> Result<Option<UserInfo>, AppError> {
+        if let Some(user) = self.users.read().expect("users lock").by_id.get(id) {
+            return Ok(Some(user.clone()));
+        }
+        let row = sqlx::query("SELECT id, name FROM users WHERE id = ?")
+            .bind(&id.0)
+            .fetch_all(&self.pool)
+            .await
+            .map(first)
+            .map_err(db_error)?;
+        Ok(row.map(|row| {
+            let user = UserInfo {
+                id: UserId(row.get("id")),
+                name: row.get("name"),
+            };
+            self.cache_user(None, &user);
+            user
+        }))
+    }
+
+    async fn set_display_name(&self, id: &UserId, name: String) -> Result<UserInfo, AppError> {
+        let done = sqlx::query("UPDATE users SET name = ? WHERE id = ?")
+            .bind(&name)
+            .bind(&id.0)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        if done.rows_affected() == 0 {
+            return Err(AppError::Unauthenticated);
+        }
+        let user = UserInfo {
+            id: id.clone(),
+            name: Some(name),
+        };
+        self.cache_user(None, &user);
+        Ok(user)
+    }
+
+    async fn create_channel(&self, name: String) -> Result<ChannelInfo, AppError> {
+        let _turn = self.writer.lock().await;
+        let key = channel_key(&name);
+        if let Ok((_, existing)) = self.hot(&key) {
+            let name = existing.lock().expect("channel lock").info.name.clone();
+            return Err(AppError::ChannelTaken { name });
+        }
+        let info = ChannelInfo {
+            name,
+            created_at: Utc::now(),
+        };
+        sqlx::query("INSERT INTO channels (key, name, created_at) VALUES (?, ?, ?)")
+            .bind(&key)
+            .bind(&info.name)
+            .bind(info.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        let hot = HotChannel::new(info.clone(), self.window);
+        self.channels
+            .write()
+            .expect("channels lock")
+            .insert(key, Arc::new(Mutex::new(hot)));
+        Ok(info)
+    }
+
+    async fn channels(&self) -> Result<Vec<ChannelInfo>, AppError> {
+        let channels = self.channels.read().expect("channels lock");
+        let mut list: Vec<(String, ChannelInfo)> = channels
+            .iter()
+            .map(|(key, hot)| (key.clone(), hot.lock().expect("channel lock").info.clone()))
+            .collect();
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(list.into_iter().map(|(_, info)| info).collect())
+    }
+
+    async fn channel(&self, name: &str) -> Result<Option<ChannelInfo>, AppError> {
+        match self.hot(name) {
+            Ok((_, hot)) => Ok(Some(hot.lock().expect("channel lock").info.clone())),
+            Err(AppError::NoSuchChannel { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn append_batch(&self, batch: Vec<NewMessage>) -> Vec<Result<Appended, AppError>> {
+        let count = batch.len();
+        let failed = |e: AppError| (0..count).map(|_| Err(e.clone())).collect();
+        let _turn = self.writer.lock().await;
+        let mut tx = match self.pool.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return failed(db_error(e)),
+        };
+        let results = match self.write_batch(&mut tx, batch).await {
+            Ok(results) => results,
+            Err(e) => return failed(db_error(e)),
+        };
+        if let Err(e) = tx.commit().await {
+            return failed(db_error(e));
+        }
+        // Committed: now the windows may show the new messages.
+        for appended in results.iter().flatten().filter(|a| a.fresh) {
+            if let Ok((_, hot)) = self.hot(&appended.message.channel) {
+                hot.lock()
+                    .expect("channel lock")
+                    .push(appended.message.clone());
+            }
+        }
+        results
+    }
+
+    async fn recent(&self, channel: &str, limit: usize) -> Result<Vec<Message>, AppError> {
+        let (key, hot) = self.hot(channel)?;
+        if limit <= self.window {
+            return Ok(hot.lock().expect("channel lock").recent(limit));
+        }
+        self.newest(&key, i64::MAX, limit).await
+    }
+
+    async fn before(
+        &self,
+        channel: &str,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, AppError> {
+        let (key, _) = self.hot(channel)?;
+        self.newest(&key, from_seq(before_seq), limit).await
+    }
+
+    async fn since(
+        &self,
+        channel: &str,
+        after_seq: u64,
+        oldest_seq: u64,
+    ) -> Result<CatchUp, AppError> {
+        let (key, hot) = self.hot(channel)?;
+        let reset = || hot.lock().expect("channel lock").reset();
+        let last_seq = hot.lock().expect("channel lock").last_seq;
+        if after_seq > last_seq {
+            return Ok(reset());
+        }
+        let missed: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM messages WHERE channel_key = ? AND deleted = 0 AND seq > ?",
+        )
+        .bind(&key)
+        .bind(from_seq(after_seq))
+        .fetch_all(&self.pool)
+        .await
+        .map(|rows| first(rows).unwrap_or(0))
+        .map_err(db_error)?;
+        if missed > MAX_CATCH_UP {
+            return Ok(reset());
+        }
+        let sql = format!(
+            "{SELECT_MESSAGES} WHERE m.channel_key = ? AND m.deleted = 0 AND m.seq > ?
+             ORDER BY m.seq"
+        );
+        let messages = sqlx::query(&sql)
+            .bind(&key)
+            .bind(from_seq(after_seq))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(message_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let removed: Vec<i64> = sqlx::query_scalar(
+            "SELECT seq FROM messages
+             WHERE channel_key = ? AND deleted = 1 AND seq >= ? AND seq <= ?
+             ORDER BY seq LIMIT ?",
+        )
+        .bind(&key)
+        .bind(from_seq(oldest_seq))
+        .bind(from_seq(after_seq))
+        .bind(i64::try_from(MAX_REMOVED + 1).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        if removed.len() > MAX_REMOVED {
+            return Ok(reset());
+        }
+        Ok(CatchUp {
+            messages,
+            removed: removed.into_iter().map(to_seq).collect(),
+            reset: false,
+        })
+    }
+
+    async fn delete(&self, id: &MessageId, by: &UserId) -> Result<Message, AppError> {
+        let _turn = self.writer.lock().await;
+        let sql = format!("{SELECT_MESSAGES} WHERE m.id = ? AND m.deleted = 0");
+        let row = sqlx::query(&sql)
+            .bind(&id.0)
+            .fetch_all(&self.pool)
+            .await
+            .map(first)
+            .map_err(db_error)?
+            .ok_or(AppError::NoSuchMessage)?;
+        let message = message_from_row(&row)?;
+        if &message.author.id != by {
+            return Err(AppError::NotAuthor);
+        }
+        // Keep the row as a tombstone (its text gone) so catch-ups can report the deletion.
+        sqlx::query("UPDATE messages SET deleted = 1, body = '' WHERE id = ?")
+            .bind(&id.0)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        if let Ok((_, hot)) = self.hot(&message.channel) {
+            hot.lock().expect("channel lock").remove(id);
+        }
+        Ok(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Author;
+
+    crate::store_contract_tests!(|window| async move {
+        // The directory lives as long as the test process; each test has its own file.
+        let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+        SqliteStore::open(&dir.path().join("flack.db"), window, false)
+            .await
+            .unwrap()
+    });
+
+    #[tokio::test]
+    async fn everything_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flack.db");
+        let (ada, sent, deleted) = {
+            let store = SqliteStore::open(&path, 100, true).await.unwrap();
+            let ada = store
+                .create_user("hash".into(), Some("Ada".into()))
+                .await
+                .unwrap();
+            store.create_channel("General".into()).await.unwrap();
+            let mut sent = Vec::new();
+            for i in 1..=120 {
+                let appended = store
+                    .append(NewMessage {
+                        channel: "general".into(),
+                        author: Author {
+                            id: ada.id.clone(),
+                            name: "Ada".into(),
+                        },
+                        body: format!("m{i}"),
+                        client_id: Some(format!("c{i}")),
+                    })
+                    .await
+                    .unwrap();
+                sent.push(appended.message);
+            }
+            let deleted = store.delete(&sent[119].id, &ada.id).await.unwrap();
+            store.pool.close().await;
+            (ada, sent, deleted)
+        };
+
+        let store = SqliteStore::open(&path, 100, false).await.unwrap();
+        assert_eq!(
+            store.user_by_token("hash").await.unwrap(),
+            Some(ada.clone())
+        );
+        assert_eq!(store.channels().await.unwrap()[0].name, "General");
+        let recent = store.recent("general", 100).await.unwrap();
+        assert_eq!(recent.len(), 100);
+        // m120 was deleted: the window is m20..=m119.
+        assert_eq!(recent.first().unwrap(), &sent[19]);
+        assert_eq!(recent.last().unwrap(), &sent[118]);
+        // Older history comes from disk, in order, with no gaps or repeats.
+        let older = store.before("general", recent[0].seq, 100).await.unwrap();
+        assert_eq!(older, sent[..19].to_vec());
+        // The next message continues the sequence after the deleted one.
+        let next = store
+            .append(NewMessage {
+                channel: "general".into(),
+                author: Author {
+                    id: ada.id.clone(),
+                    name: "Ada".into(),
+                },
+                body: "after restart".into(),
+                client_id: Some("c1".into()),
+            })
+            .await
+            .unwrap();
+        assert!(
+            !next.fresh,
+            "a client id used before the restart is still known"
+        );
+        // A client that saw m120 before it was deleted is told; one that did not never hears of it.
+        let up = store.since("general", 120, 1).await.unwrap();
+        assert_eq!(up.removed, [deleted.seq]);
+        assert!(up.messages.is_empty());
+        let up = store.since("general", 118, 1).await.unwrap();
+        assert!(up.removed.is_empty());
+        assert_eq!(up.messages, vec![sent[118].clone()]);
+    }
+}
