@@ -128,6 +128,24 @@ export async function postViaApi(page: Page, channel: string, body: string): Pro
   return response;
 }
 
+/**
+ * Posts `count` messages through the HTTP API, one after another (so the channel's order is
+ * the posting order), the users taking turns: message i (1-based) is posted by
+ * `users[(i - 1) % users.length]` with the body `body(i)`. Each user may only post so many
+ * messages in a burst, so a long history needs several people.
+ */
+export async function postManyViaApi(
+  users: { page: Page }[],
+  channel: string,
+  count: number,
+  body: (i: number) => string = (i) => `msg ${i}`,
+): Promise<void> {
+  expect(users.length, 'postManyViaApi needs at least one user').toBeGreaterThan(0);
+  for (let i = 1; i <= count; i++) {
+    await postViaApi(users[(i - 1) % users.length].page, channel, body(i));
+  }
+}
+
 /** One person using Flack in their own browser context. */
 export interface User {
   context: BrowserContext;

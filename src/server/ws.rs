@@ -139,7 +139,12 @@ async fn write_loop(
                 return;
             }
             next = queue.recv() => {
-                let Some(message) = next else { return };
+                let Some(message) = next else {
+                    // The session ended: finish the closing handshake (answering a client's
+                    // close, which the browser waits for) and flush.
+                    let _ = tokio::time::timeout(timeout, sink.close()).await;
+                    return;
+                };
                 let closing = matches!(message, Message::Close(_));
                 match tokio::time::timeout(timeout, sink.send(message)).await {
                     Ok(Ok(())) if !closing => {}

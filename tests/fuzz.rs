@@ -1,0 +1,145 @@
+//! Property tests: arbitrary bytes and arbitrary JSON frames fed to the frame decoder, the
+//! validators and the chat service never panic, and a refused frame changes nothing.
+#![cfg(feature = "ssr")]
+
+use flack::protocol::{
+    decode_client_event, validate_channel_name, validate_client_id, validate_display_name,
+    validate_message_body, ClientEvent, MAX_CHANNEL_NAME_CHARS, MAX_DISPLAY_NAME_CHARS,
+    MAX_MESSAGE_CHARS,
+};
+use flack::server::chat::{Chat, PostLimit};
+use flack::server::hub::MemoryHub;
+use flack::server::store::{MemoryStore, SqliteStore, Store};
+use proptest::prelude::*;
+use std::sync::Arc;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let text = String::from_utf8_lossy(&bytes);
+        let _ = decode_client_event(&text);
+    }
+
+    #[test]
+    fn validators_accept_exactly_what_the_rules_allow(raw in "\\PC{0,40}|[ a-zA-Z0-9_#-]{0,40}") {
+        if let Ok(name) = validate_display_name(&raw) {
+            prop_assert_eq!(name.trim(), name.as_str());
+            prop_assert!((1..=MAX_DISPLAY_NAME_CHARS).contains(&name.chars().count()));
+        }
+        if let Ok(channel) = validate_channel_name(&raw) {
+            prop_assert!((1..=MAX_CHANNEL_NAME_CHARS).contains(&channel.len()));
+            prop_assert!(channel.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        }
+        if let Ok(body) = validate_message_body(&raw) {
+            prop_assert!(!body.trim().is_empty());
+            prop_assert!(body.chars().count() <= MAX_MESSAGE_CHARS);
+            prop_assert!(raw.starts_with(&body));
+        }
+        if let Ok(id) = validate_client_id(&raw) {
+            prop_assert!(id.bytes().all(|b| b.is_ascii_graphic()));
+        }
+    }
+}
+
+/// A frame-shaped JSON value with arbitrary (often wrong) fields.
+fn frame() -> impl Strategy<Value = String> {
+    let kind = prop_oneof![
+        Just("send"),
+        Just("subscribe"),
+        Just("delete"),
+        Just("shout"),
+        Just("")
+    ];
+    let text = prop_oneof![
+        Just(String::new()),
+        Just("general".to_string()),
+        Just("GENERAL".to_string()),
+        "\\PC{0,12}",
+        Just("x".repeat(MAX_MESSAGE_CHARS + 1)),
+        Just("<img src=x onerror=alert(1)>".to_string()),
+    ];
+    let number = prop_oneof![
+        Just(serde_json::json!(1)),
+        Just(serde_json::json!(-1)),
+        Just(serde_json::json!("7")),
+        Just(serde_json::Value::Null)
+    ];
+    (
+        kind,
+        text.clone(),
+        text.clone(),
+        prop::option::of(text),
+        number,
+        any::<bool>(),
+    )
+        .prop_map(|(kind, channel, body, client_id, number, drop_body)| {
+            let mut frame = serde_json::json!({ "type": kind, "channel": channel, "body": body,
+                "client_id": client_id, "after_seq": number, "message_id": "nope" });
+            if drop_body {
+                frame.as_object_mut().unwrap().remove("body");
+            }
+            frame.to_string()
+        })
+}
+
+/// Applies decoded send frames to a chat on `store`; checks each refused one left the channel
+/// exactly as it was, and each accepted one added exactly one message with the next seq.
+async fn no_partial_state(store: Arc<dyn Store>, frames: Vec<String>) -> Result<(), TestCaseError> {
+    let hub = Arc::new(MemoryHub::new(64));
+    let limit = PostLimit {
+        per_second: 1_000_000,
+        burst: 1_000_000,
+    };
+    let chat = Chat::new(store, hub, 100, limit);
+    chat.create_channel("general").await.unwrap();
+    let user = chat
+        .store()
+        .create_user("t".into(), Some("Fuzz".into()))
+        .await
+        .unwrap();
+    for text in frames {
+        let before = chat.history("general").await.unwrap().messages;
+        let Ok(ClientEvent::Send {
+            channel,
+            body,
+            client_id,
+        }) = decode_client_event(&text)
+        else {
+            continue;
+        };
+        let result = chat.post(&user, &channel, &body, client_id).await;
+        let after = chat.history("general").await.unwrap().messages;
+        match result {
+            Ok(appended) if appended.fresh => {
+                prop_assert_eq!(after.len(), before.len() + 1);
+                let want = before.last().map_or(1, |m| m.seq + 1);
+                prop_assert_eq!(appended.message.seq, want);
+                prop_assert_eq!(after.last(), Some(&appended.message));
+            }
+            _ => prop_assert_eq!(after, before),
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn refused_frames_change_nothing_in_memory(frames in proptest::collection::vec(frame(), 1..25)) {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(no_partial_state(Arc::new(MemoryStore::new(100)), frames))?;
+    }
+
+    #[test]
+    fn refused_frames_change_nothing_on_disk(frames in proptest::collection::vec(frame(), 1..25)) {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        rt.block_on(async {
+            let store = SqliteStore::open(&dir.path().join("f.db"), 100, false).await.unwrap();
+            no_partial_state(Arc::new(store), frames).await
+        })?;
+    }
+}
