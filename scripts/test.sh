@@ -26,6 +26,10 @@ step "Playwright journeys (release build)"
 # A port of its own, so a running dev server does not get in the way.
 export FLACK_ADDRESS=${FLACK_E2E_ADDRESS:-127.0.0.1:3210}
 export E2E_BASE_URL="http://$FLACK_ADDRESS"
+# A real SQLite file, fresh for each run.
+e2e_dir=$(mktemp -d)
+trap 'rm -rf "$e2e_dir"' EXIT
+export FLACK_DATABASE="$e2e_dir/flack.db"
 cargo leptos end-to-end --release
 
 step "all checks passed in $((SECONDS - start)) s"
