@@ -664,3 +664,27 @@ async fn channels_and_messages_survive_a_restart() {
     let bodies: Vec<&str> = history.messages.iter().map(|m| m.body.as_str()).collect();
     assert_eq!(bodies, ["m1", "m2", "m3"]);
 }
+
+#[tokio::test]
+async fn an_oversized_frame_closes_with_1009_and_stores_nothing() {
+    let addr = start().await;
+    let token = login(addr, "Ada").await;
+    let mut ws = connect(addr, &token).await;
+    let huge = serde_json::to_string(&say("general", &"x".repeat(70 * 1024), None)).unwrap();
+    let _ = ws.send(Frame::text(huge)).await;
+    let code = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Frame::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("the server closes the socket");
+    assert_eq!(code, Some(1009));
+    // A new connection works, and nothing was stored.
+    let mut again = connect(addr, &token).await;
+    assert!(subscribe(&mut again, "general", None).await.0.is_empty());
+}

@@ -26,6 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Bytes tungstenite reads at a time: small, so that idle sockets stay cheap.
 const READ_BUFFER: usize = 4 * 1024;
+/// Close code for a frame over [`MAX_FRAME_BYTES`] (the WebSocket standard's "message too big").
+const CLOSE_TOO_BIG: u16 = 1009;
 /// How long a closing socket waits for the client's close reply.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -178,7 +180,13 @@ impl Session {
                     }
                     Some(Err(e)) => {
                         tracing::debug!(error = %e, "socket read failed");
-                        Err(End::Gone)
+                        // axum does not expose tungstenite's error type; its text names it.
+                        let text = e.to_string();
+                        if text.contains("Space limit exceeded") || text.contains("too long") {
+                            Err(End::Close(CLOSE_TOO_BIG, "frame too large"))
+                        } else {
+                            Err(End::Gone)
+                        }
                     }
                     None => Err(End::Gone),
                 },
