@@ -1,10 +1,12 @@
-//! The hot window: a channel's most recent messages in memory. The in-memory store is made of
-//! these; the SQLite store keeps one per channel in front of the disk so that joins never
-//! touch it.
+//! What both stores keep in memory: each channel's hot window (its most recent messages) and
+//! the user index. The in-memory store is made of these alone; the SQLite store keeps them in
+//! front of the disk so that joins and identity checks never touch it.
 
 use super::CatchUp;
-use crate::protocol::{ChannelInfo, Message, MessageId, UserId};
-use std::collections::VecDeque;
+use crate::error::AppError;
+use crate::protocol::{channel_key, ChannelInfo, Message, MessageId, UserId, UserInfo};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Catch-ups that would list more removed sequence numbers than this reset instead.
 pub const MAX_REMOVED: usize = 1000;
@@ -124,5 +126,92 @@ impl HotChannel {
             .collect();
         let skip = older.len().saturating_sub(limit);
         older.into_iter().skip(skip).cloned().collect()
+    }
+}
+
+/// A shared handle to one channel's window.
+pub type SharedChannel = Arc<Mutex<HotChannel>>;
+
+/// Every channel's window, by [`channel_key`]; each channel has its own lock, so channels
+/// never contend.
+#[derive(Default)]
+pub struct HotChannels {
+    map: RwLock<HashMap<String, SharedChannel>>,
+}
+
+impl HotChannels {
+    /// The channel named `channel` (any case) and its key.
+    pub fn get(&self, channel: &str) -> Result<(String, SharedChannel), AppError> {
+        let key = channel_key(channel);
+        let hot = self
+            .map
+            .read()
+            .expect("channels lock")
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| AppError::NoSuchChannel {
+                name: channel.to_string(),
+            })?;
+        Ok((key, hot))
+    }
+
+    /// The channel's description, if it exists.
+    pub fn info(&self, channel: &str) -> Option<ChannelInfo> {
+        let (_, hot) = self.get(channel).ok()?;
+        let info = hot.lock().expect("channel lock").info.clone();
+        Some(info)
+    }
+
+    /// Every channel, ordered by key.
+    pub fn list(&self) -> Vec<ChannelInfo> {
+        let map = self.map.read().expect("channels lock");
+        let mut list: Vec<(&String, ChannelInfo)> = map
+            .iter()
+            .map(|(key, hot)| (key, hot.lock().expect("channel lock").info.clone()))
+            .collect();
+        list.sort_by(|a, b| a.0.cmp(b.0));
+        list.into_iter().map(|(_, info)| info).collect()
+    }
+
+    /// Adds a channel; [`AppError::ChannelTaken`] if its name is taken in any case.
+    pub fn add(&self, hot: HotChannel) -> Result<(), AppError> {
+        let mut map = self.map.write().expect("channels lock");
+        let key = channel_key(&hot.info.name);
+        if let Some(existing) = map.get(&key) {
+            let name = existing.lock().expect("channel lock").info.name.clone();
+            return Err(AppError::ChannelTaken { name });
+        }
+        map.insert(key, Arc::new(Mutex::new(hot)));
+        Ok(())
+    }
+}
+
+/// Users by id and by token hash.
+#[derive(Default)]
+pub struct UserIndex {
+    by_id: HashMap<UserId, UserInfo>,
+    by_token: HashMap<String, UserId>,
+}
+
+impl UserIndex {
+    /// Adds or refreshes a user (and the hash of their token, when known).
+    pub fn insert(&mut self, token_hash: Option<String>, user: &UserInfo) {
+        if let Some(hash) = token_hash {
+            self.by_token.insert(hash, user.id.clone());
+        }
+        self.by_id.insert(user.id.clone(), user.clone());
+    }
+
+    /// The user holding the token with this hash.
+    pub fn by_token(&self, token_hash: &str) -> Option<UserInfo> {
+        self.by_token
+            .get(token_hash)
+            .and_then(|id| self.by_id.get(id))
+            .cloned()
+    }
+
+    /// The user with this id.
+    pub fn by_id(&self, id: &UserId) -> Option<UserInfo> {
+        self.by_id.get(id).cloned()
     }
 }

@@ -1,27 +1,21 @@
 //! The in-memory [`Store`]: nothing on disk, the most recent `window` messages per channel.
 
-use super::hot::HotChannel;
+use super::hot::{HotChannel, HotChannels, UserIndex};
 use super::{Appended, CatchUp, NewMessage, Store};
 use crate::error::AppError;
 use crate::protocol::{channel_key, ChannelInfo, Message, MessageId, UserId, UserInfo};
 use async_trait::async_trait;
 use chrono::Utc;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Mutex, RwLock};
 
-/// Holds everything in memory; each channel has its own lock, so channels never contend.
+/// Holds everything in memory.
 pub struct MemoryStore {
     window: usize,
-    users: RwLock<Users>,
-    channels: RwLock<HashMap<String, Arc<Mutex<HotChannel>>>>,
+    users: RwLock<UserIndex>,
+    channels: HotChannels,
     /// Which channel (key) holds each message still in a window.
     message_channel: Mutex<HashMap<MessageId, String>>,
-}
-
-#[derive(Default)]
-struct Users {
-    by_id: HashMap<UserId, UserInfo>,
-    by_token: HashMap<String, UserId>,
 }
 
 impl MemoryStore {
@@ -30,24 +24,13 @@ impl MemoryStore {
         MemoryStore {
             window: window.max(1),
             users: RwLock::default(),
-            channels: RwLock::default(),
+            channels: HotChannels::default(),
             message_channel: Mutex::default(),
         }
     }
 
-    fn hot(&self, channel: &str) -> Result<Arc<Mutex<HotChannel>>, AppError> {
-        self.channels
-            .read()
-            .expect("channels lock")
-            .get(&channel_key(channel))
-            .cloned()
-            .ok_or_else(|| AppError::NoSuchChannel {
-                name: channel.to_string(),
-            })
-    }
-
     fn append_one(&self, new: NewMessage) -> Result<Appended, AppError> {
-        let hot = self.hot(&new.channel)?;
+        let (_, hot) = self.channels.get(&new.channel)?;
         let (message, evicted) = {
             let mut hot = hot.lock().expect("channel lock");
             if let Some(client_id) = &new.client_id {
@@ -108,70 +91,45 @@ impl Store for MemoryStore {
             id: UserId(new_id()),
             name,
         };
-        let mut users = self.users.write().expect("users lock");
-        users.by_token.insert(token_hash, user.id.clone());
-        users.by_id.insert(user.id.clone(), user.clone());
+        self.users
+            .write()
+            .expect("users lock")
+            .insert(Some(token_hash), &user);
         Ok(user)
     }
 
     async fn user_by_token(&self, token_hash: &str) -> Result<Option<UserInfo>, AppError> {
-        let users = self.users.read().expect("users lock");
-        Ok(users
-            .by_token
-            .get(token_hash)
-            .and_then(|id| users.by_id.get(id))
-            .cloned())
+        Ok(self.users.read().expect("users lock").by_token(token_hash))
     }
 
     async fn user(&self, id: &UserId) -> Result<Option<UserInfo>, AppError> {
-        Ok(self
-            .users
-            .read()
-            .expect("users lock")
-            .by_id
-            .get(id)
-            .cloned())
+        Ok(self.users.read().expect("users lock").by_id(id))
     }
 
     async fn set_display_name(&self, id: &UserId, name: String) -> Result<UserInfo, AppError> {
         let mut users = self.users.write().expect("users lock");
-        let user = users.by_id.get_mut(id).ok_or(AppError::Unauthenticated)?;
+        let mut user = users.by_id(id).ok_or(AppError::Unauthenticated)?;
         user.name = Some(name);
-        Ok(user.clone())
+        users.insert(None, &user);
+        Ok(user)
     }
 
     async fn create_channel(&self, name: String) -> Result<ChannelInfo, AppError> {
-        let mut channels = self.channels.write().expect("channels lock");
-        let key = channel_key(&name);
-        if let Some(existing) = channels.get(&key) {
-            let name = existing.lock().expect("channel lock").info.name.clone();
-            return Err(AppError::ChannelTaken { name });
-        }
         let info = ChannelInfo {
             name,
             created_at: Utc::now(),
         };
-        let hot = HotChannel::new(info.clone(), self.window);
-        channels.insert(key, Arc::new(Mutex::new(hot)));
+        self.channels
+            .add(HotChannel::new(info.clone(), self.window))?;
         Ok(info)
     }
 
     async fn channels(&self) -> Result<Vec<ChannelInfo>, AppError> {
-        let channels = self.channels.read().expect("channels lock");
-        let mut list: Vec<(String, ChannelInfo)> = channels
-            .iter()
-            .map(|(key, hot)| (key.clone(), hot.lock().expect("channel lock").info.clone()))
-            .collect();
-        list.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(list.into_iter().map(|(_, info)| info).collect())
+        Ok(self.channels.list())
     }
 
     async fn channel(&self, name: &str) -> Result<Option<ChannelInfo>, AppError> {
-        match self.hot(name) {
-            Ok(hot) => Ok(Some(hot.lock().expect("channel lock").info.clone())),
-            Err(AppError::NoSuchChannel { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(self.channels.info(name))
     }
 
     async fn append_batch(&self, batch: Vec<NewMessage>) -> Vec<Result<Appended, AppError>> {
@@ -180,7 +138,9 @@ impl Store for MemoryStore {
 
     async fn recent(&self, channel: &str, limit: usize) -> Result<Vec<Message>, AppError> {
         Ok(self
-            .hot(channel)?
+            .channels
+            .get(channel)?
+            .1
             .lock()
             .expect("channel lock")
             .recent(limit))
@@ -194,7 +154,9 @@ impl Store for MemoryStore {
     ) -> Result<Vec<Message>, AppError> {
         // Memory keeps only the window: older messages are gone.
         Ok(self
-            .hot(channel)?
+            .channels
+            .get(channel)?
+            .1
             .lock()
             .expect("channel lock")
             .before(before_seq, limit))
@@ -207,7 +169,9 @@ impl Store for MemoryStore {
         _oldest_seq: u64,
     ) -> Result<CatchUp, AppError> {
         Ok(self
-            .hot(channel)?
+            .channels
+            .get(channel)?
+            .1
             .lock()
             .expect("channel lock")
             .since(after_seq))
@@ -222,7 +186,7 @@ impl Store for MemoryStore {
             .cloned()
             .ok_or(AppError::NoSuchMessage)?;
         let removed = {
-            let hot = self.hot(&key)?;
+            let (_, hot) = self.channels.get(&key)?;
             let mut hot = hot.lock().expect("channel lock");
             let message = hot.find(id).ok_or(AppError::NoSuchMessage)?;
             if &message.author.id != by {

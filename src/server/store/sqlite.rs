@@ -2,7 +2,7 @@
 //! each channel's most recent messages also kept in memory so that joins never read the disk.
 //! Writes are serialised (SQLite has one writer) and a whole batch is one transaction.
 
-use super::hot::{HotChannel, MAX_REMOVED};
+use super::hot::{HotChannel, HotChannels, UserIndex, MAX_REMOVED};
 use super::memory::{new_id, next_message};
 use super::{Appended, CatchUp, NewMessage, Store};
 use crate::error::AppError;
@@ -16,7 +16,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::RwLock;
 use std::time::Duration;
 
 /// Catch-ups longer than this are answered with a reset to the recent window.
@@ -30,16 +30,10 @@ const SELECT_MESSAGES: &str = "SELECT m.seq, m.id, m.author_id, m.author_name, m
 pub struct SqliteStore {
     pool: SqlitePool,
     window: usize,
-    channels: RwLock<HashMap<String, Arc<Mutex<HotChannel>>>>,
-    users: RwLock<UserCache>,
+    channels: HotChannels,
+    users: RwLock<UserIndex>,
     /// SQLite allows one writer; taking turns here avoids busy retries.
     writer: tokio::sync::Mutex<()>,
-}
-
-#[derive(Default)]
-struct UserCache {
-    by_id: HashMap<UserId, UserInfo>,
-    by_token: HashMap<String, UserId>,
 }
 
 fn db_error(e: impl std::fmt::Display) -> AppError {
@@ -89,7 +83,7 @@ impl SqliteStore {
         let store = SqliteStore {
             pool,
             window: window.max(1),
-            channels: RwLock::default(),
+            channels: HotChannels::default(),
             users: RwLock::default(),
             writer: tokio::sync::Mutex::new(()),
         };
@@ -120,26 +114,9 @@ impl SqliteStore {
                 hot.push(message);
             }
             hot.last_seq = last.map_or(0, to_seq);
-            self.channels
-                .write()
-                .expect("channels lock")
-                .insert(key, Arc::new(Mutex::new(hot)));
+            self.channels.add(hot)?;
         }
         Ok(())
-    }
-
-    fn hot(&self, channel: &str) -> Result<(String, Arc<Mutex<HotChannel>>), AppError> {
-        let key = channel_key(channel);
-        let hot = self
-            .channels
-            .read()
-            .expect("channels lock")
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| AppError::NoSuchChannel {
-                name: channel.to_string(),
-            })?;
-        Ok((key, hot))
     }
 
     /// Up to `limit` live messages with `seq < before`, oldest first.
@@ -164,11 +141,29 @@ impl SqliteStore {
     }
 
     fn cache_user(&self, token_hash: Option<String>, user: &UserInfo) {
-        let mut users = self.users.write().expect("users lock");
-        if let Some(hash) = token_hash {
-            users.by_token.insert(hash, user.id.clone());
-        }
-        users.by_id.insert(user.id.clone(), user.clone());
+        self.users
+            .write()
+            .expect("users lock")
+            .insert(token_hash, user);
+    }
+
+    /// A user row looked up by `column` (`id` or `token_hash`), cached on the way.
+    async fn load_user(&self, column: &str, value: &str) -> Result<Option<UserInfo>, AppError> {
+        let sql = format!("SELECT id, name, token_hash FROM users WHERE {column} = ?");
+        let row = sqlx::query(&sql)
+            .bind(value)
+            .fetch_all(&self.pool)
+            .await
+            .map(first)
+            .map_err(db_error)?;
+        Ok(row.map(|row| {
+            let user = UserInfo {
+                id: UserId(row.get("id")),
+                name: row.get("name"),
+            };
+            self.cache_user(Some(row.get("token_hash")), &user);
+            user
+        }))
     }
 
     /// Stores the batch inside `tx`; returns each result and the fresh messages to cache.
@@ -182,7 +177,7 @@ impl SqliteStore {
         let mut sent_here: HashMap<(UserId, String), Message> = HashMap::new();
         let mut results = Vec::with_capacity(batch.len());
         for new in batch {
-            let (key, hot) = match self.hot(&new.channel) {
+            let (key, hot) = match self.channels.get(&new.channel) {
                 Ok(found) => found,
                 Err(e) => {
                     results.push(Err(e));
@@ -297,50 +292,19 @@ impl Store for SqliteStore {
     }
 
     async fn user_by_token(&self, token_hash: &str) -> Result<Option<UserInfo>, AppError> {
-        {
-            let users = self.users.read().expect("users lock");
-            if let Some(user) = users
-                .by_token
-                .get(token_hash)
-                .and_then(|id| users.by_id.get(id))
-            {
-                return Ok(Some(user.clone()));
-            }
+        let cached = self.users.read().expect("users lock").by_token(token_hash);
+        match cached {
+            Some(user) => Ok(Some(user)),
+            None => self.load_user("token_hash", token_hash).await,
         }
-        let row = sqlx::query("SELECT id, name FROM users WHERE token_hash = ?")
-            .bind(token_hash)
-            .fetch_all(&self.pool)
-            .await
-            .map(first)
-            .map_err(db_error)?;
-        Ok(row.map(|row| {
-            let user = UserInfo {
-                id: UserId(row.get("id")),
-                name: row.get("name"),
-            };
-            self.cache_user(Some(token_hash.to_string()), &user);
-            user
-        }))
     }
 
     async fn user(&self, id: &UserId) -> Result<Option<UserInfo>, AppError> {
-        if let Some(user) = self.users.read().expect("users lock").by_id.get(id) {
-            return Ok(Some(user.clone()));
+        let cached = self.users.read().expect("users lock").by_id(id);
+        match cached {
+            Some(user) => Ok(Some(user)),
+            None => self.load_user("id", &id.0).await,
         }
-        let row = sqlx::query("SELECT id, name FROM users WHERE id = ?")
-            .bind(&id.0)
-            .fetch_all(&self.pool)
-            .await
-            .map(first)
-            .map_err(db_error)?;
-        Ok(row.map(|row| {
-            let user = UserInfo {
-                id: UserId(row.get("id")),
-                name: row.get("name"),
-            };
-            self.cache_user(None, &user);
-            user
-        }))
     }
 
     async fn set_display_name(&self, id: &UserId, name: String) -> Result<UserInfo, AppError> {
@@ -364,9 +328,10 @@ impl Store for SqliteStore {
     async fn create_channel(&self, name: String) -> Result<ChannelInfo, AppError> {
         let _turn = self.writer.lock().await;
         let key = channel_key(&name);
-        if let Ok((_, existing)) = self.hot(&key) {
-            let name = existing.lock().expect("channel lock").info.name.clone();
-            return Err(AppError::ChannelTaken { name });
+        if let Some(existing) = self.channels.info(&key) {
+            return Err(AppError::ChannelTaken {
+                name: existing.name,
+            });
         }
         let info = ChannelInfo {
             name,
@@ -379,30 +344,17 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await
             .map_err(db_error)?;
-        let hot = HotChannel::new(info.clone(), self.window);
         self.channels
-            .write()
-            .expect("channels lock")
-            .insert(key, Arc::new(Mutex::new(hot)));
+            .add(HotChannel::new(info.clone(), self.window))?;
         Ok(info)
     }
 
     async fn channels(&self) -> Result<Vec<ChannelInfo>, AppError> {
-        let channels = self.channels.read().expect("channels lock");
-        let mut list: Vec<(String, ChannelInfo)> = channels
-            .iter()
-            .map(|(key, hot)| (key.clone(), hot.lock().expect("channel lock").info.clone()))
-            .collect();
-        list.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(list.into_iter().map(|(_, info)| info).collect())
+        Ok(self.channels.list())
     }
 
     async fn channel(&self, name: &str) -> Result<Option<ChannelInfo>, AppError> {
-        match self.hot(name) {
-            Ok((_, hot)) => Ok(Some(hot.lock().expect("channel lock").info.clone())),
-            Err(AppError::NoSuchChannel { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(self.channels.info(name))
     }
 
     async fn append_batch(&self, batch: Vec<NewMessage>) -> Vec<Result<Appended, AppError>> {
@@ -422,7 +374,7 @@ impl Store for SqliteStore {
         }
         // Committed: now the windows may show the new messages.
         for appended in results.iter().flatten().filter(|a| a.fresh) {
-            if let Ok((_, hot)) = self.hot(&appended.message.channel) {
+            if let Ok((_, hot)) = self.channels.get(&appended.message.channel) {
                 hot.lock()
                     .expect("channel lock")
                     .push(appended.message.clone());
@@ -432,7 +384,7 @@ impl Store for SqliteStore {
     }
 
     async fn recent(&self, channel: &str, limit: usize) -> Result<Vec<Message>, AppError> {
-        let (key, hot) = self.hot(channel)?;
+        let (key, hot) = self.channels.get(channel)?;
         if limit <= self.window {
             return Ok(hot.lock().expect("channel lock").recent(limit));
         }
@@ -445,7 +397,7 @@ impl Store for SqliteStore {
         before_seq: u64,
         limit: usize,
     ) -> Result<Vec<Message>, AppError> {
-        let (key, _) = self.hot(channel)?;
+        let (key, _) = self.channels.get(channel)?;
         self.newest(&key, from_seq(before_seq), limit).await
     }
 
@@ -455,7 +407,7 @@ impl Store for SqliteStore {
         after_seq: u64,
         oldest_seq: u64,
     ) -> Result<CatchUp, AppError> {
-        let (key, hot) = self.hot(channel)?;
+        let (key, hot) = self.channels.get(channel)?;
         let reset = || hot.lock().expect("channel lock").reset();
         let last_seq = hot.lock().expect("channel lock").last_seq;
         if after_seq > last_seq {
@@ -528,7 +480,7 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await
             .map_err(db_error)?;
-        if let Ok((_, hot)) = self.hot(&message.channel) {
+        if let Ok((_, hot)) = self.channels.get(&message.channel) {
             hot.lock().expect("channel lock").remove(id);
         }
         Ok(message)
