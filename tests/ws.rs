@@ -546,7 +546,8 @@ async fn a_flood_gets_errors_then_a_documented_close() {
     // The stored messages are the ones within the limit, nothing more.
     let mut bob = connect(addr, &login(addr, "Bob").await).await;
     let (messages, _, _) = subscribe(&mut bob, "general", None).await;
-    assert_eq!(messages.len(), 60, "the default burst");
+    // The default burst of 60, plus what 20/s refills while the test runs; far from 200.
+    assert!((60..=80).contains(&messages.len()), "{} stored", messages.len());
 }
 
 #[tokio::test]
@@ -687,4 +688,27 @@ async fn an_oversized_frame_closes_with_1009_and_stores_nothing() {
     // A new connection works, and nothing was stored.
     let mut again = connect(addr, &token).await;
     assert!(subscribe(&mut again, "general", None).await.0.is_empty());
+}
+
+#[tokio::test]
+async fn a_client_close_is_answered_at_once() {
+    let addr = start().await;
+    let mut ws = connect(addr, &login(addr, "Ada").await).await;
+    subscribe(&mut ws, "general", None).await;
+    ws.send(Frame::Close(None)).await.unwrap();
+    let answered = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Frame::Close(_))) | None => return true,
+                Some(Ok(_)) => continue,
+                Some(Err(_)) => return false,
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        answered,
+        Ok(true),
+        "the server completes the closing handshake"
+    );
 }

@@ -10,6 +10,7 @@ import {
   messageLog,
   messageWithText,
   myName,
+  postManyViaApi,
   postViaApi,
   uniqueChannel,
   uniqueSuffix,
@@ -53,5 +54,41 @@ test.describe('without JavaScript', () => {
     await expect(messageWithText(page, text)).toHaveCount(1);
     await expect(items).toHaveCount(3);
     await expect(page).toHaveURL(new RegExp(`/c/${escapeRegExp(channel)}$`));
+  });
+
+  test('older messages are a link away, a page of up to 100 at a time', async ({ newUser }) => {
+    test.setTimeout(90_000);
+    expect(test.info().project.use.javaScriptEnabled).toBe(false);
+    const channel = uniqueChannel('nojs-old');
+    // Nobody may post 150 messages in one burst (rate limit): three people take turns.
+    const users = [];
+    for (const who of ['Ida', 'Jon', 'Kim']) users.push(await newUser(`${who} ${uniqueSuffix()}`));
+    const reader = users[0].page;
+    const created = await reader.request.post('/api/create_channel', { form: { name: channel } });
+    expect(created.ok(), `POST /api/create_channel answered ${created.status()}`).toBe(true);
+    await postManyViaApi(users, channel, 150, (i) => `msg ${i}`);
+
+    await reader.goto(`/c/${channel}`);
+    await expect(channelHeading(reader, channel)).toBeVisible();
+    const items = messageLog(reader).locator('li.message');
+    await expect(items).toHaveCount(100);
+    await expect(items.first().locator('.body')).toHaveText('msg 51');
+    await expect(items.last().locator('.body')).toHaveText('msg 150');
+
+    // A plain link to the page before.
+    await messageLog(reader).getByRole('link', { name: 'Load older messages' }).click();
+    await expect(reader).toHaveURL(new RegExp(`/c/${escapeRegExp(channel)}\\?before=\\d+$`));
+    await expect(channelHeading(reader, channel)).toBeVisible();
+    const older = messageLog(reader).locator('li.message .body');
+    await expect(older).toHaveText(Array.from({ length: 50 }, (_, i) => `msg ${i + 1}`));
+    // That was the start of the channel; an older page is for reading only.
+    await expect(reader.getByRole('link', { name: 'Load older messages' })).toHaveCount(0);
+    await expect(composer(reader)).toHaveCount(0);
+
+    await reader.getByRole('link', { name: 'Back to the newest messages' }).click();
+    await expect(reader).toHaveURL(new RegExp(`/c/${escapeRegExp(channel)}$`));
+    await expect(items).toHaveCount(100);
+    await expect(items.first().locator('.body')).toHaveText('msg 51');
+    await expect(composer(reader)).toBeVisible();
   });
 });

@@ -195,16 +195,19 @@ mod browser {
         );
     }
 
-    /// Going offline closes the socket at once (the browser may not notice for minutes);
-    /// coming back online reconnects without waiting for the backoff.
+    /// Going offline drops the socket at once: the browser may not notice for minutes, and
+    /// a close cannot complete without a network. Coming back online reconnects without
+    /// waiting for the backoff.
     fn watch_network(inner: &Rc<Inner>) {
         let on_offline = {
             let inner = Rc::downgrade(inner);
             Listener::new(move |_| {
-                if let Some(inner) = inner.upgrade() {
-                    if let Some(ws) = inner.ws.borrow().as_ref() {
-                        let _ = ws.close();
-                    }
+                let Some(inner) = inner.upgrade() else { return };
+                let dropped = inner.ws.borrow_mut().take();
+                if let Some(ws) = dropped {
+                    let _ = ws.close();
+                    (inner.handlers.on_status)(ConnectionStatus::Offline);
+                    schedule_reconnect(&inner);
                 }
             })
         };

@@ -94,8 +94,9 @@ async fn run(socket: WebSocket, state: AppState, user: UserInfo) {
         strikes: 0,
     };
     let end = session.serve(&mut incoming).await;
+    let Session { user, outgoing, .. } = session;
     if let End::Close(code, reason) = end {
-        tracing::info!(user = %session.user.id.0, code, reason, "closing socket");
+        tracing::info!(user = %user.id.0, code, reason, "closing socket");
         let frame = CloseFrame {
             code,
             reason: reason.into(),
@@ -103,11 +104,11 @@ async fn run(socket: WebSocket, state: AppState, user: UserInfo) {
         // After what is queued (the errors that explain it) if there is room; at once if the
         // queue is full, since that client is not reading anyway.
         if let Err(TrySendError::Full(Message::Close(Some(frame)))) =
-            session.outgoing.try_send(Message::Close(Some(frame)))
+            outgoing.try_send(Message::Close(Some(frame)))
         {
             let _ = close.send(frame);
         }
-        drop(session);
+        drop(outgoing);
         // The closing handshake: read (and discard) until the client's own close, so that its
         // unread frames do not turn our close into a connection reset.
         let _ = tokio::time::timeout(CLOSE_GRACE, async {
@@ -118,27 +119,36 @@ async fn run(socket: WebSocket, state: AppState, user: UserInfo) {
             }
         })
         .await;
+    } else {
+        // The client left or closed: with the queue closed, the writer answers its close.
+        drop(outgoing);
+        drop(close);
     }
     // The writer ends once it has sent what is queued (or the close frame), or times out.
     let _ = writer.await;
 }
 
-/// Drains the queue into the socket; ends on a write failure or timeout, or after sending a
-/// close frame when asked to.
+/// Drains the queue into the socket; ends on a write failure or timeout, after sending a
+/// close frame when asked to, or (completing the closing handshake) when the queue closes.
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     mut queue: mpsc::Receiver<Message>,
-    mut close: oneshot::Receiver<CloseFrame>,
+    close: oneshot::Receiver<CloseFrame>,
     timeout: Duration,
 ) {
+    let mut close = Some(close);
     loop {
         tokio::select! {
             biased;
-            frame = &mut close => {
-                if let Ok(frame) = frame {
-                    let _ = tokio::time::timeout(timeout, sink.send(Message::Close(Some(frame)))).await;
+            frame = async { close.as_mut().expect("guarded").await }, if close.is_some() => {
+                match frame {
+                    Ok(frame) => {
+                        let _ = tokio::time::timeout(timeout, sink.send(Message::Close(Some(frame)))).await;
+                        return;
+                    }
+                    // No close to send after all: keep draining the queue.
+                    Err(_) => close = None,
                 }
-                return;
             }
             next = queue.recv() => {
                 let Some(message) = next else {
