@@ -28,6 +28,8 @@ use tokio::sync::{mpsc, oneshot};
 const READ_BUFFER: usize = 4 * 1024;
 /// Close code for a frame over [`MAX_FRAME_BYTES`] (the WebSocket standard's "message too big").
 const CLOSE_TOO_BIG: u16 = 1009;
+/// Frames written before one flush.
+const WRITE_BATCH: usize = 64;
 /// How long a closing socket waits for the client's close reply.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -157,10 +159,24 @@ async fn write_loop(
                     let _ = tokio::time::timeout(timeout, sink.close()).await;
                     return;
                 };
-                let closing = matches!(message, Message::Close(_));
-                match tokio::time::timeout(timeout, sink.send(message)).await {
-                    Ok(Ok(())) if !closing => {}
-                    _ => return,
+                // Write everything already queued, then flush once: one syscall for a burst.
+                let mut closing = false;
+                let mut batch = Some(message);
+                let written = tokio::time::timeout(timeout, async {
+                    let mut count = 0;
+                    while let Some(message) = batch.take() {
+                        closing = matches!(message, Message::Close(_));
+                        sink.feed(message).await?;
+                        count += 1;
+                        if !closing && count < WRITE_BATCH {
+                            batch = queue.try_recv().ok();
+                        }
+                    }
+                    sink.flush().await
+                })
+                .await;
+                if closing || !matches!(written, Ok(Ok(()))) {
+                    return;
                 }
             }
         }
