@@ -547,7 +547,11 @@ async fn a_flood_gets_errors_then_a_documented_close() {
     let mut bob = connect(addr, &login(addr, "Bob").await).await;
     let (messages, _, _) = subscribe(&mut bob, "general", None).await;
     // The default burst of 60, plus what 20/s refills while the test runs; far from 200.
-    assert!((60..=80).contains(&messages.len()), "{} stored", messages.len());
+    assert!(
+        (60..=80).contains(&messages.len()),
+        "{} stored",
+        messages.len()
+    );
 }
 
 #[tokio::test]
