@@ -7,6 +7,8 @@
 pub mod api;
 pub mod app;
 pub mod error;
+#[cfg(feature = "load")]
+pub mod load;
 pub mod protocol;
 #[cfg(feature = "ssr")]
 pub mod server;

@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# The benchmark: builds a release of Flack and the load generator, starts Flack and the
+# reference relay (a bare axum + broadcast relay, see src/load/reference.rs) on 127.0.0.1,
+# runs the standard plan against both and prints every figure with its ratio to the
+# reference, ending with one markdown table.
+#
+#   scripts/bench.sh                   # build, then run the plan (a few minutes)
+#   BENCH_SKIP_BUILD=1 scripts/bench.sh  # reuse target/release/flack, target/site, flack-load
+#   BENCH_QUICK=1 scripts/bench.sh       # the same steps with tiny numbers (checks the script)
+#
+# With two or more cores the servers run on core 0 and the generator on core 1 (taskset), so
+# that they do not compete. Flack runs with the memory store (and then with SQLite for the
+# durable scenario) and with rate limits raised out of the way. Everything listens on
+# 127.0.0.1 only; every server started here is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+
+HOST=127.0.0.1
+FLACK_PORT=${BENCH_FLACK_PORT:-4000}
+REF_PORT=${BENCH_REFERENCE_PORT:-4100}
+REF_NODELAY_PORT=${BENCH_REFERENCE_NODELAY_PORT:-4101}
+FLACK=http://$HOST:$FLACK_PORT
+REF=http://$HOST:$REF_PORT
+REF_NODELAY=http://$HOST:$REF_NODELAY_PORT
+LOAD=target/release/flack-load
+
+# The standard plan's sizes; BENCH_QUICK=1 shrinks them to check the script in seconds.
+if [[ ${BENCH_QUICK:-0} == 1 ]]; then
+  HIST=(--clients 4 --requests 50 --joins 50)
+  MAXRATE=(-c 10 -s 2 -d 1 --max-doublings 1 --bisect 1)
+  BIG=(-c 50 -s 2 -r 5 -d 1)
+  CONNS=(-n 300 --hold 1)
+  NAGLE=(-c 10 -s 2 -r 10 -d 1)
+else
+  HIST=(--clients 32 --requests 2000 --joins 2000)
+  MAXRATE=(-c 100 -s 20 -d 3)
+  BIG=(-c 1000 -s 10 -r 10 -d 10)
+  CONNS=(-n 15000)
+  NAGLE=(-c 100 -s 20 -r 10 -d 5)
+fi
+
+if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
+  echo "== building (cargo leptos build --release; cargo build --release --features load)"
+  cargo leptos build --release
+  cargo build --release --features load --bin flack-load
+fi
+for f in target/release/flack "$LOAD" target/site/pkg/flack.wasm; do
+  [[ -e $f ]] || { echo "bench: $f is missing (build first)" >&2; exit 1; }
+done
+
+# Every socket is a file descriptor, in the generator and in the server: they inherit this.
+# (flack-load does not raise its own limit: the crate has no libc dependency for setrlimit.)
+ulimit -n "$(ulimit -Hn)"
+
+if (( $(nproc) >= 2 )); then
+  SERVER_CPU=(taskset -c 0)
+  LOAD_CPU=(taskset -c 1)
+  pinning="servers on core 0, generator on core 1"
+else
+  SERVER_CPU=()
+  LOAD_CPU=()
+  pinning="one core: servers and generator share it"
+fi
+
+work=$(mktemp -d /tmp/flack-bench.XXXXXX)
+results=$work/results.log
+: >"$results"
+started_pids=()
+cleanup() {
+  local pid
+  for pid in "${started_pids[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${started_pids[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Waits (at most 10 s) until a URL answers and the process is still there.
+wait_for() {
+  local url=$1 pid=$2 i
+  for i in $(seq 1 100); do
+    kill -0 "$pid" 2>/dev/null || { echo "bench: process $pid exited; see $work/*.log" >&2; return 1; }
+    if curl -sf -o /dev/null --max-time 1 "$url"; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "bench: $url did not answer within 10 s" >&2
+  return 1
+}
+
+FLACK_PID=
+start_flack() { # store [database]
+  env LEPTOS_SITE_ROOT=target/site LEPTOS_OUTPUT_NAME=flack \
+    FLACK_ADDRESS=$HOST:$FLACK_PORT FLACK_STORE="$1" FLACK_DATABASE="${2:-$work/unused.db}" \
+    FLACK_RATE_LIMIT_PER_SEC=1000000 FLACK_RATE_LIMIT_BURST=1000000 FLACK_LOG=warn \
+    "${SERVER_CPU[@]}" target/release/flack >>"$work/flack-$1.log" 2>&1 &
+  FLACK_PID=$!
+  started_pids+=("$FLACK_PID")
+  wait_for "$FLACK/favicon.svg" "$FLACK_PID"
+  echo "Flack ($1 store) is pid $FLACK_PID on $FLACK"
+}
+
+stop_flack() {
+  kill "$FLACK_PID" 2>/dev/null || true
+  wait "$FLACK_PID" 2>/dev/null || true
+}
+
+start_reference() { # port pid-variable [flags...]
+  local port=$1 var=$2
+  shift 2
+  "${SERVER_CPU[@]}" "$LOAD" reference --addr "$HOST:$port" "$@" >>"$work/reference-$port.log" 2>&1 &
+  local pid=$!
+  started_pids+=("$pid")
+  wait_for "http://$HOST:$port/" "$pid"
+  printf -v "$var" '%s' "$pid"
+  echo "reference relay ($*) is pid $pid on http://$HOST:$port"
+}
+
+failures=0
+# Runs one step of the plan with the generator pinned; its output goes to the screen and
+# its RESULT lines to the summary. A failed step is reported and the plan goes on.
+step() {
+  local name=$1 t0=$SECONDS
+  shift
+  echo
+  echo "== $name"
+  if "${LOAD_CPU[@]}" "$LOAD" "$@" | tee -a "$results"; then
+    echo "   ($name: $((SECONDS - t0)) s)"
+  else
+    echo "bench: step '$name' failed" >&2
+    failures=$((failures + 1))
+  fi
+  for pid in "$FLACK_PID" "$REF_PID"; do
+    kill -0 "$pid" 2>/dev/null || { echo "bench: server $pid died during '$name'" >&2; exit 1; }
+  done
+}
+
+echo "== machine: $(nproc) cores ($pinning), $(uname -sr), open files $(ulimit -n)"
+echo "   load before start: $(cut -d' ' -f1-3 /proc/loadavg)"
+plan_start=$SECONDS
+
+start_flack memory
+flack_args=(--flack "$FLACK" --flack-pid "$FLACK_PID")
+# The reference serves a real Flack channel page with 100 messages at /page.
+"${LOAD_CPU[@]}" "$LOAD" page-snapshot --flack "$FLACK" --out "$work/page.html"
+REF_PID=
+start_reference "$REF_PORT" REF_PID --page-file "$work/page.html"
+REF_NODELAY_PID=
+start_reference "$REF_NODELAY_PORT" REF_NODELAY_PID --page-file "$work/page.html" --nodelay
+ref_args=(--reference "$REF" --reference-pid "$REF_PID")
+
+# History first, while the sidebar (every channel) is short; later steps create channels.
+step "history: channel page with 100 messages, and socket joins" \
+  history "${flack_args[@]}" "${ref_args[@]}" "${HIST[@]}"
+step "max-rate: C=100 S=20, highest R with zero loss and p99 < 50 ms" \
+  max-rate "${flack_args[@]}" "${ref_args[@]}" "${MAXRATE[@]}"
+step "fanout: C=1000 S=10 R=10 D=10" \
+  fanout "${flack_args[@]}" "${ref_args[@]}" "${BIG[@]}"
+step "connections: N=15000 idle sockets" \
+  connections "${flack_args[@]}" "${ref_args[@]}" "${CONNS[@]}"
+step "nagle: C=100 S=20 R=10 D=5, Flack and the reference as Flack serves (Nagle on)" \
+  fanout "${flack_args[@]}" "${ref_args[@]}" "${NAGLE[@]}"
+step "nagle: the same against the reference with TCP_NODELAY" \
+  fanout --reference "$REF_NODELAY" --reference-pid "$REF_NODELAY_PID" \
+  --reference-label reference-nodelay "${NAGLE[@]}"
+
+# Durable: the same search against Flack on a SQLite file (memory Flack and the reference
+# are the max-rate step above, same case).
+stop_flack
+start_flack sqlite "$work/flack.db"
+flack_args=(--flack "$FLACK" --flack-pid "$FLACK_PID" --flack-label flack-sqlite)
+step "durable max-rate: C=100 S=20 on SQLite" \
+  max-rate "${flack_args[@]}" "${MAXRATE[@]}"
+step "wasm-size" wasm-size --pkg target/site/pkg
+
+echo
+echo "== plan finished in $((SECONDS - plan_start)) s; load now: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+echo "## Results"
+echo
+echo "Columns are targets; 'X vs ref' is the ratio to the reference (Nagle on, like Flack):"
+echo "above 1.00x means X is better (throughput: X/ref; latency, memory, losses: ref/X)."
+echo
+"$LOAD" summary "$results"
+if ((failures > 0)); then
+  echo "bench: $failures step(s) failed" >&2
+  exit 1
+fi

@@ -1,0 +1,361 @@
+//! `flack-load`: the load generator and benchmark for Flack, and the reference relay Flack is
+//! compared with. Every command prints a table for people and one `RESULT {json}` line per
+//! result for scripts; `scripts/bench.sh` runs the whole plan.
+//!
+//! The open-file limit is not raised here (the crate has no `libc` dependency): run it under
+//! `ulimit -n <hard limit>`, as `scripts/bench.sh` does.
+
+use clap::{Args, Parser, Subcommand};
+use flack::load::connections::{connections, ConnectionsParams};
+use flack::load::fanout::{fanout, FanoutParams};
+use flack::load::history::{history, page_snapshot, HistoryParams};
+use flack::load::max_rate::{max_rate, step_line, MaxRateParams};
+use flack::load::{print_reports, reference, summary, wasm, Report, Result, Run, Target};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "flack-load", about = "Load generator and benchmark for Flack")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The servers to measure; each figure is shown for both and as a ratio.
+#[derive(Args, Clone)]
+struct Targets {
+    /// Flack's address (`http://127.0.0.1:4000`).
+    #[arg(long)]
+    flack: Option<String>,
+    /// Flack's process id (for its CPU and memory).
+    #[arg(long)]
+    flack_pid: Option<u32>,
+    /// Flack's column name in reports (e.g. `flack-sqlite`).
+    #[arg(long, default_value = "flack")]
+    flack_label: String,
+    /// The reference relay's address (`http://127.0.0.1:4100`).
+    #[arg(long)]
+    reference: Option<String>,
+    /// The reference's process id.
+    #[arg(long)]
+    reference_pid: Option<u32>,
+    /// The reference's column name (a second relay, e.g. `reference-nodelay`, is shown but
+    /// ratios are always to the first label starting with `reference`).
+    #[arg(long, default_value = "reference")]
+    reference_label: String,
+}
+
+impl Targets {
+    fn runs(&self) -> Result<Vec<Run>> {
+        let mut runs = Vec::new();
+        if let Some(addr) = &self.flack {
+            let mut run = Run::new(Target::flack(addr), self.flack_pid);
+            run.label = self.flack_label.clone();
+            runs.push(run);
+        }
+        if let Some(addr) = &self.reference {
+            let mut run = Run::new(Target::reference(addr), self.reference_pid);
+            run.label = self.reference_label.clone();
+            runs.push(run);
+        }
+        if runs.is_empty() {
+            return Err(flack::load::error(
+                "give --flack, --reference or both to say what to measure",
+            ));
+        }
+        Ok(runs)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the reference relay (`/ws` broadcast, `/page`, `/`).
+    Reference {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:4100")]
+        addr: String,
+        /// The page `/page` serves (default: a generated one like a 100-message channel).
+        #[arg(long)]
+        page_file: Option<PathBuf>,
+        /// Turn Nagle's algorithm off on accepted sockets (Flack leaves it on).
+        #[arg(long)]
+        nodelay: bool,
+    },
+    /// Save a real Flack channel page with 100 messages (for `reference --page-file`).
+    PageSnapshot {
+        /// Flack's address.
+        #[arg(long)]
+        flack: String,
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// C clients in one channel, S of them sending R messages/s each for D seconds.
+    Fanout {
+        #[command(flatten)]
+        targets: Targets,
+        /// Clients in the channel.
+        #[arg(short = 'c', long, default_value_t = 100)]
+        clients: usize,
+        /// How many of them send.
+        #[arg(short = 's', long, default_value_t = 20)]
+        senders: usize,
+        /// Messages per second per sender.
+        #[arg(short = 'r', long, default_value_t = 10)]
+        rate: u32,
+        /// Seconds of sending.
+        #[arg(short = 'd', long, default_value_t = 10)]
+        duration: u32,
+        /// Seconds to wait for late deliveries.
+        #[arg(long, default_value_t = 5)]
+        grace: u64,
+    },
+    /// The highest per-sender rate with zero loss and p99 under a limit, for each target.
+    MaxRate {
+        #[command(flatten)]
+        targets: Targets,
+        /// Clients in the channel.
+        #[arg(short = 'c', long, default_value_t = 100)]
+        clients: usize,
+        /// How many of them send.
+        #[arg(short = 's', long, default_value_t = 20)]
+        senders: usize,
+        /// Seconds of sending per step.
+        #[arg(short = 'd', long, default_value_t = 3)]
+        duration: u32,
+        /// The first rate tried, then doubled.
+        #[arg(long, default_value_t = 5)]
+        start: u32,
+        /// The most doublings.
+        #[arg(long, default_value_t = 11)]
+        max_doublings: u32,
+        /// Bisection steps after the first failure.
+        #[arg(long, default_value_t = 3)]
+        bisect: u32,
+        /// The p99 latency limit, ms.
+        #[arg(long, default_value_t = 50.0)]
+        p99_ms: f64,
+    },
+    /// Ramp to N idle sockets, hold them, check them, and read the server's memory.
+    Connections {
+        #[command(flatten)]
+        targets: Targets,
+        /// Sockets to open.
+        #[arg(short = 'n', long, default_value_t = 15000)]
+        count: usize,
+        /// Seconds to hold them.
+        #[arg(long, default_value_t = 3)]
+        hold: u64,
+        /// Handshakes in flight at once.
+        #[arg(long, default_value_t = 128)]
+        concurrency: usize,
+    },
+    /// Load a channel page with 100 messages (and, on Flack, join it over the socket).
+    History {
+        #[command(flatten)]
+        targets: Targets,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// Page loads in all.
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+        /// Socket joins in all (Flack).
+        #[arg(long, default_value_t = 2000)]
+        joins: usize,
+    },
+    /// Raw and gzip size of the site's .wasm and .js.
+    WasmSize {
+        /// The site's pkg directory.
+        #[arg(long, default_value = "target/site/pkg")]
+        pkg: PathBuf,
+    },
+    /// One markdown table, with ratios, of every RESULT line in the given logs.
+    Summary {
+        /// Logs to read.
+        files: Vec<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run(Cli::parse().command).await {
+        let mut message = e.to_string();
+        let mut source = e.source();
+        while let Some(cause) = source {
+            message.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        eprintln!("flack-load: {message}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Reference {
+            addr,
+            page_file,
+            nodelay,
+        } => {
+            let page = match page_file {
+                Some(path) => std::fs::read(&path)?.into(),
+                None => reference::generated_page(),
+            };
+            let listener = tokio::net::TcpListener::bind(&addr).await?;
+            println!(
+                "reference relay on http://{} (page: {} bytes, TCP_NODELAY {})",
+                listener.local_addr()?,
+                page.len(),
+                if nodelay { "on" } else { "off" }
+            );
+            if nodelay {
+                reference::serve_nodelay(listener, page).await?;
+            } else {
+                reference::serve(listener, page).await?;
+            }
+        }
+        Command::PageSnapshot { flack, out } => {
+            let page = page_snapshot(&Target::flack(&flack)).await?;
+            std::fs::write(&out, &page)?;
+            println!(
+                "saved a {} byte channel page to {}",
+                page.len(),
+                out.display()
+            );
+        }
+        Command::Fanout {
+            targets,
+            clients,
+            senders,
+            rate,
+            duration,
+            grace,
+        } => {
+            let params = FanoutParams {
+                grace: Duration::from_secs(grace),
+                ..FanoutParams::new(clients, senders, rate, duration)
+            };
+            let mut reports = Vec::new();
+            for run in targets.runs()? {
+                eprintln!("fanout {} on {}…", params.case(), run.label);
+                let outcome = fanout(&run, &params).await?;
+                if let Some(e) = &outcome.first_error {
+                    eprintln!("  {}: first problem: {e}", run.label);
+                }
+                reports.push(outcome.report(&run.label, &params));
+                settle().await;
+            }
+            print_reports(&reports);
+        }
+        Command::MaxRate {
+            targets,
+            clients,
+            senders,
+            duration,
+            start,
+            max_doublings,
+            bisect,
+            p99_ms,
+        } => {
+            let params = MaxRateParams {
+                start_rate: start,
+                max_doublings,
+                bisect_steps: bisect,
+                p99_limit_ms: p99_ms,
+                ..MaxRateParams::new(clients, senders, duration)
+            };
+            let mut reports = Vec::new();
+            for run in targets.runs()? {
+                eprintln!("max-rate {} on {}…", params.case(), run.label);
+                let label = run.label.clone();
+                let found = max_rate(&run, &params, |step| {
+                    eprintln!("{}", step_line(&label, step));
+                })
+                .await?;
+                reports.push(found.report(&run.label, &params));
+            }
+            print_reports(&reports);
+        }
+        Command::Connections {
+            targets,
+            count,
+            hold,
+            concurrency,
+        } => {
+            let params = ConnectionsParams {
+                hold: Duration::from_secs(hold),
+                concurrency,
+                ..ConnectionsParams::new(count)
+            };
+            let mut reports = Vec::new();
+            for run in targets.runs()? {
+                eprintln!("connections {} on {}…", params.case(), run.label);
+                let outcome = connections(&run, &params).await?;
+                if let Some(e) = &outcome.first_error {
+                    eprintln!("  {}: first problem: {e}", run.label);
+                }
+                reports.push(outcome.report(&run.label, &params));
+                // Let the server see the sockets close before the next target starts.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            print_reports(&reports);
+        }
+        Command::History {
+            targets,
+            clients,
+            requests,
+            joins,
+        } => {
+            let params = HistoryParams {
+                clients,
+                requests,
+                joins,
+            };
+            let mut pages: Vec<Report> = Vec::new();
+            let mut joined: Vec<Report> = Vec::new();
+            for run in targets.runs()? {
+                eprintln!("history {} on {}…", params.case(), run.label);
+                let outcome = history(&run, &params).await?;
+                for e in [outcome.page.first_error.as_ref()]
+                    .into_iter()
+                    .chain([outcome.join.as_ref().and_then(|j| j.first_error.as_ref())])
+                    .flatten()
+                {
+                    eprintln!("  {}: first problem: {e}", run.label);
+                }
+                for report in outcome.reports(&run.label, &params) {
+                    if report.scenario == "join" {
+                        joined.push(report);
+                    } else {
+                        pages.push(report);
+                    }
+                }
+                settle().await;
+            }
+            print_reports(&pages);
+            if !joined.is_empty() {
+                print_reports(&joined);
+            }
+        }
+        Command::WasmSize { pkg } => {
+            for size in wasm::wasm_size(&pkg)? {
+                print_reports(&[size.report()]);
+            }
+        }
+        Command::Summary { files } => {
+            let mut log = String::new();
+            for file in files {
+                log.push_str(&std::fs::read_to_string(&file)?);
+                log.push('\n');
+            }
+            print!("{}", summary::markdown(&summary::parse_results(&log)));
+        }
+    }
+    Ok(())
+}
+
+/// A pause between targets, so that one's closing sockets do not weigh on the next.
+async fn settle() {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}

@@ -1,0 +1,339 @@
+//! The clients the scenarios drive: Flack's protocol (log in, hello, subscribe, send) and the
+//! reference relay's (connect, send, everything received is a delivery), over
+//! tokio-tungstenite and reqwest.
+
+use super::{error, Result, Target};
+use crate::protocol::{ClientEvent, ServerEvent};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message as Frame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// A client WebSocket.
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How long one protocol step (hello, subscribed, ack) may take before it counts as failed.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// An HTTP client for the scenarios: no proxy, keep-alive connections reused.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(usize::MAX)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("an HTTP client")
+}
+
+#[derive(Deserialize)]
+struct Session {
+    token: String,
+}
+
+/// `POST /auth/session {"name": name}`: a new Flack user with a display name; its token.
+pub async fn login(http: &reqwest::Client, target: &Target, name: &str) -> Result<String> {
+    let res = http
+        .post(format!("{}/auth/session", target.base_url()))
+        .json(&serde_json::json!({ "name": name }))
+        .send()
+        .await?;
+    if !res.status().is_success() {
+        return Err(error(format!("login as {name}: HTTP {}", res.status())));
+    }
+    Ok(res.json::<Session>().await?.token)
+}
+
+/// `POST /api/create_channel name=…` with a bearer token.
+pub async fn create_channel(
+    http: &reqwest::Client,
+    target: &Target,
+    token: &str,
+    name: &str,
+) -> Result<()> {
+    let res = http
+        .post(format!("{}/api/create_channel", target.base_url()))
+        .bearer_auth(token)
+        .form(&[("name", name)])
+        .send()
+        .await?;
+    if !res.status().is_success() {
+        let status = res.status();
+        let body = res.text().await.unwrap_or_default();
+        return Err(error(format!(
+            "create channel {name}: HTTP {status} {body}"
+        )));
+    }
+    Ok(())
+}
+
+/// Opens a WebSocket to the target's `/ws` (with `Authorization: Bearer` when a token is
+/// given): Nagle off, and tungstenite's buffers small when `small` (for many idle sockets).
+pub async fn connect(target: &Target, token: Option<&str>, small: bool) -> Result<Ws> {
+    let mut request = target.ws_url().into_client_request()?;
+    if let Some(token) = token {
+        request.headers_mut().insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {token}"))?,
+        );
+    }
+    let mut config = WebSocketConfig::default();
+    if small {
+        config = config.read_buffer_size(4 * 1024).write_buffer_size(0);
+    }
+    let (ws, _) = tokio::time::timeout(
+        STEP_TIMEOUT,
+        tokio_tungstenite::connect_async_with_config(request, Some(config), true),
+    )
+    .await
+    .map_err(|_| error("WebSocket handshake timed out"))??;
+    Ok(ws)
+}
+
+/// The next text frame (pings and pongs skipped), or an error when the socket ends or
+/// [`STEP_TIMEOUT`] passes.
+pub async fn next_text(ws: &mut Ws) -> Result<String> {
+    loop {
+        let frame = tokio::time::timeout(STEP_TIMEOUT, ws.next())
+            .await
+            .map_err(|_| error("no frame in time"))?
+            .ok_or_else(|| error("socket closed"))??;
+        match frame {
+            Frame::Text(text) => return Ok(text.as_str().to_string()),
+            Frame::Close(frame) => return Err(error(format!("socket closed: {frame:?}"))),
+            _ => continue,
+        }
+    }
+}
+
+/// The next [`ServerEvent`] from Flack.
+pub async fn next_event(ws: &mut Ws) -> Result<ServerEvent> {
+    let text = next_text(ws).await?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// Sends one client event as a text frame.
+pub async fn send_event(ws: &mut Ws, event: &ClientEvent) -> Result<()> {
+    ws.send(Frame::text(serde_json::to_string(event)?)).await?;
+    Ok(())
+}
+
+/// Connects to Flack and reads the `hello`.
+pub async fn flack_connect(target: &Target, token: &str, small: bool) -> Result<Ws> {
+    let mut ws = connect(target, Some(token), small).await?;
+    match next_event(&mut ws).await? {
+        ServerEvent::Hello { .. } => Ok(ws),
+        other => Err(error(format!("expected hello, got {other:?}"))),
+    }
+}
+
+/// Subscribes to `channel` and waits for `subscribed`; the number of messages it carried.
+/// Events that arrive first (a `channel_created`, a late message) are skipped.
+pub async fn flack_subscribe(ws: &mut Ws, channel: &str) -> Result<usize> {
+    send_event(
+        ws,
+        &ClientEvent::Subscribe {
+            channel: channel.into(),
+            after_seq: None,
+            oldest_seq: None,
+        },
+    )
+    .await?;
+    loop {
+        match next_event(ws).await? {
+            ServerEvent::Subscribed { messages, .. } => return Ok(messages.len()),
+            ServerEvent::Error { message, .. } => {
+                return Err(error(format!("subscribe {channel}: {message}")))
+            }
+            _ => continue,
+        }
+    }
+}
+
+/// Sends a message and waits for its ack (skipping other events); the acknowledged `seq`.
+pub async fn flack_post(ws: &mut Ws, channel: &str, body: &str, client_id: &str) -> Result<u64> {
+    send_event(ws, &send_event_for(channel, body, client_id)).await?;
+    loop {
+        match next_event(ws).await? {
+            ServerEvent::Ack {
+                client_id: Some(id),
+                seq,
+                ..
+            } if id == client_id => return Ok(seq),
+            ServerEvent::Error { message, .. } => {
+                return Err(error(format!("send to {channel}: {message}")))
+            }
+            _ => continue,
+        }
+    }
+}
+
+/// A logged-in Flack user, or nobody for the reference, connected and (for Flack) subscribed
+/// to `channel`. `token`: reuse an identity instead of logging in as `name`.
+pub async fn open(
+    http: &reqwest::Client,
+    target: &Target,
+    name: &str,
+    token: Option<&str>,
+    channel: &str,
+    small: bool,
+) -> Result<Ws> {
+    match target {
+        Target::Flack { .. } => {
+            let token = match token {
+                Some(token) => token.to_string(),
+                None => login(http, target, name).await?,
+            };
+            let mut ws = flack_connect(target, &token, small).await?;
+            flack_subscribe(&mut ws, channel).await?;
+            Ok(ws)
+        }
+        Target::Reference { .. } => connect(target, None, small).await,
+    }
+}
+
+/// The send event both targets get: Flack's `send`; the reference relays the same bytes.
+pub fn send_event_for(channel: &str, body: &str, client_id: &str) -> ClientEvent {
+    ClientEvent::Send {
+        channel: channel.into(),
+        body: body.into(),
+        client_id: Some(client_id.into()),
+    }
+}
+
+/// What a received text frame is, for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incoming<'a> {
+    /// A message reached this client; its body.
+    Delivery(&'a str),
+    /// Flack acknowledged one of this client's sends.
+    Ack,
+    /// Flack reported an error.
+    Error,
+    /// Flack resent what this socket missed after it fell behind (`subscribed` mid-run):
+    /// its messages are deliveries too.
+    Resync,
+    /// Anything else (hello, subscribed, channel_created, …).
+    Other,
+}
+
+/// Classifies a frame without parsing all of it: Flack's `message` events (the server puts
+/// `"type"` first) and every frame of the reference are deliveries, and the body is the
+/// `"body"` string. Bodies made by [`Body`] hold no quotes or escapes, and no field before
+/// `"body"` can contain that key (ids, channel and user names are the generator's own).
+pub fn classify<'a>(target: &Target, text: &'a str) -> Incoming<'a> {
+    if target.is_flack() {
+        if text.starts_with(r#"{"type":"message","#) {
+            body_of(text).map_or(Incoming::Other, Incoming::Delivery)
+        } else if text.starts_with(r#"{"type":"ack","#) {
+            Incoming::Ack
+        } else if text.starts_with(r#"{"type":"error","#) {
+            Incoming::Error
+        } else if text.starts_with(r#"{"type":"subscribed","#) {
+            Incoming::Resync
+        } else {
+            Incoming::Other
+        }
+    } else {
+        body_of(text).map_or(Incoming::Other, Incoming::Delivery)
+    }
+}
+
+fn body_of(text: &str) -> Option<&str> {
+    const KEY: &str = r#""body":""#;
+    let start = text.find(KEY)? + KEY.len();
+    let len = text[start..].find('"')?;
+    Some(&text[start..start + len])
+}
+
+/// What a fan-out message says about itself: who sent it, its number, when it was due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Body {
+    /// The sender's index.
+    pub sender: u32,
+    /// The message's index in the sender's sequence.
+    pub n: u32,
+    /// When it was due to be sent, in µs since the run's epoch.
+    pub at_us: u64,
+}
+
+impl Body {
+    /// `s3 n41 t123456`.
+    pub fn encode(&self) -> String {
+        format!("s{} n{} t{}", self.sender, self.n, self.at_us)
+    }
+
+    /// Reads a body made by [`Body::encode`].
+    pub fn parse(text: &str) -> Option<Body> {
+        let mut parts = text.split(' ');
+        let sender = parts.next()?.strip_prefix('s')?.parse().ok()?;
+        let n = parts.next()?.strip_prefix('n')?.parse().ok()?;
+        let at_us = parts.next()?.strip_prefix('t')?.parse().ok()?;
+        parts.next().is_none().then_some(Body { sender, n, at_us })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Author, Message, MessageId, UserId};
+
+    #[test]
+    fn bodies_round_trip() {
+        let b = Body {
+            sender: 3,
+            n: 41,
+            at_us: 123_456,
+        };
+        assert_eq!(b.encode(), "s3 n41 t123456");
+        assert_eq!(Body::parse(&b.encode()), Some(b));
+        assert_eq!(Body::parse("s3 n41"), None);
+        assert_eq!(Body::parse("s3 n41 t1 x"), None);
+    }
+
+    #[test]
+    fn flack_messages_are_deliveries_and_acks_are_not() {
+        let flack = Target::flack("127.0.0.1:1");
+        let body = "s1 n2 t3";
+        let event = ServerEvent::Message {
+            message: Message {
+                id: MessageId("m".into()),
+                channel: "c".into(),
+                seq: 1,
+                author: Author {
+                    id: UserId("u".into()),
+                    name: "load-1".into(),
+                },
+                body: body.into(),
+                sent_at: chrono::Utc::now(),
+                client_id: Some("s1-2".into()),
+            },
+        };
+        let text = serde_json::to_string(&event).unwrap();
+        assert_eq!(classify(&flack, &text), Incoming::Delivery(body));
+        let ack = serde_json::to_string(&ServerEvent::Ack {
+            client_id: Some("s1-2".into()),
+            message_id: MessageId("m".into()),
+            channel: "c".into(),
+            seq: 1,
+        })
+        .unwrap();
+        assert_eq!(classify(&flack, &ack), Incoming::Ack);
+        let resync = serde_json::to_string(&ServerEvent::Subscribed {
+            channel: "c".into(),
+            messages: Vec::new(),
+            removed: Vec::new(),
+            reset: false,
+        })
+        .unwrap();
+        assert_eq!(classify(&flack, &resync), Incoming::Resync);
+        let sent = serde_json::to_string(&send_event_for("c", body, "s1-2")).unwrap();
+        assert_eq!(classify(&flack, &sent), Incoming::Other);
+        let reference = Target::reference("127.0.0.1:1");
+        assert_eq!(classify(&reference, &sent), Incoming::Delivery(body));
+    }
+}

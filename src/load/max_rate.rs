@@ -1,0 +1,232 @@
+//! The highest rate each sender can keep: fan-out steps at doubling rates until one fails
+//! (a loss, a duplicate, or p99 latency or send lag over the limit), then a few bisection
+//! steps between the last pass and the first failure. Every loop is bounded.
+
+use super::fanout::{fanout, FanoutOutcome, FanoutParams};
+use super::{ms, Better, Report, Result, Run};
+use std::time::Duration;
+
+/// How the highest sustainable rate is searched.
+#[derive(Debug, Clone)]
+pub struct MaxRateParams {
+    /// Sockets in the channel.
+    pub clients: usize,
+    /// Sending sockets.
+    pub senders: usize,
+    /// Seconds of sending per step.
+    pub duration_secs: u32,
+    /// The first rate tried (messages per second per sender); then doubled.
+    pub start_rate: u32,
+    /// The most doubling steps.
+    pub max_doublings: u32,
+    /// Bisection steps between the last rate that passed and the first that failed.
+    pub bisect_steps: u32,
+    /// A step passes when every delivery arrived once and both the p99 latency and the p99
+    /// send lag (senders keeping to their schedule) are under this.
+    pub p99_limit_ms: f64,
+    /// Pause between steps, so that the server is idle when the next starts.
+    pub settle: Duration,
+    /// Grace for late deliveries per step.
+    pub grace: Duration,
+}
+
+impl MaxRateParams {
+    /// The standard search: from 5/s, up to 11 doublings and 3 bisections, p99 < 50 ms.
+    pub fn new(clients: usize, senders: usize, duration_secs: u32) -> Self {
+        MaxRateParams {
+            clients,
+            senders,
+            duration_secs,
+            start_rate: 5,
+            max_doublings: 11,
+            bisect_steps: 3,
+            p99_limit_ms: 50.0,
+            settle: Duration::from_secs(1),
+            grace: Duration::from_secs(3),
+        }
+    }
+
+    /// `c=100 s=20 d=3 p99<50ms`.
+    pub fn case(&self) -> String {
+        format!(
+            "c={} s={} d={} p99<{}ms",
+            self.clients, self.senders, self.duration_secs, self.p99_limit_ms
+        )
+    }
+
+    fn step(&self, rate: u32) -> FanoutParams {
+        FanoutParams {
+            grace: self.grace,
+            ..FanoutParams::new(self.clients, self.senders, rate, self.duration_secs)
+        }
+    }
+}
+
+/// One step of the search.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Messages per second per sender.
+    pub rate: u32,
+    /// Whether it passed.
+    pub passed: bool,
+    /// What it measured.
+    pub outcome: FanoutOutcome,
+}
+
+/// The result of a search.
+#[derive(Debug, Clone)]
+pub struct MaxRate {
+    /// The highest rate that passed (0 if none did).
+    pub best_rate: u32,
+    /// The lowest rate that failed, if one did.
+    pub failed_rate: Option<u32>,
+    /// Every step, in the order run.
+    pub steps: Vec<Step>,
+}
+
+impl MaxRate {
+    /// The step at the best rate.
+    pub fn best(&self) -> Option<&Step> {
+        self.steps
+            .iter()
+            .find(|s| s.passed && s.rate == self.best_rate)
+    }
+
+    /// The figures as a report.
+    pub fn report(&self, label: &str, params: &MaxRateParams) -> Report {
+        let mut r = Report::new("max-rate", params.case(), label);
+        let senders = params.senders as f64;
+        r.metric(
+            "max_rate_per_sender",
+            f64::from(self.best_rate),
+            "/s",
+            Better::Higher,
+        )
+        .metric(
+            "max_msgs_per_s",
+            f64::from(self.best_rate) * senders,
+            "/s",
+            Better::Higher,
+        );
+        if let Some(best) = self.best() {
+            r.metric(
+                "deliveries_per_s",
+                best.outcome.deliveries_per_sec,
+                "/s",
+                Better::Higher,
+            )
+            .metric(
+                "lat_p50_ms",
+                best.outcome.latency_ms(0.5),
+                "ms",
+                Better::Lower,
+            )
+            .metric(
+                "lat_p99_ms",
+                best.outcome.latency_ms(0.99),
+                "ms",
+                Better::Lower,
+            );
+            if let Some(cpu) = best.outcome.server_cpu_pct {
+                r.metric("server_cpu_pct", cpu, "%", Better::Neither);
+            }
+            if let Some(us) = best.outcome.server_us_per_delivery() {
+                r.metric("server_us_per_delivery", us, "µs", Better::Lower);
+            }
+            if let Some(cpu) = best.outcome.loader_cpu_pct {
+                r.metric("loader_cpu_pct", cpu, "%", Better::Neither);
+            }
+        }
+        if let Some(failed) = self.failed_rate {
+            r.metric("failed_rate", f64::from(failed), "/s", Better::Neither);
+        }
+        r.count("steps", self.steps.len() as u64);
+        r
+    }
+}
+
+/// Doubles the rate from `start_rate` until a step fails (or the doublings run out), then
+/// bisects between the last pass and the first failure. `on_step` sees every step.
+pub async fn max_rate(
+    run: &Run,
+    params: &MaxRateParams,
+    mut on_step: impl FnMut(&Step),
+) -> Result<MaxRate> {
+    let mut result = MaxRate {
+        best_rate: 0,
+        failed_rate: None,
+        steps: Vec::new(),
+    };
+    let mut rate = params.start_rate.max(1);
+    for _ in 0..=params.max_doublings {
+        if !search_step(run, params, rate, &mut result, &mut on_step).await? {
+            break;
+        }
+        rate = rate.saturating_mul(2);
+    }
+    for _ in 0..params.bisect_steps {
+        let Some(failed) = result.failed_rate else {
+            break;
+        };
+        let mid = (result.best_rate + failed) / 2;
+        if mid <= result.best_rate || mid >= failed {
+            break;
+        }
+        search_step(run, params, mid, &mut result, &mut on_step).await?;
+    }
+    Ok(result)
+}
+
+async fn search_step(
+    run: &Run,
+    params: &MaxRateParams,
+    rate: u32,
+    result: &mut MaxRate,
+    on_step: &mut impl FnMut(&Step),
+) -> Result<bool> {
+    tokio::time::sleep(params.settle).await;
+    let outcome = fanout(run, &params.step(rate)).await?;
+    let passed = outcome.complete()
+        && outcome.latency_ms(0.99) < params.p99_limit_ms
+        && outcome.send_lag_ms(0.99) < params.p99_limit_ms;
+    let step = Step {
+        rate,
+        passed,
+        outcome,
+    };
+    on_step(&step);
+    if passed {
+        result.best_rate = result.best_rate.max(rate);
+    } else {
+        result.failed_rate = Some(result.failed_rate.map_or(rate, |f| f.min(rate)));
+    }
+    result.steps.push(step);
+    Ok(passed)
+}
+
+/// A one-line account of a search step, for the log.
+pub fn step_line(label: &str, step: &Step) -> String {
+    let o = &step.outcome;
+    format!(
+        "  {label:<14} r={:<5} {}  delivered {}/{} lost {} dup {}  {:.0}/s  p50 {:.2} ms  p99 {:.2} ms  max {:.1} ms  lag p99 {:.1} ms{}  server cpu {}  loader cpu {}{}",
+        step.rate,
+        if step.passed { "pass" } else { "FAIL" },
+        o.delivered,
+        o.expected,
+        o.lost,
+        o.duplicated,
+        o.deliveries_per_sec,
+        o.latency_ms(0.5),
+        o.latency_ms(0.99),
+        if o.latency.is_empty() { 0.0 } else { ms(o.latency.max()) },
+        o.send_lag_ms(0.99),
+        if o.resyncs > 0 {
+            format!("  resyncs {} (resets {})", o.resyncs, o.resets)
+        } else {
+            String::new()
+        },
+        o.server_cpu_pct.map_or("-".into(), |c| format!("{c:.0}%")),
+        o.loader_cpu_pct.map_or("-".into(), |c| format!("{c:.0}%")),
+        o.first_error.as_ref().map_or(String::new(), |e| format!("  ({e})")),
+    )
+}
