@@ -19,10 +19,8 @@ source scripts/env.sh
 HOST=127.0.0.1
 FLACK_PORT=${BENCH_FLACK_PORT:-4000}
 REF_PORT=${BENCH_REFERENCE_PORT:-4100}
-REF_NODELAY_PORT=${BENCH_REFERENCE_NODELAY_PORT:-4101}
 FLACK=http://$HOST:$FLACK_PORT
 REF=http://$HOST:$REF_PORT
-REF_NODELAY=http://$HOST:$REF_NODELAY_PORT
 LOAD=target/release/flack-load
 
 # The standard plan's sizes; BENCH_QUICK=1 shrinks them to check the script in seconds.
@@ -149,10 +147,9 @@ start_flack memory
 flack_args=(--flack "$FLACK" --flack-pid "$FLACK_PID")
 # The reference serves a real Flack channel page with 100 messages at /page.
 "${LOAD_CPU[@]}" "$LOAD" page-snapshot --flack "$FLACK" --out "$work/page.html"
+# Same socket settings as Flack (TCP_NODELAY on every connection).
 REF_PID=
-start_reference "$REF_PORT" REF_PID --page-file "$work/page.html"
-REF_NODELAY_PID=
-start_reference "$REF_NODELAY_PORT" REF_NODELAY_PID --page-file "$work/page.html" --nodelay
+start_reference "$REF_PORT" REF_PID --page-file "$work/page.html" --nodelay
 ref_args=(--reference "$REF" --reference-pid "$REF_PID")
 
 # History first, while the sidebar (every channel) is short; later steps create channels.
@@ -164,11 +161,8 @@ step "fanout: C=1000 S=10 R=10 D=10" \
   fanout "${flack_args[@]}" "${ref_args[@]}" "${BIG[@]}"
 step "connections: N=15000 idle sockets" \
   connections "${flack_args[@]}" "${ref_args[@]}" "${CONNS[@]}"
-step "nagle: C=100 S=20 R=10 D=5, Flack and the reference as Flack serves (Nagle on)" \
+step "fanout at a low rate: C=100 S=20 R=10 D=5 (latency when nothing queues)" \
   fanout "${flack_args[@]}" "${ref_args[@]}" "${NAGLE[@]}"
-step "nagle: the same against the reference with TCP_NODELAY" \
-  fanout --reference "$REF_NODELAY" --reference-pid "$REF_NODELAY_PID" \
-  --reference-label reference-nodelay "${NAGLE[@]}"
 
 # Durable: the same search against Flack on a SQLite file (memory Flack and the reference
 # are the max-rate step above, same case).

@@ -13,14 +13,14 @@ start=$SECONDS
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "clippy (ssr)"
-cargo clippy --features ssr --all-targets -- -D warnings
+step "clippy (ssr, with the load generator)"
+cargo clippy --features load --all-targets -- -D warnings
 
 step "clippy (hydrate, wasm32)"
 cargo clippy --lib --features hydrate --target wasm32-unknown-unknown -- -D warnings
 
-step "cargo test (ssr)"
-cargo test --features ssr
+step "cargo test (server, protocol, stores, crash, property and load smoke tests)"
+cargo test --features load
 
 step "Playwright journeys (release build)"
 # A port of its own, so a running dev server does not get in the way.

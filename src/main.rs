@@ -1,6 +1,7 @@
 //! The Flack server: reads the settings, builds the state and the router, serves until told
 //! to stop.
 
+use axum::serve::ListenerExt;
 use flack::server::{config::Config, router, state::AppState};
 use leptos::config::get_configuration;
 use tracing_subscriber::EnvFilter;
@@ -58,6 +59,11 @@ async fn main() {
         }
     };
     tracing::info!("Flack listening on http://{address}");
+    // Chat frames are small and latency-bound: send each at once instead of waiting to
+    // coalesce (Nagle's algorithm costs tens of milliseconds at low rates).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await

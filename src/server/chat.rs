@@ -184,6 +184,19 @@ impl Chat {
         body: &str,
         client_id: Option<String>,
     ) -> Result<Appended, AppError> {
+        let answer = self.submit_post(user, channel, body, client_id).await?;
+        settle(answer).await
+    }
+
+    /// Checks a message and queues it for storing, in order; the answer comes when it is
+    /// committed. Lets one connection keep many messages in flight without reordering them.
+    pub async fn submit_post(
+        &self,
+        user: &UserInfo,
+        channel: &str,
+        body: &str,
+        client_id: Option<String>,
+    ) -> Result<Answer<Appended>, AppError> {
         let name = user.name.clone().ok_or(AppError::NoDisplayName)?;
         let body = validate_message_body(body)?;
         let client_id = client_id.as_deref().map(validate_client_id).transpose()?;
@@ -203,7 +216,8 @@ impl Chat {
             body,
             client_id,
         };
-        self.submit(Write::Post { message, reply }, answer).await
+        self.enqueue(Write::Post { message, reply }).await?;
+        Ok(answer)
     }
 
     /// Deletes `user`'s own message and tells the channel.
@@ -214,27 +228,31 @@ impl Chat {
             by: user.clone(),
             reply,
         };
-        self.submit(write, answer).await
+        self.enqueue(write).await?;
+        settle(answer).await
     }
 
-    async fn submit<T>(
-        &self,
-        write: Write,
-        answer: oneshot::Receiver<Result<T, AppError>>,
-    ) -> Result<T, AppError> {
+    async fn enqueue(&self, write: Write) -> Result<(), AppError> {
         self.writes
             .send(write)
             .await
-            .map_err(|_| AppError::internal("the write pipeline has stopped"))?;
-        answer
-            .await
-            .map_err(|_| AppError::internal("the write pipeline dropped a write"))?
+            .map_err(|_| AppError::internal("the write pipeline has stopped"))
     }
 
     /// Forgets rate-limit state of users idle long enough to be back at full burst.
     pub fn forget_idle_limits(&self) {
         self.limiter.retain_recent();
     }
+}
+
+/// The pipeline's answer to one queued write.
+pub type Answer<T> = oneshot::Receiver<Result<T, AppError>>;
+
+/// Waits for the pipeline's answer.
+pub async fn settle<T>(answer: Answer<T>) -> Result<T, AppError> {
+    answer
+        .await
+        .map_err(|_| AppError::internal("the write pipeline dropped a write"))?
 }
 
 /// Stores queued writes in batches, then publishes and answers, in order.

@@ -4,9 +4,11 @@
 //! lets the queue fill and is cut off (close code 4008) instead of holding memory; it catches
 //! up when it reconnects. A client that keeps sending past its rate limit is closed (4029).
 
+use super::chat::settle;
 use super::hub::{Frame, Subscription, Topic};
 use super::identity::{origin_allowed, CurrentUser};
 use super::state::AppState;
+use super::store::Appended;
 use crate::error::AppError;
 use crate::protocol::{
     channel_key, decode_client_event, ClientEvent, ServerEvent, UserInfo, CLOSE_FLOOD,
@@ -17,8 +19,10 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use futures_util::stream::SplitSink;
+use futures_util::stream::{FuturesOrdered, SplitSink};
 use futures_util::{SinkExt, StreamExt};
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc::error::TrySendError;
@@ -28,6 +32,8 @@ use tokio::sync::{mpsc, oneshot};
 const READ_BUFFER: usize = 4 * 1024;
 /// Close code for a frame over [`MAX_FRAME_BYTES`] (the WebSocket standard's "message too big").
 const CLOSE_TOO_BIG: u16 = 1009;
+/// Sends one socket may have waiting for their commit before it stops reading.
+const MAX_IN_FLIGHT: usize = 256;
 /// Frames written before one flush.
 const WRITE_BATCH: usize = 64;
 /// How long a closing socket waits for the client's close reply.
@@ -68,11 +74,16 @@ enum End {
     Close(u16, &'static str),
 }
 
+/// A send waiting for its commit: its client id and the store's answer.
+type InFlight = Pin<Box<dyn Future<Output = (Option<String>, Result<Appended, AppError>)> + Send>>;
+
 struct Session {
     state: AppState,
     user: UserInfo,
     open: Option<Open>,
     outgoing: mpsc::Sender<Message>,
+    /// Sends queued for storing, answered in the order they were sent.
+    in_flight: FuturesOrdered<InFlight>,
     /// Sends refused by the rate limit in a row.
     strikes: u32,
 }
@@ -93,6 +104,7 @@ async fn run(socket: WebSocket, state: AppState, user: UserInfo) {
         user,
         open: None,
         outgoing,
+        in_flight: FuturesOrdered::new(),
         strikes: 0,
     };
     let end = session.serve(&mut incoming).await;
@@ -199,7 +211,8 @@ impl Session {
         let mut last_heard = Instant::now();
         loop {
             let step = tokio::select! {
-                message = incoming.next() => match message {
+                // Stop reading while too many sends wait for their commit (backpressure).
+                message = incoming.next(), if self.in_flight.len() < MAX_IN_FLIGHT => match message {
                     Some(Ok(message)) => {
                         last_heard = Instant::now();
                         self.on_message(message).await
@@ -216,6 +229,9 @@ impl Session {
                     }
                     None => Err(End::Gone),
                 },
+                Some((client_id, result)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.on_stored(client_id, result)
+                }
                 frame = lobby.recv() => match frame {
                     Ok(frame) => self.enqueue(Message::Text(frame.text)),
                     // Missed channel announcements: the client re-reads the list on reconnect.
@@ -319,25 +335,18 @@ impl Session {
                     Ok(Some(user)) => user,
                     _ => self.user.clone(),
                 };
-                match chat.post(&user, &channel, &body, client_id.clone()).await {
-                    Ok(appended) => {
-                        self.strikes = 0;
-                        let message = appended.message;
-                        self.send_event(&ServerEvent::Ack {
-                            client_id,
-                            message_id: message.id,
-                            channel: message.channel,
-                            seq: message.seq,
-                        })
+                // Queue it now (keeping this socket's order) and answer once it is committed,
+                // reading further frames meanwhile.
+                match chat
+                    .submit_post(&user, &channel, &body, client_id.clone())
+                    .await
+                {
+                    Ok(answer) => {
+                        self.in_flight
+                            .push_back(Box::pin(async move { (client_id, settle(answer).await) }));
+                        Ok(())
                     }
-                    Err(error @ AppError::RateLimited { .. }) => {
-                        self.strikes += 1;
-                        if self.strikes >= self.state.config.flood_strikes.max(1) {
-                            return Err(End::Close(CLOSE_FLOOD, "rate limit exceeded"));
-                        }
-                        self.send_error(error, client_id)
-                    }
-                    Err(error) => self.send_error(error, client_id),
+                    Err(error) => self.on_stored(client_id, Err(error)),
                 }
             }
             ClientEvent::Delete { message_id } => {
@@ -346,6 +355,35 @@ impl Session {
                     Err(error) => self.send_error(error, None),
                 }
             }
+        }
+    }
+
+    /// Answers a send: an ack once stored, or its error. Sends refused by the rate limit
+    /// many times in a row close the socket.
+    fn on_stored(
+        &mut self,
+        client_id: Option<String>,
+        result: Result<Appended, AppError>,
+    ) -> Result<(), End> {
+        match result {
+            Ok(appended) => {
+                self.strikes = 0;
+                let message = appended.message;
+                self.send_event(&ServerEvent::Ack {
+                    client_id,
+                    message_id: message.id,
+                    channel: message.channel,
+                    seq: message.seq,
+                })
+            }
+            Err(error @ AppError::RateLimited { .. }) => {
+                self.strikes += 1;
+                if self.strikes >= self.state.config.flood_strikes.max(1) {
+                    return Err(End::Close(CLOSE_FLOOD, "rate limit exceeded"));
+                }
+                self.send_error(error, client_id)
+            }
+            Err(error) => self.send_error(error, client_id),
         }
     }
 
