@@ -13,11 +13,14 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::RwLock;
 use std::time::Duration;
+
+/// Rows per multi-row statement (8 parameters each, well under SQLite's limit).
+const CHUNK_ROWS: usize = 500;
 
 /// Catch-ups longer than this are answered with a reset to the recent window.
 const MAX_CATCH_UP: i64 = 1000;
@@ -166,7 +169,8 @@ impl SqliteStore {
         }))
     }
 
-    /// Stores the batch inside `tx`; returns each result and the fresh messages to cache.
+    /// Stores the batch inside `tx` with two statements whatever its size: one look-up of
+    /// the client ids the windows do not know, one multi-row insert.
     async fn write_batch(
         &self,
         tx: &mut Transaction<'_, Sqlite>,
@@ -174,13 +178,13 @@ impl SqliteStore {
     ) -> Result<Vec<Result<Appended, AppError>>, sqlx::Error> {
         // Each channel's window as this batch leaves it (seq and time advance within it).
         let mut staged: HashMap<String, HotChannel> = HashMap::new();
-        let mut sent_here: HashMap<(UserId, String), Message> = HashMap::new();
-        let mut results = Vec::with_capacity(batch.len());
+        let mut slots: Vec<Slot> = Vec::with_capacity(batch.len());
+        let mut first_of: HashMap<(UserId, String), usize> = HashMap::new();
         for new in batch {
             let (key, hot) = match self.channels.get(&new.channel) {
                 Ok(found) => found,
                 Err(e) => {
-                    results.push(Err(e));
+                    slots.push(Slot::Done(Err(e)));
                     continue;
                 }
             };
@@ -189,66 +193,116 @@ impl SqliteStore {
                 .or_insert_with(|| hot.lock().expect("channel lock").clone());
             if let Some(client_id) = &new.client_id {
                 let id = (new.author.id.clone(), client_id.clone());
-                let earlier = match sent_here.get(&id) {
-                    Some(m) => Some(m.clone()),
-                    None => match window.find_sent(&new.author.id, client_id) {
-                        Some(m) => Some(m.clone()),
-                        None => find_sent(tx, &new.author.id, client_id).await?,
-                    },
-                };
-                if let Some(message) = earlier {
-                    results.push(Ok(Appended {
-                        message,
-                        fresh: false,
-                    }));
+                if let Some(&earlier) = first_of.get(&id) {
+                    slots.push(Slot::SameAs(earlier));
                     continue;
                 }
+                if let Some(sent) = window.find_sent(&new.author.id, client_id) {
+                    slots.push(Slot::Done(Ok(Appended {
+                        message: sent.clone(),
+                        fresh: false,
+                    })));
+                    continue;
+                }
+                first_of.insert(id, slots.len());
             }
-            let message = next_message(window, new);
-            sqlx::query(
+            slots.push(Slot::New(key, new));
+        }
+
+        // Client ids sent before this batch and older than the windows.
+        let unknown: Vec<(&str, &str)> = slots
+            .iter()
+            .filter_map(|slot| match slot {
+                Slot::New(_, new) => new
+                    .client_id
+                    .as_deref()
+                    .map(|id| (new.author.id.0.as_str(), id)),
+                _ => None,
+            })
+            .collect();
+        let mut stored: HashMap<(String, String), Message> = HashMap::new();
+        for chunk in unknown.chunks(CHUNK_ROWS) {
+            let mut query = QueryBuilder::<Sqlite>::new(SELECT_MESSAGES);
+            query.push(" WHERE (m.author_id, m.client_id) IN (");
+            query.push_values(chunk, |mut row, (author, id)| {
+                row.push_bind(*author).push_bind(*id);
+            });
+            query.push(")");
+            for row in query.build().fetch_all(&mut **tx).await? {
+                if let Ok(message) = message_from_row(&row) {
+                    let id = message.client_id.clone().unwrap_or_default();
+                    stored.insert((message.author.id.0.clone(), id), message);
+                }
+            }
+        }
+
+        // Number what is really new, in order, and insert it all at once.
+        let mut rows: Vec<(String, Message)> = Vec::new();
+        let mut results: Vec<Result<Appended, AppError>> = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let result = match slot {
+                Slot::Done(result) => result,
+                Slot::SameAs(earlier) => match &results[earlier] {
+                    Ok(first) => Ok(Appended {
+                        message: first.message.clone(),
+                        fresh: false,
+                    }),
+                    Err(e) => Err(e.clone()),
+                },
+                Slot::New(key, new) => {
+                    let known = new
+                        .client_id
+                        .as_ref()
+                        .and_then(|id| stored.remove(&(new.author.id.0.clone(), id.clone())));
+                    match known {
+                        Some(message) => Ok(Appended {
+                            message,
+                            fresh: false,
+                        }),
+                        None => {
+                            let window = staged.get_mut(&key).expect("staged above");
+                            let message = next_message(window, new);
+                            window.push(message.clone());
+                            rows.push((key, message.clone()));
+                            Ok(Appended {
+                                message,
+                                fresh: true,
+                            })
+                        }
+                    }
+                }
+            };
+            results.push(result);
+        }
+        for chunk in rows.chunks(CHUNK_ROWS) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO messages
-                 (channel_key, seq, id, author_id, author_name, body, sent_at, client_id)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&key)
-            .bind(from_seq(message.seq))
-            .bind(&message.id.0)
-            .bind(&message.author.id.0)
-            .bind(&message.author.name)
-            .bind(&message.body)
-            .bind(message.sent_at)
-            .bind(&message.client_id)
-            .execute(&mut **tx)
-            .await?;
-            if let Some(client_id) = &message.client_id {
-                sent_here.insert(
-                    (message.author.id.clone(), client_id.clone()),
-                    message.clone(),
-                );
-            }
-            window.push(message.clone());
-            results.push(Ok(Appended {
-                message,
-                fresh: true,
-            }));
+                 (channel_key, seq, id, author_id, author_name, body, sent_at, client_id) ",
+            );
+            insert.push_values(chunk, |mut row, (key, m)| {
+                row.push_bind(key.as_str())
+                    .push_bind(from_seq(m.seq))
+                    .push_bind(m.id.0.as_str())
+                    .push_bind(m.author.id.0.as_str())
+                    .push_bind(m.author.name.as_str())
+                    .push_bind(m.body.as_str())
+                    .push_bind(m.sent_at)
+                    .push_bind(m.client_id.as_deref());
+            });
+            insert.build().execute(&mut **tx).await?;
         }
         Ok(results)
     }
 }
 
-async fn find_sent(
-    tx: &mut Transaction<'_, Sqlite>,
-    author: &UserId,
-    client_id: &str,
-) -> Result<Option<Message>, sqlx::Error> {
-    let sql = format!("{SELECT_MESSAGES} WHERE m.author_id = ? AND m.client_id = ?");
-    let row = sqlx::query(&sql)
-        .bind(&author.0)
-        .bind(client_id)
-        .fetch_all(&mut **tx)
-        .await
-        .map(first)?;
-    Ok(row.and_then(|row| message_from_row(&row).ok()))
+/// Where one message of a batch stands while the batch is prepared.
+enum Slot {
+    /// Answered already (an error, or a client id the window knows).
+    Done(Result<Appended, AppError>),
+    /// The same client id as an earlier message of this batch.
+    SameAs(usize),
+    /// To store in this channel (key), unless the disk knows its client id.
+    New(String, NewMessage),
 }
 
 fn message_from_row(row: &SqliteRow) -> Result<Message, AppError> {
