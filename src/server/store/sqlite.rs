@@ -222,12 +222,19 @@ impl SqliteStore {
             .collect();
         let mut stored: HashMap<(String, String), Message> = HashMap::new();
         for chunk in unknown.chunks(CHUNK_ROWS) {
-            let mut query = QueryBuilder::<Sqlite>::new(SELECT_MESSAGES);
-            query.push(" WHERE (m.author_id, m.client_id) IN (");
+            // A join against the pairs, not `IN (VALUES …)`: that form scans the whole table,
+            // this one probes the unique index once per pair.
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "SELECT m.seq, m.id, m.author_id, m.author_name, m.body, m.sent_at, m.client_id,
+                 c.name AS channel_name FROM (",
+            );
             query.push_values(chunk, |mut row, (author, id)| {
                 row.push_bind(*author).push_bind(*id);
             });
-            query.push(")");
+            query.push(
+                ") v JOIN messages m ON m.author_id = v.column1 AND m.client_id = v.column2
+                 JOIN channels c ON c.key = m.channel_key",
+            );
             for row in query.build().fetch_all(&mut **tx).await? {
                 if let Ok(message) = message_from_row(&row) {
                     let id = message.client_id.clone().unwrap_or_default();
