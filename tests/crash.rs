@@ -4,6 +4,8 @@
 //! re-sending the unacknowledged ones must not duplicate any.
 #![cfg(feature = "ssr")]
 
+mod common;
+
 use flack::protocol::{ChannelHistory, ClientEvent, ServerEvent};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::{HashMap, HashSet};
@@ -53,16 +55,7 @@ async fn wait_ready(port: u16) {
 }
 
 async fn login(port: u16, name: &str) -> String {
-    let body: serde_json::Value = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{port}/auth/session"))
-        .json(&serde_json::json!({ "name": name }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["token"].as_str().unwrap().to_string()
+    common::login(([127, 0, 0, 1], port).into(), name).await
 }
 
 type Acks = Arc<Mutex<HashMap<String, u64>>>;

@@ -3,6 +3,8 @@
 //! exact. Nothing here asserts speed.
 #![cfg(feature = "load")]
 
+mod common;
+
 use flack::load::connections::{connections, ConnectionsParams};
 use flack::load::fanout::{fanout, FanoutParams};
 use flack::load::history::{history, page_snapshot, HistoryParams};
@@ -10,7 +12,6 @@ use flack::load::max_rate::{max_rate, MaxRateParams};
 use flack::load::{reference, summary, wasm, Report, Run, Target};
 use flack::protocol::HISTORY_WINDOW;
 use flack::server::config::{Config, StoreKind};
-use flack::server::{router, state::AppState};
 use std::time::Duration;
 
 /// Flack with the given store and rate limits out of the way; its base URL.
@@ -23,13 +24,7 @@ async fn start_flack(store: StoreKind) -> String {
         rate_limit_burst: 1_000_000,
         ..Config::default()
     };
-    let options = leptos::config::get_configuration(None)
-        .unwrap()
-        .leptos_options;
-    let state = AppState::new(config, options).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+    let addr = common::serve(config).await;
     format!("http://{addr}")
 }
 

@@ -2,10 +2,14 @@
 //! browser sees on the wire.
 #![cfg(feature = "ssr")]
 
+mod common;
+
+use common::login;
+
 use flack::protocol::{ClientEvent, Message, ServerEvent, HISTORY_WINDOW};
-use flack::server::{config::Config, router, state::AppState};
+use flack::server::{config::Config, state::AppState};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -27,28 +31,7 @@ async fn start() -> SocketAddr {
 }
 
 async fn start_with(config: Config) -> SocketAddr {
-    let options = leptos::config::get_configuration(None)
-        .unwrap()
-        .leptos_options;
-    let state = AppState::new(config, options).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
-    addr
-}
-
-/// A named identity, as a bot gets it.
-async fn login(addr: SocketAddr, name: &str) -> String {
-    let res = reqwest::Client::new()
-        .post(format!("http://{addr}/auth/session"))
-        .json(&json!({ "name": name }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let body: Value = res.json().await.unwrap();
-    assert_eq!(body["user"]["name"], name);
-    body["token"].as_str().unwrap().to_string()
+    common::serve(config).await
 }
 
 async fn connect_with(
