@@ -25,13 +25,13 @@ LOAD=target/release/flack-load
 
 # The standard plan's sizes; BENCH_QUICK=1 shrinks them to check the script in seconds.
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then
-  HIST=(--clients 4 --requests 50 --joins 50)
+  HIST=(--clients 4 --requests 50 --joins 50 --rate 50 --paced-requests 25)
   MAXRATE=(-c 10 -s 2 -d 1 --max-doublings 1 --bisect 1)
   BIG=(-c 50 -s 2 -r 5 -d 1)
   CONNS=(-n 300 --hold 1)
   NAGLE=(-c 10 -s 2 -r 10 -d 1)
 else
-  HIST=(--clients 32 --requests 2000 --joins 2000)
+  HIST=(--clients 32 --requests 2000 --joins 2000 --rate 100 --paced-requests 1000)
   MAXRATE=(-c 100 -s 20 -d 3)
   BIG=(-c 1000 -s 10 -r 10 -d 10)
   CONNS=(-n 15000)

@@ -6,6 +6,9 @@ use flack::server::{config::Config, router, state::AppState};
 use leptos::config::get_configuration;
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let config = match Config::load() {

@@ -153,6 +153,8 @@ async fn every_history_page_and_join_is_whole() {
         clients: 8,
         requests: 50,
         joins: 50,
+        rate: 200,
+        paced_requests: 40,
     };
     for run in runs {
         let outcome = history(&run, &params).await.unwrap();
@@ -161,6 +163,10 @@ async fn every_history_page_and_join_is_whole() {
         assert_eq!(p.ok, 50, "{label}: {:?}", p.first_error);
         assert_eq!(p.failed, 0, "{label}");
         assert_eq!(p.latency.len(), 50, "{label}");
+        let paced = outcome.paced.as_ref().expect("a paced run was asked for");
+        assert_eq!(paced.ok, 40, "{label}: {:?}", paced.first_error);
+        assert_eq!(paced.failed, 0, "{label}");
+        assert_eq!(paced.latency.len(), 40, "{label}");
         let reports = outcome.reports(label, &params);
         if run.target.is_flack() {
             let join = outcome
@@ -169,11 +175,11 @@ async fn every_history_page_and_join_is_whole() {
                 .expect("Flack is joined over the socket");
             assert_eq!(join.ok, 50, "{:?}", join.first_error);
             assert_eq!(join.failed, 0);
-            assert_eq!(reports.len(), 2);
+            assert_eq!(reports.len(), 3);
         } else {
             assert_eq!(p.page_bytes, page.len());
             assert!(outcome.join.is_none());
-            assert_eq!(reports.len(), 1);
+            assert_eq!(reports.len(), 2);
         }
     }
 }

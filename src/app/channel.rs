@@ -103,6 +103,8 @@ fn ArchiveView(history: ChannelHistory) -> impl IntoView {
 #[component]
 fn MessageList(log: RwSignal<ChannelLog>, label: String) -> impl IntoView {
     let client = expect_context::<ChatClient>();
+    let me = use_context::<Me>();
+    let hydrated = use_context::<Hydrated>().map(|h| h.0);
     let list = NodeRef::<leptos::html::Ol>::new();
     let loading = RwSignal::new(false);
 
@@ -182,7 +184,7 @@ fn MessageList(log: RwSignal<ChannelLog>, label: String) -> impl IntoView {
             <For
                 each=move || log.with(|l| l.messages.clone())
                 key=|m| m.id.clone()
-                children=move |message| view! { <MessageItem message log/> }.into_any()
+                children=move |message| view! { <MessageItem message log me hydrated/> }.into_any()
             />
             <For
                 each=move || log.with(|l| l.pending.clone())
@@ -194,8 +196,14 @@ fn MessageList(log: RwSignal<ChannelLog>, label: String) -> impl IntoView {
 }
 
 #[component]
-fn MessageItem(message: Message, log: RwSignal<ChannelLog>) -> impl IntoView {
-    let mine = use_context::<Me>().is_some_and(|me| me.0.id == message.author.id);
+fn MessageItem(
+    message: Message,
+    log: RwSignal<ChannelLog>,
+    /// Looked up once by the list, not per message: context lookups walk the owner tree.
+    me: Option<Me>,
+    hydrated: Option<ReadSignal<bool>>,
+) -> impl IntoView {
+    let mine = me.is_some_and(|me| me.is(&message.author.id));
     let Message {
         id,
         seq,
@@ -212,7 +220,7 @@ fn MessageItem(message: Message, log: RwSignal<ChannelLog>) -> impl IntoView {
                 <span class="tag" title="User tag: tells people of the same name apart">
                     {author.id.tag()}
                 </span>
-                <Timestamp at=sent_at/>
+                <Timestamp at=sent_at hydrated/>
             </div>
             <div class="body">{body}</div>
             {mine.then(|| view! { <DeleteButton id log/> })}
@@ -224,7 +232,7 @@ fn MessageItem(message: Message, log: RwSignal<ChannelLog>) -> impl IntoView {
 #[component]
 fn PendingItem(pending: Pending) -> impl IntoView {
     let client = expect_context::<ChatClient>();
-    let me = use_context::<Me>().map(|me| me.0);
+    let me = use_context::<Me>().and_then(|me| me.get_untracked());
     let (state, note) = match &pending.state {
         PendingState::Sending => ("sending", "Sending…".to_string()),
         PendingState::Sent => ("sent", "Sent".to_string()),
@@ -254,9 +262,9 @@ fn PendingItem(pending: Pending) -> impl IntoView {
 
 /// A message's time: UTC from the server, the reader's local time once hydrated.
 #[component]
-fn Timestamp(at: DateTime<Utc>) -> impl IntoView {
-    let hydrated = use_context::<Hydrated>().map(|h| h.0);
+fn Timestamp(at: DateTime<Utc>, hydrated: Option<ReadSignal<bool>>) -> impl IntoView {
     let local = move || hydrated.is_some_and(|h| h.get());
+    let iso = time::iso(&at);
     let label = move || {
         if local() {
             time::local_label(&at)
@@ -264,15 +272,18 @@ fn Timestamp(at: DateTime<Utc>) -> impl IntoView {
             time::utc_label(&at)
         }
     };
-    let title = move || {
-        if local() {
-            time::local_full(&at)
-        } else {
-            time::iso(&at)
+    let title = {
+        let iso = iso.clone();
+        move || {
+            if local() {
+                time::local_full(&at)
+            } else {
+                iso.clone()
+            }
         }
     };
     view! {
-        <time datetime=time::iso(&at) title=title>
+        <time datetime=iso title=title>
             {label}
         </time>
     }

@@ -3,55 +3,100 @@
 
 use super::sidebar::Sidebar;
 use super::{prefs, ChatClient};
-use crate::api::{get_me, SetDisplayName};
-use crate::protocol::UserInfo;
+use crate::api::SetDisplayName;
+use crate::protocol::{UserId, UserInfo};
 use leptos::prelude::*;
+use leptos::server::SharedValue;
 use leptos_router::components::Outlet;
 
-/// The signed-in user, for the pages inside the workspace.
-#[derive(Clone)]
-pub struct Me(pub UserInfo);
+/// The signed-in user, for the pages inside the workspace (their name can change while the
+/// page is open).
+#[derive(Clone, Copy)]
+pub struct Me(RwSignal<Option<UserInfo>>);
+
+impl Me {
+    /// Whether `id` is the signed-in user.
+    pub fn is(&self, id: &UserId) -> bool {
+        self.0
+            .with_untracked(|me| me.as_ref().is_some_and(|me| &me.id == id))
+    }
+
+    /// The signed-in user, tracked.
+    pub fn get(&self) -> Option<UserInfo> {
+        self.0.get()
+    }
+
+    /// The signed-in user now, untracked.
+    pub fn get_untracked(&self) -> Option<UserInfo> {
+        self.0.get_untracked()
+    }
+}
+
+/// The caller as the identity middleware found them at the start of this request.
+#[cfg(feature = "ssr")]
+fn caller_of_this_request() -> Option<UserInfo> {
+    use crate::server::identity::CurrentUser;
+    let parts = use_context::<axum::http::request::Parts>()?;
+    parts
+        .extensions
+        .get::<CurrentUser>()
+        .map(|current| current.0.clone())
+}
+
+/// In the browser the workspace is only ever built while hydrating, from the server's value.
+#[cfg(not(feature = "ssr"))]
+fn caller_of_this_request() -> Option<UserInfo> {
+    None
+}
 
 /// Asks a newcomer for a display name; everyone else gets the chat layout.
+///
+/// Who the user is comes with the page (a shared value, not a resource), so the layout is
+/// built once: inside a `Suspense`, server rendering would build it up to three times, and
+/// every resource below it (channel list, channel history) would be fetched and serialized
+/// into the page as often.
 #[component]
 pub fn Workspace() -> impl IntoView {
     let set_name = ServerAction::<SetDisplayName>::new();
-    let me = Resource::new(move || set_name.version().get(), |_| get_me());
+    let me = Me(RwSignal::new(
+        SharedValue::new(caller_of_this_request).into_inner(),
+    ));
+    provide_context(me);
 
+    // A name just set (or changed) takes effect at once.
+    Effect::new(move |_| {
+        if let Some(Ok(user)) = set_name.value().get() {
+            me.0.set(Some(user));
+        }
+    });
     // Keep the browser's copy of the name in step with the server's.
     Effect::new(move |_| {
-        if let Some(Ok(UserInfo {
+        if let Some(UserInfo {
             name: Some(name), ..
-        })) = me.get()
+        }) = me.get()
         {
             prefs::set_display_name(&name);
         }
     });
 
-    view! {
-        <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match me.await {
-                    Ok(user) if user.name.is_some() => {
-                        provide_context(Me(user.clone()));
-                        view! {
-                            <div class="app">
-                                <Header user set_name/>
-                                <Sidebar/>
-                                <main class="pane">
-                                    <Outlet/>
-                                </main>
-                            </div>
-                        }
-                            .into_any()
-                    }
-                    Ok(_) => view! { <Welcome set_name/> }.into_any(),
-                    Err(error) => {
-                        view! { <p role="alert" class="error">{error.to_string()}</p> }.into_any()
-                    }
-                }
-            })}
-        </Transition>
+    let known = Memo::new(move |_| me.0.with(Option::is_some));
+    let named = Memo::new(move |_| me.0.with(|u| u.as_ref().is_some_and(|u| u.name.is_some())));
+    move || match (known.get(), named.get()) {
+        (_, true) => view! {
+            <div class="app">
+                <Header me set_name/>
+                <Sidebar/>
+                <main class="pane">
+                    <Outlet/>
+                </main>
+            </div>
+        }
+        .into_any(),
+        (true, false) => view! { <Welcome set_name/> }.into_any(),
+        (false, _) => view! {
+            <p role="alert" class="error">"Flack could not tell who you are. Reload the page."</p>
+        }
+        .into_any(),
     }
 }
 
@@ -109,11 +154,11 @@ fn NameForm(
 
 /// The top bar: brand, connection status, and who you are.
 #[component]
-fn Header(user: UserInfo, set_name: ServerAction<SetDisplayName>) -> impl IntoView {
+fn Header(me: Me, set_name: ServerAction<SetDisplayName>) -> impl IntoView {
     let client = expect_context::<ChatClient>();
     let editing = RwSignal::new(false);
-    let name = user.name.clone().unwrap_or_default();
-    let tag = user.id.tag();
+    let name = move || me.get().and_then(|u| u.name).unwrap_or_default();
+    let tag = move || me.get().map(|u| u.id.tag());
     let status = move || client.status.get().label();
     view! {
         <header class="topbar">
@@ -122,7 +167,7 @@ fn Header(user: UserInfo, set_name: ServerAction<SetDisplayName>) -> impl IntoVi
                 {status}
             </span>
             <span class="me">
-                <span data-testid="me-name">{name.clone()}</span>
+                <span data-testid="me-name">{name}</span>
                 <span class="tag" title="Your user tag">{tag}</span>
             </span>
             <button type="button" class="link" on:click=move |_| editing.update(|e| *e = !*e)>
@@ -130,7 +175,7 @@ fn Header(user: UserInfo, set_name: ServerAction<SetDisplayName>) -> impl IntoVi
             </button>
             <Show when=move || editing.get()>
                 <div class="rename">
-                    <NameForm set_name submit="Save" current=name.clone()/>
+                    <NameForm set_name submit="Save" current=name()/>
                 </div>
             </Show>
         </header>

@@ -154,15 +154,21 @@ enum Command {
     History {
         #[command(flatten)]
         targets: Targets,
-        /// Requests in flight at once.
+        /// Requests in flight at once (saturated run).
         #[arg(long, default_value_t = 32)]
         clients: usize,
-        /// Page loads in all.
+        /// Page loads in the saturated run.
         #[arg(long, default_value_t = 2000)]
         requests: usize,
         /// Socket joins in all (Flack).
         #[arg(long, default_value_t = 2000)]
         joins: usize,
+        /// Page loads started per second in the paced run (0: skip it).
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        /// Page loads in the paced run.
+        #[arg(long, default_value_t = 1000)]
+        paced_requests: usize,
     },
     /// Raw and gzip size of the site's .wasm and .js.
     WasmSize {
@@ -176,6 +182,10 @@ enum Command {
         files: Vec<PathBuf>,
     },
 }
+
+// The same allocator as the server, so the reference relay is measured on equal terms.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {
@@ -306,11 +316,15 @@ async fn run(command: Command) -> Result<()> {
             clients,
             requests,
             joins,
+            rate,
+            paced_requests,
         } => {
             let params = HistoryParams {
                 clients,
                 requests,
                 joins,
+                rate,
+                paced_requests,
             };
             let mut pages: Vec<Report> = Vec::new();
             let mut joined: Vec<Report> = Vec::new();
@@ -319,6 +333,7 @@ async fn run(command: Command) -> Result<()> {
                 let outcome = history(&run, &params).await?;
                 for e in [outcome.page.first_error.as_ref()]
                     .into_iter()
+                    .chain([outcome.paced.as_ref().and_then(|p| p.first_error.as_ref())])
                     .chain([outcome.join.as_ref().and_then(|j| j.first_error.as_ref())])
                     .flatten()
                 {

@@ -1,8 +1,14 @@
-//! History: how fast a channel with 100 messages is served. On Flack, concurrent clients load
-//! the server-rendered page `/c/<channel>` as named users (checking each answer is 200 and shows
+//! History: how fast a channel with 100 messages is served. On Flack, clients load the
+//! server-rendered page `/c/<channel>` as named users (checking each answer is 200 and shows
 //! the last message), and, separately, sockets join the channel (`subscribe` → `subscribed`
 //! with the 100 messages). On the reference, the clients load `/page`, a fixed page of the same
 //! kind.
+//!
+//! Pages are loaded twice: saturated (a fixed number of clients, each asking again as soon as
+//! it has its answer: the most pages per second, and what queueing does to latency) and paced
+//! (requests start at a steady rate whatever the answers do, the way many independent users
+//! open channels; latency counts from each request's planned start, so a slow answer cannot
+//! hide the ones queued behind it).
 
 use super::client::{self, Ws};
 use super::{
@@ -20,12 +26,16 @@ const USERS: usize = 4;
 /// What a history run does.
 #[derive(Debug, Clone)]
 pub struct HistoryParams {
-    /// Requests (and sockets) in flight at once.
+    /// Requests (and sockets) in flight at once in the saturated run.
     pub clients: usize,
-    /// Page loads in all.
+    /// Page loads in the saturated run.
     pub requests: usize,
     /// Socket joins in all (Flack only).
     pub joins: usize,
+    /// Page loads started per second in the paced run (0: no paced run).
+    pub rate: u32,
+    /// Page loads in the paced run.
+    pub paced_requests: usize,
 }
 
 impl HistoryParams {
@@ -33,6 +43,20 @@ impl HistoryParams {
     pub fn case(&self) -> String {
         format!("clients={} requests={}", self.clients, self.requests)
     }
+
+    /// `rate=100/s requests=500`.
+    pub fn paced_case(&self) -> String {
+        format!("rate={}/s requests={}", self.rate, self.paced_requests)
+    }
+}
+
+/// How page loads are started.
+#[derive(Debug, Clone, Copy)]
+enum Pacing {
+    /// This many clients, each starting its next request when the last one is answered.
+    Saturated { clients: usize },
+    /// One request every `1/per_sec` seconds, however many are still unanswered.
+    Paced { per_sec: u32 },
 }
 
 /// Page loads measured.
@@ -78,45 +102,22 @@ pub struct JoinOutcome {
 /// What a history run measured.
 #[derive(Debug, Clone)]
 pub struct HistoryOutcome {
-    /// Page loads.
+    /// Page loads, saturated.
     pub page: PageOutcome,
+    /// Page loads at a steady rate (when `rate` > 0).
+    pub paced: Option<PageOutcome>,
     /// Socket joins (Flack only).
     pub join: Option<JoinOutcome>,
 }
 
 impl HistoryOutcome {
-    /// The figures as reports: `history` (pages) and, for Flack, `join`.
+    /// The figures as reports: `history` (saturated pages, then paced pages) and, for Flack,
+    /// `join`.
     pub fn reports(&self, label: &str, params: &HistoryParams) -> Vec<Report> {
-        let p = &self.page;
-        let mut page = Report::new("history", params.case(), label);
-        page.count("requests", p.requests as u64)
-            .count("ok", p.ok as u64)
-            .metric("failed", p.failed as f64, "", Better::Lower)
-            .metric("page_bytes", p.page_bytes as f64, "B", Better::Neither)
-            .metric(
-                "req_per_s",
-                per_second(p.ok + p.failed, p.elapsed_secs),
-                "/s",
-                Better::Higher,
-            );
-        add_latencies(
-            &mut page,
-            "lat",
-            &p.latency,
-            &[("p50", 0.5), ("p99", 0.99), ("max", 1.0)],
-        );
-        if let Some(cpu) = p.server_cpu_pct {
-            page.metric("server_cpu_pct", cpu, "%", Better::Neither);
+        let mut reports = vec![self.page.report(params.case(), label)];
+        if let Some(paced) = &self.paced {
+            reports.push(paced.report(params.paced_case(), label));
         }
-        if let (Some(secs), true) = (p.server_cpu_secs, p.ok + p.failed > 0) {
-            page.metric(
-                "server_ms_per_request",
-                secs * 1e3 / (p.ok + p.failed) as f64,
-                "ms",
-                Better::Lower,
-            );
-        }
-        let mut reports = vec![page];
         if let Some(j) = &self.join {
             let mut join = Report::new(
                 "join",
@@ -141,6 +142,41 @@ impl HistoryOutcome {
             reports.push(join);
         }
         reports
+    }
+}
+
+impl PageOutcome {
+    fn report(&self, case: String, label: &str) -> Report {
+        let p = self;
+        let mut page = Report::new("history", case, label);
+        page.count("requests", p.requests as u64)
+            .count("ok", p.ok as u64)
+            .metric("failed", p.failed as f64, "", Better::Lower)
+            .metric("page_bytes", p.page_bytes as f64, "B", Better::Neither)
+            .metric(
+                "req_per_s",
+                per_second(p.ok + p.failed, p.elapsed_secs),
+                "/s",
+                Better::Higher,
+            );
+        add_latencies(
+            &mut page,
+            "lat",
+            &p.latency,
+            &[("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)],
+        );
+        if let Some(cpu) = p.server_cpu_pct {
+            page.metric("server_cpu_pct", cpu, "%", Better::Neither);
+        }
+        if let (Some(secs), true) = (p.server_cpu_secs, p.ok + p.failed > 0) {
+            page.metric(
+                "server_ms_per_request",
+                secs * 1e3 / (p.ok + p.failed) as f64,
+                "ms",
+                Better::Lower,
+            );
+        }
+        page
     }
 }
 
@@ -221,83 +257,166 @@ pub async fn history(run: &Run, params: &HistoryParams) -> Result<HistoryOutcome
         }
         Target::Reference { base_url } => (format!("{base_url}/page"), Vec::new(), None, None),
     };
-    let page = load_pages(run, &http, url, tokens, marker, params).await?;
+    let loads = PageLoads {
+        url: Arc::new(url),
+        tokens: Arc::new(tokens),
+        marker: Arc::new(marker),
+    };
+    let saturated = Pacing::Saturated {
+        clients: params.clients,
+    };
+    let page = load_pages(run, &http, &loads, saturated, params.requests).await?;
+    let paced = if params.rate > 0 && params.paced_requests > 0 {
+        let pacing = Pacing::Paced {
+            per_sec: params.rate,
+        };
+        Some(load_pages(run, &http, &loads, pacing, params.paced_requests).await?)
+    } else {
+        None
+    };
     let join = match &prepared {
         Some(prepared) => Some(joins(target, prepared, params).await?),
         None => None,
     };
-    Ok(HistoryOutcome { page, join })
+    Ok(HistoryOutcome { page, paced, join })
+}
+
+/// What every page load asks for and checks (cheap to clone: shared parts).
+#[derive(Clone)]
+struct PageLoads {
+    url: Arc<String>,
+    /// Bearer tokens, used in turn (none: anonymous).
+    tokens: Arc<Vec<String>>,
+    /// Text every good answer shows.
+    marker: Arc<Option<String>>,
+}
+
+/// One page load's result.
+enum Loaded {
+    Ok { bytes: usize },
+    Failed(String),
+}
+
+impl PageLoads {
+    /// Loads the page once as user `n` (in turn).
+    async fn load(&self, http: &reqwest::Client, n: usize) -> Loaded {
+        let mut request = http.get(self.url.as_str());
+        if !self.tokens.is_empty() {
+            request = request.bearer_auth(&self.tokens[n % self.tokens.len()]);
+        }
+        let answer = async {
+            let res = request.send().await?;
+            let status = res.status();
+            let body = res.bytes().await?;
+            Ok::<_, reqwest::Error>((status, body))
+        }
+        .await;
+        match answer {
+            Ok((status, body)) => {
+                let shows = self
+                    .marker
+                    .as_deref()
+                    .is_none_or(|m| String::from_utf8_lossy(&body).contains(m));
+                if status.is_success() && shows && !body.is_empty() {
+                    Loaded::Ok { bytes: body.len() }
+                } else {
+                    Loaded::Failed(format!(
+                        "HTTP {status}, {} bytes, shows last: {shows}",
+                        body.len()
+                    ))
+                }
+            }
+            Err(e) => Loaded::Failed(e.to_string()),
+        }
+    }
+}
+
+/// Tallies of some page loads.
+struct Tally {
+    latency: Histogram<u64>,
+    ok: usize,
+    failed: usize,
+    bytes: usize,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Tally {
+            latency: super::histogram(),
+            ok: 0,
+            failed: 0,
+            bytes: 0,
+            first_error: None,
+        }
+    }
+
+    /// Counts one load that was due to start at `since`.
+    fn record(&mut self, since: Instant, loaded: Loaded) {
+        self.latency
+            .saturating_record(since.elapsed().as_micros().max(1) as u64);
+        match loaded {
+            Loaded::Ok { bytes } => {
+                self.ok += 1;
+                self.bytes = bytes;
+            }
+            Loaded::Failed(e) => {
+                self.failed += 1;
+                self.first_error.get_or_insert(e);
+            }
+        }
+    }
 }
 
 async fn load_pages(
     run: &Run,
     http: &reqwest::Client,
-    url: String,
-    tokens: Vec<String>,
-    marker: Option<String>,
-    params: &HistoryParams,
+    loads: &PageLoads,
+    pacing: Pacing,
+    requests: usize,
 ) -> Result<PageOutcome> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let (url, tokens, marker) = (Arc::new(url), Arc::new(tokens), Arc::new(marker));
     let cpu = CpuMeter::start(run.pid);
     let started = Instant::now();
-    let workers: Vec<_> = (0..params.clients.max(1))
-        .map(|w| {
-            let (http, next, url, tokens, marker) = (
-                http.clone(),
-                next.clone(),
-                url.clone(),
-                tokens.clone(),
-                marker.clone(),
-            );
-            let requests = params.requests;
-            tokio::spawn(async move {
-                let mut latency = super::histogram();
-                let (mut ok, mut failed, mut bytes, mut first_error) = (0, 0, 0, None);
-                while next.fetch_add(1, Ordering::Relaxed) < requests {
-                    let mut request = http.get(url.as_str());
-                    if !tokens.is_empty() {
-                        request = request.bearer_auth(&tokens[w % tokens.len()]);
-                    }
-                    let at = Instant::now();
-                    let answer = async {
-                        let res = request.send().await?;
-                        let status = res.status();
-                        let body = res.bytes().await?;
-                        Ok::<_, reqwest::Error>((status, body))
-                    }
-                    .await;
-                    latency.saturating_record(at.elapsed().as_micros().max(1) as u64);
-                    match answer {
-                        Ok((status, body)) => {
-                            let shows = marker
-                                .as_deref()
-                                .is_none_or(|m| String::from_utf8_lossy(&body).contains(m));
-                            if status.is_success() && shows && !body.is_empty() {
-                                ok += 1;
-                                bytes = body.len();
-                            } else {
-                                failed += 1;
-                                first_error.get_or_insert_with(|| {
-                                    format!(
-                                        "HTTP {status}, {} bytes, shows last: {shows}",
-                                        body.len()
-                                    )
-                                });
+    let tasks: Vec<_> = match pacing {
+        Pacing::Saturated { clients } => {
+            let next = Arc::new(AtomicUsize::new(0));
+            (0..clients.max(1))
+                .map(|_| {
+                    let (http, next, loads) = (http.clone(), next.clone(), loads.clone());
+                    tokio::spawn(async move {
+                        let mut tally = Tally::new();
+                        loop {
+                            let n = next.fetch_add(1, Ordering::Relaxed);
+                            if n >= requests {
+                                break tally;
                             }
+                            let at = Instant::now();
+                            tally.record(at, loads.load(&http, n).await);
                         }
-                        Err(e) => {
-                            failed += 1;
-                            first_error.get_or_insert_with(|| e.to_string());
-                        }
-                    }
-                }
-                (latency, ok, failed, bytes, first_error)
-            })
-        })
-        .collect();
+                    })
+                })
+                .collect()
+        }
+        Pacing::Paced { per_sec } => {
+            let gap = std::time::Duration::from_secs(1) / per_sec.max(1);
+            let mut ticks = tokio::time::interval(gap);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut tasks = Vec::with_capacity(requests);
+            for n in 0..requests {
+                // The planned start: latency counts from here even if the task starts late.
+                let planned = ticks.tick().await.into_std();
+                let (http, loads) = (http.clone(), loads.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut tally = Tally::new();
+                    tally.record(planned, loads.load(&http, n).await);
+                    tally
+                }));
+            }
+            tasks
+        }
+    };
     let mut outcome = PageOutcome {
-        requests: params.requests,
+        requests,
         ok: 0,
         failed: 0,
         page_bytes: 0,
@@ -307,17 +426,17 @@ async fn load_pages(
         server_cpu_secs: None,
         first_error: None,
     };
-    for worker in workers {
-        let (latency, ok, failed, bytes, first_error) = worker.await?;
+    for task in tasks {
+        let tally = task.await?;
         outcome
             .latency
-            .add(&latency)
+            .add(&tally.latency)
             .map_err(|e| error(e.to_string()))?;
-        outcome.ok += ok;
-        outcome.failed += failed;
-        outcome.page_bytes = outcome.page_bytes.max(bytes);
+        outcome.ok += tally.ok;
+        outcome.failed += tally.failed;
+        outcome.page_bytes = outcome.page_bytes.max(tally.bytes);
         if outcome.first_error.is_none() {
-            outcome.first_error = first_error;
+            outcome.first_error = tally.first_error;
         }
     }
     outcome.elapsed_secs = started.elapsed().as_secs_f64();
