@@ -31,7 +31,11 @@ const SELECT_MESSAGES: &str = "SELECT m.seq, m.id, m.author_id, m.author_name, m
 
 /// SQLite on disk, recent messages in memory.
 pub struct SqliteStore {
+    /// Readers.
     pool: SqlitePool,
+    /// The one connection that writes. Always the same one, so its page cache stays warm: a
+    /// write on a pooled connection first re-read the pages other connections had changed.
+    writes: SqlitePool,
     window: usize,
     channels: HotChannels,
     users: RwLock<UserIndex>,
@@ -74,17 +78,23 @@ impl SqliteStore {
             })
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        let writes = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(db_error)?;
+        sqlx::migrate!("./migrations")
+            .run(&writes)
+            .await
+            .map_err(db_error)?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await
             .map_err(db_error)?;
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .map_err(db_error)?;
         let store = SqliteStore {
             pool,
+            writes,
             window: window.max(1),
             channels: HotChannels::default(),
             users: RwLock::default(),
@@ -345,7 +355,7 @@ impl Store for SqliteStore {
             .bind(&token_hash)
             .bind(&user.name)
             .bind(Utc::now())
-            .execute(&self.pool)
+            .execute(&self.writes)
             .await
             .map_err(db_error)?;
         self.cache_user(Some(token_hash), &user);
@@ -372,7 +382,7 @@ impl Store for SqliteStore {
         let done = sqlx::query("UPDATE users SET name = ? WHERE id = ?")
             .bind(&name)
             .bind(&id.0)
-            .execute(&self.pool)
+            .execute(&self.writes)
             .await
             .map_err(db_error)?;
         if done.rows_affected() == 0 {
@@ -402,7 +412,7 @@ impl Store for SqliteStore {
             .bind(&key)
             .bind(&info.name)
             .bind(info.created_at)
-            .execute(&self.pool)
+            .execute(&self.writes)
             .await
             .map_err(db_error)?;
         self.channels
@@ -422,7 +432,7 @@ impl Store for SqliteStore {
         let count = batch.len();
         let failed = |e: AppError| (0..count).map(|_| Err(e.clone())).collect();
         let _turn = self.writer.lock().await;
-        let mut tx = match self.pool.begin().await {
+        let mut tx = match self.writes.begin().await {
             Ok(tx) => tx,
             Err(e) => return failed(db_error(e)),
         };
@@ -526,7 +536,7 @@ impl Store for SqliteStore {
         let sql = format!("{SELECT_MESSAGES} WHERE m.id = ? AND m.deleted = 0");
         let row = sqlx::query(&sql)
             .bind(&id.0)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.writes)
             .await
             .map(first)
             .map_err(db_error)?
@@ -538,7 +548,7 @@ impl Store for SqliteStore {
         // Keep the row as a tombstone (its text gone) so catch-ups can report the deletion.
         sqlx::query("UPDATE messages SET deleted = 1, body = '' WHERE id = ?")
             .bind(&id.0)
-            .execute(&self.pool)
+            .execute(&self.writes)
             .await
             .map_err(db_error)?;
         if let Ok((_, hot)) = self.channels.get(&message.channel) {
@@ -590,6 +600,7 @@ mod tests {
             }
             let deleted = store.delete(&sent[119].id, &ada.id).await.unwrap();
             store.pool.close().await;
+            store.writes.close().await;
             (ada, sent, deleted)
         };
 
