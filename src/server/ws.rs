@@ -1,8 +1,10 @@
 //! The WebSocket at `/ws`. Each socket has two tasks: the session reads the client's
-//! [`ClientEvent`]s and forwards the lobby's and the open channel's frames into a bounded
-//! outgoing queue; the writer drains that queue into the socket. A client that stops reading
-//! lets the queue fill and is cut off (close code 4008) instead of holding memory; it catches
-//! up when it reconnects. A client that keeps sending past its rate limit is closed (4029).
+//! [`ClientEvent`]s and puts its answers (and the lobby's frames) in a bounded outgoing queue;
+//! the writer drains that queue into the socket and also follows the open channel, taking its
+//! frames straight from the hub, so a delivery wakes one task, not two. A client that stops
+//! reading lets its queue or its channel backlog fill and is cut off (close code 4008) instead
+//! of holding memory; it catches up when it reconnects. A client that keeps sending past its
+//! rate limit is closed (4029).
 
 use super::chat::settle;
 use super::hub::{Frame, Subscription, Topic};
@@ -24,7 +26,7 @@ use futures_util::{SinkExt, StreamExt};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
@@ -58,12 +60,37 @@ pub async fn upgrade(
         .on_upgrade(move |socket| run(socket, state, user))
 }
 
-/// The channel a socket has open.
+/// The channel a socket has open, followed by its writer.
 struct Open {
     name: String,
+    /// Which of the session's subscriptions this is (a newer one makes it stale).
+    generation: u64,
     frames: Subscription,
     /// The highest sequence number this socket has been sent.
     last_seq: u64,
+}
+
+impl Open {
+    /// Whether a frame of this channel is new to the socket (frames published while a join
+    /// read the store are already in its reply).
+    fn accepts(&mut self, frame: &Frame) -> bool {
+        match frame.seq {
+            Some(seq) if seq <= self.last_seq => false,
+            Some(seq) => {
+                self.last_seq = seq;
+                true
+            }
+            None => true,
+        }
+    }
+}
+
+/// What the session hands its writer, in order.
+enum Out {
+    /// A frame to write.
+    Frame(Message),
+    /// Follow this channel from here on, instead of any other.
+    Follow(Open),
 }
 
 /// Why a session ends.
@@ -80,8 +107,11 @@ type InFlight = Pin<Box<dyn Future<Output = (Option<String>, Result<Appended, Ap
 struct Session {
     state: AppState,
     user: UserInfo,
-    open: Option<Open>,
-    outgoing: mpsc::Sender<Message>,
+    /// The generation of the latest subscription (0: none yet).
+    generation: u64,
+    /// Channels the writer fell behind on, handed back to be replayed from the store.
+    lagged: mpsc::Receiver<Open>,
+    outgoing: mpsc::Sender<Out>,
     /// Sends queued for storing, answered in the order they were sent.
     in_flight: FuturesOrdered<InFlight>,
     /// Sends refused by the rate limit in a row.
@@ -93,16 +123,22 @@ async fn run(socket: WebSocket, state: AppState, user: UserInfo) {
     let (sink, mut incoming) = socket.split();
     let (outgoing, queue) = mpsc::channel(state.config.outgoing_queue.max(1));
     let (close, close_signal) = oneshot::channel();
+    let (lagged_tx, lagged) = mpsc::channel(1);
     let writer = tokio::spawn(write_loop(
         sink,
         queue,
         close_signal,
-        state.config.write_timeout(),
+        lagged_tx,
+        WriterLimits {
+            timeout: state.config.write_timeout(),
+            backlog: state.config.outgoing_queue.max(1),
+        },
     ));
     let mut session = Session {
         state,
         user,
-        open: None,
+        generation: 0,
+        lagged,
         outgoing,
         in_flight: FuturesOrdered::new(),
         strikes: 0,
@@ -117,8 +153,8 @@ async fn run(socket: WebSocket, state: AppState, user: UserInfo) {
         };
         // After what is queued (the errors that explain it) if there is room; at once if the
         // queue is full, since that client is not reading anyway.
-        if let Err(TrySendError::Full(Message::Close(Some(frame)))) =
-            outgoing.try_send(Message::Close(Some(frame)))
+        if let Err(TrySendError::Full(Out::Frame(Message::Close(Some(frame))))) =
+            outgoing.try_send(Out::Frame(Message::Close(Some(frame))))
         {
             let _ = close.send(frame);
         }
@@ -142,15 +178,26 @@ async fn run(socket: WebSocket, state: AppState, user: UserInfo) {
     let _ = writer.await;
 }
 
-/// Drains the queue into the socket; ends on a write failure or timeout, after sending a
-/// close frame when asked to, or (completing the closing handshake) when the queue closes.
+/// How long one write may take, and how far the socket may fall behind its channel.
+struct WriterLimits {
+    timeout: Duration,
+    backlog: usize,
+}
+
+/// Drains the queue into the socket and writes the open channel's frames as they are
+/// published; ends on a write failure or timeout, after sending a close frame when asked to
+/// (or when the socket falls too far behind), or (completing the closing handshake) when the
+/// queue closes. A channel it lagged behind on goes back to the session to be replayed.
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
-    mut queue: mpsc::Receiver<Message>,
+    mut queue: mpsc::Receiver<Out>,
     close: oneshot::Receiver<CloseFrame>,
-    timeout: Duration,
+    lagged: mpsc::Sender<Open>,
+    limits: WriterLimits,
 ) {
+    let timeout = limits.timeout;
     let mut close = Some(close);
+    let mut open: Option<Open> = None;
     loop {
         tokio::select! {
             biased;
@@ -165,7 +212,7 @@ async fn write_loop(
                 }
             }
             next = queue.recv() => {
-                let Some(message) = next else {
+                let Some(out) = next else {
                     // The session ended: finish the closing handshake (answering a client's
                     // close, which the browser waits for) and flush.
                     let _ = tokio::time::timeout(timeout, sink.close()).await;
@@ -173,15 +220,19 @@ async fn write_loop(
                 };
                 // Write everything already queued, then flush once: one syscall for a burst.
                 let mut closing = false;
-                let mut batch = Some(message);
                 let written = tokio::time::timeout(timeout, async {
-                    let mut count = 0;
-                    while let Some(message) = batch.take() {
-                        closing = matches!(message, Message::Close(_));
-                        sink.feed(message).await?;
-                        count += 1;
+                    let (mut next, mut count) = (Some(out), 0);
+                    while let Some(out) = next.take() {
+                        match out {
+                            Out::Follow(channel) => open = Some(channel),
+                            Out::Frame(message) => {
+                                closing = matches!(message, Message::Close(_));
+                                sink.feed(message).await?;
+                                count += 1;
+                            }
+                        }
                         if !closing && count < WRITE_BATCH {
-                            batch = queue.try_recv().ok();
+                            next = queue.try_recv().ok();
                         }
                     }
                     sink.flush().await
@@ -189,6 +240,58 @@ async fn write_loop(
                 .await;
                 if closing || !matches!(written, Ok(Ok(()))) {
                     return;
+                }
+            }
+            frame = next_channel_frame(&mut open) => {
+                let Some(channel) = open.as_mut() else { continue };
+                let first = match frame {
+                    Ok(frame) => frame,
+                    Err(RecvError::Lagged(_)) => {
+                        // Fell behind the hub: the session replays from the store.
+                        let _ = lagged.try_send(open.take().expect("open"));
+                        continue;
+                    }
+                    Err(RecvError::Closed) => {
+                        open = None;
+                        continue;
+                    }
+                };
+                if channel.frames.len() >= limits.backlog {
+                    let frame = CloseFrame {
+                        code: CLOSE_SLOW_CONSUMER,
+                        reason: "too slow to keep up".into(),
+                    };
+                    let _ = tokio::time::timeout(timeout, sink.send(Message::Close(Some(frame)))).await;
+                    return;
+                }
+                // This frame and whatever else the channel has ready, then one flush.
+                let mut fell_behind = false;
+                let written = tokio::time::timeout(timeout, async {
+                    let (mut next, mut count) = (Some(first), 0);
+                    while let Some(frame) = next.take() {
+                        if channel.accepts(&frame) {
+                            sink.feed(Message::Text(frame.text)).await?;
+                            count += 1;
+                        }
+                        if count < WRITE_BATCH {
+                            next = match channel.frames.try_recv() {
+                                Ok(frame) => Some(frame),
+                                Err(TryRecvError::Lagged(_)) => {
+                                    fell_behind = true;
+                                    None
+                                }
+                                Err(_) => None,
+                            };
+                        }
+                    }
+                    sink.flush().await
+                })
+                .await;
+                if !matches!(written, Ok(Ok(()))) {
+                    return;
+                }
+                if fell_behind {
+                    let _ = lagged.try_send(open.take().expect("open"));
                 }
             }
         }
@@ -238,7 +341,7 @@ impl Session {
                     Err(RecvError::Lagged(_)) => Ok(()),
                     Err(RecvError::Closed) => Err(End::Gone),
                 },
-                frame = next_channel_frame(&mut self.open) => self.on_channel_frame(frame).await,
+                Some(open) = self.lagged.recv() => self.replay(open).await,
                 _ = ping.tick() => {
                     if last_heard.elapsed() > 2 * ping_every {
                         tracing::debug!(user = %self.user.id.0, "peer silent, dropping");
@@ -257,7 +360,11 @@ impl Session {
 
     /// Queues a frame for the writer; a full queue means the client is not keeping up.
     fn enqueue(&self, message: Message) -> Result<(), End> {
-        match self.outgoing.try_send(message) {
+        self.enqueue_out(Out::Frame(message))
+    }
+
+    fn enqueue_out(&self, out: Out) -> Result<(), End> {
+        match self.outgoing.try_send(out) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => {
                 Err(End::Close(CLOSE_SLOW_CONSUMER, "too slow to keep up"))
@@ -315,12 +422,16 @@ impl Session {
                         };
                         let seen = if *reset { None } else { after_seq };
                         let last_seq = messages.last().map(|m| m.seq).or(seen).unwrap_or(0);
-                        self.open = Some(Open {
+                        self.generation += 1;
+                        let open = Open {
                             name: name.clone(),
+                            generation: self.generation,
                             frames,
                             last_seq,
-                        });
-                        self.send_event(&reply)
+                        };
+                        // The reply first, then the live frames after it.
+                        self.send_event(&reply)?;
+                        self.enqueue_out(Out::Follow(open))
                     }
                     Err(error) => self.send_error(error, None),
                 }
@@ -387,41 +498,29 @@ impl Session {
         }
     }
 
-    async fn on_channel_frame(&mut self, frame: Result<Frame, RecvError>) -> Result<(), End> {
-        let Some(open) = self.open.as_mut() else {
+    /// Replays from the store what the writer missed of a channel it fell behind on, then
+    /// hands the channel back to it (unless the client has opened another one since).
+    async fn replay(&mut self, mut open: Open) -> Result<(), End> {
+        if open.generation != self.generation {
             return Ok(());
-        };
-        match frame {
-            Ok(frame) => match frame.seq {
-                Some(seq) if seq <= open.last_seq => Ok(()),
-                Some(seq) => {
-                    open.last_seq = seq;
-                    self.enqueue(Message::Text(frame.text))
-                }
-                None => self.enqueue(Message::Text(frame.text)),
-            },
-            Err(RecvError::Lagged(missed)) => {
-                // Fell behind the hub: replay from the store instead of dropping anything.
-                tracing::info!(user = %self.user.id.0, channel = %open.name, missed, "resync");
-                let (name, after) = (open.name.clone(), open.last_seq);
-                match self.state.chat.catch_up(&name, Some(after), None).await {
-                    Ok(reply) => {
-                        if let (ServerEvent::Subscribed { messages, .. }, Some(open)) =
-                            (&reply, self.open.as_mut())
-                        {
-                            if let Some(last) = messages.last() {
-                                open.last_seq = open.last_seq.max(last.seq);
-                            }
-                        }
-                        self.send_event(&reply)
+        }
+        tracing::info!(user = %self.user.id.0, channel = %open.name, "resync");
+        match self
+            .state
+            .chat
+            .catch_up(&open.name, Some(open.last_seq), None)
+            .await
+        {
+            Ok(reply) => {
+                if let ServerEvent::Subscribed { messages, .. } = &reply {
+                    if let Some(last) = messages.last() {
+                        open.last_seq = open.last_seq.max(last.seq);
                     }
-                    Err(error) => self.send_error(error, None),
                 }
+                self.send_event(&reply)?;
+                self.enqueue_out(Out::Follow(open))
             }
-            Err(RecvError::Closed) => {
-                self.open = None;
-                Ok(())
-            }
+            Err(error) => self.send_error(error, None),
         }
     }
 }
