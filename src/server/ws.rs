@@ -63,14 +63,22 @@ pub async fn upgrade(
 /// The channel a socket has open, followed by its writer.
 struct Open {
     name: String,
-    /// Which of the session's subscriptions this is (a newer one makes it stale).
-    generation: u64,
     frames: Subscription,
     /// The highest sequence number this socket has been sent.
     last_seq: u64,
+    /// Where the writer hands the channel back if it falls behind (the session has dropped
+    /// the other end once it opens another channel).
+    give_back: Option<oneshot::Sender<Box<Open>>>,
 }
 
 impl Open {
+    /// Hands the channel back to the session, to be replayed from the store.
+    fn give_back(mut self: Box<Self>) {
+        if let Some(back) = self.give_back.take() {
+            let _ = back.send(self);
+        }
+    }
+
     /// Whether a frame of this channel is new to the socket (frames published while a join
     /// read the store are already in its reply).
     fn accepts(&mut self, frame: &Frame) -> bool {
@@ -89,8 +97,9 @@ impl Open {
 enum Out {
     /// A frame to write.
     Frame(Message),
-    /// Follow this channel from here on, instead of any other.
-    Follow(Open),
+    /// Follow this channel from here on, instead of any other. (Boxed: every socket's queue
+    /// preallocates slots of this enum's size, so it stays as small as a frame.)
+    Follow(Box<Open>),
 }
 
 /// Why a session ends.
@@ -107,10 +116,9 @@ type InFlight = Pin<Box<dyn Future<Output = (Option<String>, Result<Appended, Ap
 struct Session {
     state: AppState,
     user: UserInfo,
-    /// The generation of the latest subscription (0: none yet).
-    generation: u64,
-    /// Channels the writer fell behind on, handed back to be replayed from the store.
-    lagged: mpsc::Receiver<Open>,
+    /// The open channel, if the writer falls behind on it (a per-channel one-shot, so that
+    /// an idle socket pays nothing for it).
+    lagged: Option<oneshot::Receiver<Box<Open>>>,
     outgoing: mpsc::Sender<Out>,
     /// Sends queued for storing, answered in the order they were sent.
     in_flight: FuturesOrdered<InFlight>,
@@ -123,12 +131,10 @@ async fn run(socket: WebSocket, state: AppState, user: UserInfo) {
     let (sink, mut incoming) = socket.split();
     let (outgoing, queue) = mpsc::channel(state.config.outgoing_queue.max(1));
     let (close, close_signal) = oneshot::channel();
-    let (lagged_tx, lagged) = mpsc::channel(1);
     let writer = tokio::spawn(write_loop(
         sink,
         queue,
         close_signal,
-        lagged_tx,
         WriterLimits {
             timeout: state.config.write_timeout(),
             backlog: state.config.outgoing_queue.max(1),
@@ -137,8 +143,7 @@ async fn run(socket: WebSocket, state: AppState, user: UserInfo) {
     let mut session = Session {
         state,
         user,
-        generation: 0,
-        lagged,
+        lagged: None,
         outgoing,
         in_flight: FuturesOrdered::new(),
         strikes: 0,
@@ -192,12 +197,11 @@ async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     mut queue: mpsc::Receiver<Out>,
     close: oneshot::Receiver<CloseFrame>,
-    lagged: mpsc::Sender<Open>,
     limits: WriterLimits,
 ) {
     let timeout = limits.timeout;
     let mut close = Some(close);
-    let mut open: Option<Open> = None;
+    let mut open: Option<Box<Open>> = None;
     loop {
         tokio::select! {
             biased;
@@ -248,7 +252,7 @@ async fn write_loop(
                     Ok(frame) => frame,
                     Err(RecvError::Lagged(_)) => {
                         // Fell behind the hub: the session replays from the store.
-                        let _ = lagged.try_send(open.take().expect("open"));
+                        open.take().expect("open").give_back();
                         continue;
                     }
                     Err(RecvError::Closed) => {
@@ -291,7 +295,7 @@ async fn write_loop(
                     return;
                 }
                 if fell_behind {
-                    let _ = lagged.try_send(open.take().expect("open"));
+                    open.take().expect("open").give_back();
                 }
             }
         }
@@ -341,7 +345,14 @@ impl Session {
                     Err(RecvError::Lagged(_)) => Ok(()),
                     Err(RecvError::Closed) => Err(End::Gone),
                 },
-                Some(open) = self.lagged.recv() => self.replay(open).await,
+                back = async { self.lagged.as_mut().expect("guarded").await }, if self.lagged.is_some() => {
+                    self.lagged = None;
+                    match back {
+                        Ok(open) => self.replay(open).await,
+                        // The writer moved on to another channel.
+                        Err(_) => Ok(()),
+                    }
+                }
                 _ = ping.tick() => {
                     if last_heard.elapsed() > 2 * ping_every {
                         tracing::debug!(user = %self.user.id.0, "peer silent, dropping");
@@ -361,6 +372,14 @@ impl Session {
     /// Queues a frame for the writer; a full queue means the client is not keeping up.
     fn enqueue(&self, message: Message) -> Result<(), End> {
         self.enqueue_out(Out::Frame(message))
+    }
+
+    /// Has the writer follow `open` from here on; a lag hands it back here.
+    fn follow(&mut self, mut open: Box<Open>) -> Result<(), End> {
+        let (back, lagged) = oneshot::channel();
+        open.give_back = Some(back);
+        self.lagged = Some(lagged);
+        self.enqueue_out(Out::Follow(open))
     }
 
     fn enqueue_out(&self, out: Out) -> Result<(), End> {
@@ -422,16 +441,15 @@ impl Session {
                         };
                         let seen = if *reset { None } else { after_seq };
                         let last_seq = messages.last().map(|m| m.seq).or(seen).unwrap_or(0);
-                        self.generation += 1;
                         let open = Open {
                             name: name.clone(),
-                            generation: self.generation,
                             frames,
                             last_seq,
+                            give_back: None,
                         };
                         // The reply first, then the live frames after it.
                         self.send_event(&reply)?;
-                        self.enqueue_out(Out::Follow(open))
+                        self.follow(Box::new(open))
                     }
                     Err(error) => self.send_error(error, None),
                 }
@@ -499,11 +517,8 @@ impl Session {
     }
 
     /// Replays from the store what the writer missed of a channel it fell behind on, then
-    /// hands the channel back to it (unless the client has opened another one since).
-    async fn replay(&mut self, mut open: Open) -> Result<(), End> {
-        if open.generation != self.generation {
-            return Ok(());
-        }
+    /// hands the channel back to it.
+    async fn replay(&mut self, mut open: Box<Open>) -> Result<(), End> {
         tracing::info!(user = %self.user.id.0, channel = %open.name, "resync");
         match self
             .state
@@ -518,7 +533,7 @@ impl Session {
                     }
                 }
                 self.send_event(&reply)?;
-                self.enqueue_out(Out::Follow(open))
+                self.follow(open)
             }
             Err(error) => self.send_error(error, None),
         }
@@ -526,7 +541,7 @@ impl Session {
 }
 
 /// The next frame of the open channel; never resolves while no channel is open.
-async fn next_channel_frame(open: &mut Option<Open>) -> Result<Frame, RecvError> {
+async fn next_channel_frame(open: &mut Option<Box<Open>>) -> Result<Frame, RecvError> {
     match open {
         Some(open) => open.frames.recv().await,
         None => std::future::pending().await,
