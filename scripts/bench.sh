@@ -153,7 +153,7 @@ start_reference "$REF_PORT" REF_PID --page-file "$work/page.html" --nodelay
 ref_args=(--reference "$REF" --reference-pid "$REF_PID")
 
 # History first, while the sidebar (every channel) is short; later steps create channels.
-step "history: channel page with 100 messages, and socket joins" \
+step "history: channel page with 100 messages (saturated, then paced at a steady rate), and socket joins" \
   history "${flack_args[@]}" "${ref_args[@]}" "${HIST[@]}"
 step "max-rate: C=100 S=20, highest R with zero loss and p99 < 50 ms" \
   max-rate "${flack_args[@]}" "${ref_args[@]}" "${MAXRATE[@]}"

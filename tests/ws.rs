@@ -699,3 +699,66 @@ async fn a_client_close_is_answered_at_once() {
         "the server completes the closing handshake"
     );
 }
+
+#[tokio::test]
+async fn a_socket_that_falls_behind_its_channel_is_replayed_in_order() {
+    let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+    // A hub that keeps only 4 frames per channel: a socket whose writer is stuck for longer
+    // than that lags and must be replayed from the store.
+    let addr = start_with(Config {
+        database: dir.path().join("flack.db"),
+        broadcast_capacity: 4,
+        outgoing_queue: 100_000,
+        rate_limit_per_sec: 100_000,
+        rate_limit_burst: 100_000,
+        ..Config::default()
+    })
+    .await;
+    // The lazy reader's receive buffer is small, so the server's writer blocks once the
+    // server's own send buffer (at most 4 MiB here) is full.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    let token = login(addr, "Lazy").await;
+    req.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+    );
+    let (mut lazy, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
+        .await
+        .unwrap();
+    assert!(matches!(next(&mut lazy).await, ServerEvent::Hello { .. }));
+    subscribe(&mut lazy, "general", None).await;
+
+    // 1,000 messages of 12 KB (4,000 three-byte characters): far more than the buffers hold,
+    // and no more than one catch-up returns without a reset.
+    let mut sender = connect(addr, &login(addr, "Sender").await).await;
+    let body = "€".repeat(4000);
+    let total = 1000u64;
+    for i in 0..total {
+        send(&mut sender, say("general", &body, Some(&format!("l{i}")))).await;
+    }
+    for _ in 0..total {
+        until(&mut sender, |e| matches!(e, ServerEvent::Ack { .. })).await;
+    }
+
+    // Now it reads: every message exactly once and in order, part of them live and part in
+    // the replays that followed its lag.
+    let (mut seqs, mut replays) = (Vec::new(), 0);
+    while seqs.last() != Some(&total) {
+        match next(&mut lazy).await {
+            ServerEvent::Message { message } => seqs.push(message.seq),
+            ServerEvent::Subscribed {
+                messages, reset, ..
+            } => {
+                assert!(!reset, "a catch-up of at most 1,000 is not a reset");
+                replays += 1;
+                seqs.extend(messages.iter().map(|m| m.seq));
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(seqs, (1..=total).collect::<Vec<_>>());
+    assert!(replays >= 1, "the writer fell behind and was replayed");
+}

@@ -348,7 +348,17 @@ async fn run(command: Command) -> Result<()> {
                 }
                 settle().await;
             }
-            print_reports(&pages);
+            // One table per case (saturated, paced), each with every target side by side.
+            let mut cases: Vec<String> = Vec::new();
+            for report in &pages {
+                if !cases.contains(&report.case) {
+                    cases.push(report.case.clone());
+                }
+            }
+            for case in cases {
+                let same: Vec<Report> = pages.iter().filter(|r| r.case == case).cloned().collect();
+                print_reports(&same);
+            }
             if !joined.is_empty() {
                 print_reports(&joined);
             }
