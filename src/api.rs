@@ -26,6 +26,14 @@ mod ssr {
         Ok((state, user))
     }
 
+    /// The token hash of a caller who is not stored yet (see `identity`), if so.
+    pub fn provisional() -> Option<String> {
+        use crate::server::identity::Provisional;
+        let parts = use_context::<axum::http::request::Parts>()?;
+        let Provisional(token_hash) = parts.extensions.get::<Provisional>()?;
+        Some(token_hash.clone())
+    }
+
     /// Passes a result through, giving failures their proper HTTP status. A plain form post
     /// (no JavaScript) is redirected back to its page instead: with the error in the URL on
     /// failure (Leptos shows it there), to the clean page on success.
@@ -77,7 +85,10 @@ pub async fn set_display_name(name: String) -> Result<UserInfo, AppError> {
     ssr::with_status(
         async {
             let (state, user) = ssr::caller().await?;
-            state.chat.set_display_name(&user.id, &name).await
+            state
+                .chat
+                .set_display_name(&user.id, ssr::provisional(), &name)
+                .await
         }
         .await,
     )

@@ -762,3 +762,77 @@ async fn a_socket_that_falls_behind_its_channel_is_replayed_in_order() {
     assert_eq!(seqs, (1..=total).collect::<Vec<_>>());
     assert!(replays >= 1, "the writer fell behind and was replayed");
 }
+
+#[tokio::test]
+async fn anonymous_visits_store_no_user_until_a_name_is_chosen() {
+    let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+    let database = dir.path().join("flack.db");
+    let addr = start_with(Config {
+        database: database.clone(),
+        ..Config::default()
+    })
+    .await;
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", database.display()))
+        .await
+        .unwrap();
+    let users = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM users")
+            .fetch_all(&db)
+            .await
+            .unwrap()[0]
+    };
+
+    // Crawlers and health checks: a cookie each, and nothing stored.
+    let mut token = String::new();
+    for _ in 0..3 {
+        let res = reqwest::get(format!("http://{addr}/")).await.unwrap();
+        assert_eq!(res.status(), 200);
+        let cookie = res.headers()["set-cookie"].to_str().unwrap();
+        token = cookie["flack_session=".len()..]
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        assert!(res.text().await.unwrap().contains("Display name"));
+    }
+    assert_eq!(users().await, 0);
+
+    // The same browser comes back (no new cookie), then chooses a name: now it is stored.
+    let http = reqwest::Client::new();
+    let res = http
+        .get(format!("http://{addr}/"))
+        .header("cookie", format!("flack_session={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().get("set-cookie").is_none());
+    let res = http
+        .post(format!("http://{addr}/api/set_display_name"))
+        .header("cookie", format!("flack_session={token}"))
+        .form(&[("name", "Zoe")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let zoe: flack::protocol::UserInfo = res.json().await.unwrap();
+    assert_eq!(zoe.name.as_deref(), Some("Zoe"));
+    assert_eq!(users().await, 1);
+
+    // It is the same user on the page and on the socket.
+    let page = http
+        .get(format!("http://{addr}/c/general"))
+        .header("cookie", format!("flack_session={token}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Zoe") && page.contains(&zoe.id.tag()));
+    let mut ws = connect_with(addr, Some(&token), None).await.unwrap();
+    match next(&mut ws).await {
+        ServerEvent::Hello { user } => assert_eq!(user, zoe),
+        other => panic!("expected hello, got {other:?}"),
+    }
+    assert_eq!(users().await, 1);
+}

@@ -84,10 +84,19 @@ impl Chat {
         self.hub.subscribe(topic)
     }
 
-    /// Sets a user's display name after checking it.
-    pub async fn set_display_name(&self, user: &UserId, raw: &str) -> Result<UserInfo, AppError> {
+    /// Sets a user's display name after checking it. A provisional user (`provisional` holds
+    /// its token's hash) is stored now, with its first name.
+    pub async fn set_display_name(
+        &self,
+        user: &UserId,
+        provisional: Option<String>,
+        raw: &str,
+    ) -> Result<UserInfo, AppError> {
         let name = validate_display_name(raw)?;
-        self.store.set_display_name(user, name).await
+        match provisional {
+            Some(token_hash) => self.store.store_user(user.clone(), token_hash, name).await,
+            None => self.store.set_display_name(user, name).await,
+        }
     }
 
     /// Creates a channel and tells every socket.

@@ -1,10 +1,12 @@
-//! Who is asking. A browser gets an opaque user id and a secret token in a long-lived HttpOnly
-//! cookie on its first page view; a bot gets the same from `POST /auth/session` and sends it as
-//! a cookie or as `Authorization: Bearer <token>`. Only a hash of each token is stored.
+//! Who is asking. A browser gets a secret token in a long-lived HttpOnly cookie on its first
+//! page view, and with it a provisional identity: an id derived from the token, stored nowhere
+//! until the browser chooses a display name (so crawlers and health checks leave no users
+//! behind). A bot gets a stored identity at once from `POST /auth/session` and sends its token
+//! as a cookie or as `Authorization: Bearer <token>`. Only a hash of each token is stored.
 
 use super::state::AppState;
 use crate::error::AppError;
-use crate::protocol::{validate_display_name, UserInfo};
+use crate::protocol::{validate_display_name, UserId, UserInfo};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
@@ -23,6 +25,17 @@ const COOKIE_MAX_AGE_DAYS: i64 = 400;
 /// The authenticated user, put in the request's extensions by [`identify`].
 #[derive(Debug, Clone)]
 pub struct CurrentUser(pub UserInfo);
+
+/// Present (with the token's hash) when [`CurrentUser`] is provisional: not stored yet.
+#[derive(Debug, Clone)]
+pub struct Provisional(pub String);
+
+/// The id a token's provisional user has, and keeps once stored: derived from the token
+/// (one-way), so it is the same on every request without being stored.
+fn provisional_id(token: &str) -> UserId {
+    let digest = Sha256::digest(format!("flack-user-id:{token}").as_bytes());
+    UserId(hex::encode(&digest[..16]))
+}
 
 fn new_token() -> String {
     let mut bytes = [0u8; 32];
@@ -88,8 +101,9 @@ fn is_asset(path: &str) -> bool {
             .is_some_and(|last| last.contains('.'))
 }
 
-/// Middleware: refuses cross-site writes, finds the caller's user (issuing a new identity to a
-/// browser that has none) and stores it as [`CurrentUser`].
+/// Middleware: refuses cross-site writes, finds the caller's user (issuing a new token to a
+/// browser that has none) and puts it in the request as [`CurrentUser`], with [`Provisional`]
+/// when it is not stored yet.
 pub async fn identify(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     if is_asset(req.uri().path()) {
         return next.run(req).await;
@@ -101,23 +115,29 @@ pub async fn identify(State(state): State<AppState>, mut req: Request, next: Nex
         return AppError::ForeignOrigin.into_response();
     }
     let store = state.chat.store();
-    let known = match presented_token(req.headers()) {
-        Some(token) => match store.user_by_token(&hash_token(&token)).await {
+    let (token, new_cookie) = match presented_token(req.headers()) {
+        Some(token) => (token, None),
+        None => {
+            let token = new_token();
+            let cookie = session_cookie(&token, state.config.secure_cookies);
+            (token, Some(cookie))
+        }
+    };
+    let token_hash = hash_token(&token);
+    let stored = match new_cookie {
+        Some(_) => None,
+        None => match store.user_by_token(&token_hash).await {
             Ok(user) => user,
             Err(e) => return e.into_response(),
         },
-        None => None,
     };
-    let (user, new_cookie) = match known {
-        Some(user) => (user, None),
+    let user = match stored {
+        Some(user) => user,
         None => {
-            let token = new_token();
-            match store.create_user(hash_token(&token), None).await {
-                Ok(user) => (
-                    user,
-                    Some(session_cookie(&token, state.config.secure_cookies)),
-                ),
-                Err(e) => return e.into_response(),
+            req.extensions_mut().insert(Provisional(token_hash));
+            UserInfo {
+                id: provisional_id(&token),
+                name: None,
             }
         }
     };
@@ -178,6 +198,15 @@ mod tests {
             h.append(k.clone(), HeaderValue::from_str(v).unwrap());
         }
         h
+    }
+
+    #[test]
+    fn a_token_always_means_the_same_provisional_id() {
+        let (a, b) = (new_token(), new_token());
+        assert_eq!(provisional_id(&a), provisional_id(&a));
+        assert_ne!(provisional_id(&a), provisional_id(&b));
+        assert_eq!(provisional_id(&a).0.len(), 32);
+        assert_ne!(provisional_id(&a).0, hash_token(&a)[..32]);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use super::{Appended, NewMessage, Store};
 use crate::error::AppError;
-use crate::protocol::{Author, UserInfo};
+use crate::protocol::{Author, UserId, UserInfo};
 
 /// Generates one `#[tokio::test]` per contract check for the store built by `$make(window).await`.
 #[macro_export]
@@ -12,6 +12,7 @@ macro_rules! store_contract_tests {
     ($make:expr) => {
         $crate::store_contract_tests!(@each $make;
             users_are_found_by_token_and_renamed,
+            provisional_users_are_stored_with_their_first_name,
             channel_names_are_unique_case_insensitively,
             sequence_numbers_are_dense_per_channel,
             window_keeps_only_the_most_recent,
@@ -85,6 +86,30 @@ pub async fn users_are_found_by_token_and_renamed(store: impl Store) {
     let renamed = store.set_display_name(&ada.id, "Ada".into()).await.unwrap();
     assert_eq!(renamed.name.as_deref(), Some("Ada"));
     assert_eq!(store.user(&ada.id).await.unwrap(), Some(renamed));
+}
+
+/// A provisional user is stored under the id and token it was given, once; storing it again
+/// (two requests racing) only sets the name.
+pub async fn provisional_users_are_stored_with_their_first_name(store: impl Store) {
+    let id = UserId("0123456789abcdef0123456789abcdef".into());
+    assert_eq!(store.user(&id).await.unwrap(), None);
+    let ada = store
+        .store_user(id.clone(), "hash-p".into(), "Ada".into())
+        .await
+        .unwrap();
+    assert_eq!(ada.id, id);
+    assert_eq!(ada.name.as_deref(), Some("Ada"));
+    assert_eq!(
+        store.user_by_token("hash-p").await.unwrap(),
+        Some(ada.clone())
+    );
+    let again = store
+        .store_user(id.clone(), "hash-p".into(), "Ada L.".into())
+        .await
+        .unwrap();
+    assert_eq!(again.name.as_deref(), Some("Ada L."));
+    assert_eq!(store.user(&id).await.unwrap(), Some(again.clone()));
+    assert_eq!(store.user_by_token("hash-p").await.unwrap(), Some(again));
 }
 
 /// Channels: a name taken in any case is refused and nothing changes.

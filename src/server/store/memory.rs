@@ -105,6 +105,23 @@ impl Store for MemoryStore {
         Ok(user)
     }
 
+    async fn store_user(
+        &self,
+        id: UserId,
+        token_hash: String,
+        name: String,
+    ) -> Result<UserInfo, AppError> {
+        let user = UserInfo {
+            id,
+            name: Some(name),
+        };
+        self.users
+            .write()
+            .expect("users lock")
+            .insert(Some(token_hash), &user);
+        Ok(user)
+    }
+
     async fn user_by_token(&self, token_hash: &str) -> Result<Option<UserInfo>, AppError> {
         Ok(self.users.read().expect("users lock").by_token(token_hash))
     }

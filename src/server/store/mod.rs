@@ -59,6 +59,15 @@ pub trait Store: Send + Sync + 'static {
         token_hash: String,
         name: Option<String>,
     ) -> Result<UserInfo, AppError>;
+    /// Stores a provisional user (known so far only by its token) once it chooses a name:
+    /// `id` and `token_hash` as the identity middleware derived them. Choosing again (two
+    /// requests racing) just sets the name.
+    async fn store_user(
+        &self,
+        id: UserId,
+        token_hash: String,
+        name: String,
+    ) -> Result<UserInfo, AppError>;
     /// The user holding the token with this hash.
     async fn user_by_token(&self, token_hash: &str) -> Result<Option<UserInfo>, AppError>;
     /// The user with this id.

@@ -362,6 +362,31 @@ impl Store for SqliteStore {
         Ok(user)
     }
 
+    async fn store_user(
+        &self,
+        id: UserId,
+        token_hash: String,
+        name: String,
+    ) -> Result<UserInfo, AppError> {
+        sqlx::query(
+            "INSERT INTO users (id, token_hash, name, created_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+        )
+        .bind(&id.0)
+        .bind(&token_hash)
+        .bind(&name)
+        .bind(Utc::now())
+        .execute(&self.writes)
+        .await
+        .map_err(db_error)?;
+        let user = UserInfo {
+            id,
+            name: Some(name),
+        };
+        self.cache_user(Some(token_hash), &user);
+        Ok(user)
+    }
+
     async fn user_by_token(&self, token_hash: &str) -> Result<Option<UserInfo>, AppError> {
         let cached = self.users.read().expect("users lock").by_token(token_hash);
         match cached {
