@@ -315,6 +315,7 @@ pub async fn fanout(run: &Run, params: &FanoutParams) -> Result<FanoutOutcome> {
     let epoch = Instant::now();
     let per_sender = params.per_sender();
     let delivered_so_far = Arc::new(AtomicU64::new(0));
+    let acked_so_far = Arc::new(AtomicU64::new(0));
     let (stop, stopped) = watch::channel(false);
     let connected = sockets.len();
     let mut receivers = Vec::with_capacity(connected);
@@ -328,6 +329,7 @@ pub async fn fanout(run: &Run, params: &FanoutParams) -> Result<FanoutOutcome> {
             per_sender,
             epoch,
             delivered_so_far.clone(),
+            acked_so_far.clone(),
             stopped.clone(),
         )));
         if sinks.len() < params.senders {
@@ -373,9 +375,14 @@ pub async fn fanout(run: &Run, params: &FanoutParams) -> Result<FanoutOutcome> {
     let sent: u64 = sent_by.iter().sum();
     let expected = sent * connected as u64;
 
-    // Wait for stragglers, then stop the receivers.
+    // Wait for stragglers (deliveries and, from Flack, acks: a sender may see its own message
+    // before its ack), then stop the receivers.
     let deadline = Instant::now() + params.grace;
-    while delivered_so_far.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+    let acks_due = if target.is_flack() { sent } else { 0 };
+    while (delivered_so_far.load(Ordering::Relaxed) < expected
+        || acked_so_far.load(Ordering::Relaxed) < acks_due)
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let server_cpu_pct = server_cpu.percent();
@@ -515,6 +522,7 @@ async fn receive(
     per_sender: usize,
     epoch: Instant,
     delivered_so_far: Arc<AtomicU64>,
+    acked_so_far: Arc<AtomicU64>,
     mut stop: watch::Receiver<bool>,
 ) -> Tally {
     let mut tally = Tally {
@@ -578,7 +586,10 @@ async fn receive(
                     _ => tally.unexpected += 1,
                 }
             }
-            Incoming::Ack => tally.acks += 1,
+            Incoming::Ack => {
+                tally.acks += 1;
+                acked_so_far.fetch_add(1, Ordering::Relaxed);
+            }
             Incoming::Error => {
                 tally.errors += 1;
                 if tally.errors == 1 {
