@@ -314,8 +314,7 @@ pub async fn fanout(run: &Run, params: &FanoutParams) -> Result<FanoutOutcome> {
     // Receive on every socket; send on the first `senders`.
     let epoch = Instant::now();
     let per_sender = params.per_sender();
-    let delivered_so_far = Arc::new(AtomicU64::new(0));
-    let acked_so_far = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(Progress::default());
     let (stop, stopped) = watch::channel(false);
     let connected = sockets.len();
     let mut receivers = Vec::with_capacity(connected);
@@ -328,8 +327,7 @@ pub async fn fanout(run: &Run, params: &FanoutParams) -> Result<FanoutOutcome> {
             params.senders,
             per_sender,
             epoch,
-            delivered_so_far.clone(),
-            acked_so_far.clone(),
+            progress.clone(),
             stopped.clone(),
         )));
         if sinks.len() < params.senders {
@@ -379,8 +377,8 @@ pub async fn fanout(run: &Run, params: &FanoutParams) -> Result<FanoutOutcome> {
     // before its ack), then stop the receivers.
     let deadline = Instant::now() + params.grace;
     let acks_due = if target.is_flack() { sent } else { 0 };
-    while (delivered_so_far.load(Ordering::Relaxed) < expected
-        || acked_so_far.load(Ordering::Relaxed) < acks_due)
+    while (progress.delivered.load(Ordering::Relaxed) < expected
+        || progress.acked.load(Ordering::Relaxed) < acks_due)
         && Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -515,14 +513,20 @@ async fn send_loop(
     }
 }
 
+/// What all receivers have seen so far, for knowing when a run is complete.
+#[derive(Default)]
+struct Progress {
+    delivered: AtomicU64,
+    acked: AtomicU64,
+}
+
 async fn receive(
     mut stream: SplitStream<Ws>,
     target: Target,
     senders: usize,
     per_sender: usize,
     epoch: Instant,
-    delivered_so_far: Arc<AtomicU64>,
-    acked_so_far: Arc<AtomicU64>,
+    progress: Arc<Progress>,
     mut stop: watch::Receiver<bool>,
 ) -> Tally {
     let mut tally = Tally {
@@ -562,7 +566,7 @@ async fn receive(
         match classify(&target, text.as_str()) {
             Incoming::Delivery(body) => {
                 let now = epoch.elapsed().as_micros() as u64;
-                tally.deliver(body, now, senders, per_sender, &delivered_so_far);
+                tally.deliver(body, now, senders, per_sender, &progress.delivered);
             }
             Incoming::Resync => {
                 let now = epoch.elapsed().as_micros() as u64;
@@ -580,7 +584,7 @@ async fn receive(
                             if reset && tally.seen(&m.body, senders, per_sender) {
                                 continue;
                             }
-                            tally.deliver(&m.body, now, senders, per_sender, &delivered_so_far);
+                            tally.deliver(&m.body, now, senders, per_sender, &progress.delivered);
                         }
                     }
                     _ => tally.unexpected += 1,
@@ -588,7 +592,7 @@ async fn receive(
             }
             Incoming::Ack => {
                 tally.acks += 1;
-                acked_so_far.fetch_add(1, Ordering::Relaxed);
+                progress.acked.fetch_add(1, Ordering::Relaxed);
             }
             Incoming::Error => {
                 tally.errors += 1;
