@@ -38,6 +38,9 @@ const CLOSE_TOO_BIG: u16 = 1009;
 const MAX_IN_FLIGHT: usize = 256;
 /// Frames written before one flush.
 const WRITE_BATCH: usize = 64;
+/// The reason sent with [`CLOSE_SLOW_CONSUMER`], by the session (its queue) or the writer
+/// (its channel backlog).
+const TOO_SLOW: &str = "too slow to keep up";
 /// How long a closing socket waits for the client's close reply.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -263,7 +266,7 @@ async fn write_loop(
                 if channel.frames.len() >= limits.backlog {
                     let frame = CloseFrame {
                         code: CLOSE_SLOW_CONSUMER,
-                        reason: "too slow to keep up".into(),
+                        reason: TOO_SLOW.into(),
                     };
                     let _ = tokio::time::timeout(timeout, sink.send(Message::Close(Some(frame)))).await;
                     return;
@@ -385,9 +388,7 @@ impl Session {
     fn enqueue_out(&self, out: Out) -> Result<(), End> {
         match self.outgoing.try_send(out) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => {
-                Err(End::Close(CLOSE_SLOW_CONSUMER, "too slow to keep up"))
-            }
+            Err(TrySendError::Full(_)) => Err(End::Close(CLOSE_SLOW_CONSUMER, TOO_SLOW)),
             Err(TrySendError::Closed(_)) => Err(End::Gone),
         }
     }
@@ -535,7 +536,11 @@ impl Session {
                 self.send_event(&reply)?;
                 self.follow(open)
             }
-            Err(error) => self.send_error(error, None),
+            // The gap stays unfilled, but the channel goes on live (as it did before the lag).
+            Err(error) => {
+                self.send_error(error, None)?;
+                self.follow(open)
+            }
         }
     }
 }
