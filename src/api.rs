@@ -10,17 +10,14 @@ use leptos::prelude::*;
 mod ssr {
     use crate::error::AppError;
     use crate::protocol::UserInfo;
-    use crate::server::identity::CurrentUser;
+    use crate::server::identity::{of_this_request, CurrentUser, Provisional};
     use crate::server::state::AppState;
-    use axum::Extension;
     use leptos::prelude::*;
 
     /// The app state and the caller, or `Unauthenticated`.
     pub async fn caller() -> Result<(AppState, UserInfo), AppError> {
         let state = expect_context::<AppState>();
-        let Extension(CurrentUser(user)) = leptos_axum::extract::<Extension<CurrentUser>>()
-            .await
-            .map_err(|_| AppError::Unauthenticated)?;
+        let CurrentUser(user) = of_this_request().ok_or(AppError::Unauthenticated)?;
         // The extension was read at the start of the request; the store has the latest name.
         let user = state.chat.store().user(&user.id).await?.unwrap_or(user);
         Ok((state, user))
@@ -28,10 +25,7 @@ mod ssr {
 
     /// The token hash of a caller who is not stored yet (see `identity`), if so.
     pub fn provisional() -> Option<String> {
-        use crate::server::identity::Provisional;
-        let parts = use_context::<axum::http::request::Parts>()?;
-        let Provisional(token_hash) = parts.extensions.get::<Provisional>()?;
-        Some(token_hash.clone())
+        of_this_request::<Provisional>().map(|Provisional(token_hash)| token_hash)
     }
 
     /// Passes a result through, giving failures their proper HTTP status. A plain form post

@@ -35,12 +35,8 @@ impl Me {
 /// The caller as the identity middleware found them at the start of this request.
 #[cfg(feature = "ssr")]
 fn caller_of_this_request() -> Option<UserInfo> {
-    use crate::server::identity::CurrentUser;
-    let parts = use_context::<axum::http::request::Parts>()?;
-    parts
-        .extensions
-        .get::<CurrentUser>()
-        .map(|current| current.0.clone())
+    use crate::server::identity::{of_this_request, CurrentUser};
+    of_this_request::<CurrentUser>().map(|CurrentUser(user)| user)
 }
 
 /// In the browser the workspace is only ever built while hydrating, from the server's value.
@@ -79,10 +75,10 @@ pub fn Workspace() -> impl IntoView {
         }
     });
 
-    let known = Memo::new(move |_| me.0.with(Option::is_some));
-    let named = Memo::new(move |_| me.0.with(|u| u.as_ref().is_some_and(|u| u.name.is_some())));
-    move || match (known.get(), named.get()) {
-        (_, true) => view! {
+    // Whether the user has a name (None: no user at all); renaming does not rebuild the page.
+    let named = Memo::new(move |_| me.0.with(|u| u.as_ref().map(|u| u.name.is_some())));
+    move || match named.get() {
+        Some(true) => view! {
             <div class="app">
                 <Header me set_name/>
                 <Sidebar/>
@@ -92,8 +88,8 @@ pub fn Workspace() -> impl IntoView {
             </div>
         }
         .into_any(),
-        (true, false) => view! { <Welcome set_name/> }.into_any(),
-        (false, _) => view! {
+        Some(false) => view! { <Welcome set_name/> }.into_any(),
+        None => view! {
             <p role="alert" class="error">"Flack could not tell who you are. Reload the page."</p>
         }
         .into_any(),

@@ -30,6 +30,13 @@ pub struct CurrentUser(pub UserInfo);
 #[derive(Debug, Clone)]
 pub struct Provisional(pub String);
 
+/// What [`identify`] put in the request that a page or server function is serving now
+/// ([`CurrentUser`], [`Provisional`]), read from the request parts Leptos provides.
+pub fn of_this_request<T: Clone + Send + Sync + 'static>() -> Option<T> {
+    let parts = leptos::prelude::use_context::<axum::http::request::Parts>()?;
+    parts.extensions.get::<T>().cloned()
+}
+
 /// The id a token's provisional user has, and keeps once stored: derived from the token
 /// (one-way), so it is the same on every request without being stored.
 fn provisional_id(token: &str) -> UserId {
