@@ -10,6 +10,7 @@ use leptos::prelude::*;
 mod ssr {
     use crate::error::AppError;
     use crate::protocol::UserInfo;
+    use crate::server::client_addr::ClientIp;
     use crate::server::identity::{of_this_request, CurrentUser, Provisional};
     use crate::server::state::AppState;
     use leptos::prelude::*;
@@ -26,6 +27,11 @@ mod ssr {
     /// The token hash of a caller who is not stored yet (see `identity`), if so.
     pub fn provisional() -> Option<String> {
         of_this_request::<Provisional>().map(|Provisional(token_hash)| token_hash)
+    }
+
+    /// The caller's address, as budgets see it.
+    pub fn client_ip() -> std::net::IpAddr {
+        of_this_request::<ClientIp>().map_or(std::net::IpAddr::from([127, 0, 0, 1]), |c| c.0)
     }
 
     /// Passes a result through, giving failures their proper HTTP status. A plain form post
@@ -81,18 +87,32 @@ pub async fn set_display_name(name: String) -> Result<UserInfo, AppError> {
             let (state, user) = ssr::caller().await?;
             state
                 .chat
-                .set_display_name(&user.id, ssr::provisional(), &name)
+                .set_display_name(&user.id, ssr::provisional(), &name, ssr::client_ip())
                 .await
         }
         .await,
     )
 }
 
-/// Every channel, by name.
+/// The caller's sidebar: the default channels and those they opened lately, by name.
 #[server(endpoint = "list_channels")]
 pub async fn list_channels() -> Result<Vec<ChannelInfo>, AppError> {
+    ssr::with_status(
+        async {
+            let (state, user) = ssr::caller().await?;
+            state.chat.sidebar(&user).await
+        }
+        .await,
+    )
+}
+
+/// One page of every channel ("Browse channels"), by name, after `after`.
+#[server(endpoint = "browse_channels")]
+pub async fn browse_channels(
+    #[server(default)] after: Option<String>,
+) -> Result<Vec<ChannelInfo>, AppError> {
     let state = expect_context::<crate::server::state::AppState>();
-    ssr::with_status(state.chat.channels().await)
+    ssr::with_status(state.chat.browse(after.as_deref()).await)
 }
 
 /// Creates a channel and sends the browser to it.
@@ -100,8 +120,11 @@ pub async fn list_channels() -> Result<Vec<ChannelInfo>, AppError> {
 pub async fn create_channel(name: String) -> Result<ChannelInfo, AppError> {
     ssr::with_status(
         async {
-            let (state, _) = ssr::caller().await?;
-            let channel = state.chat.create_channel(&name).await?;
+            let (state, user) = ssr::caller().await?;
+            let channel = state
+                .chat
+                .create_channel(&user, &name, ssr::client_ip())
+                .await?;
             leptos_axum::redirect(&crate::app::channel_path(&channel.name));
             Ok(channel)
         }
@@ -109,11 +132,18 @@ pub async fn create_channel(name: String) -> Result<ChannelInfo, AppError> {
     )
 }
 
-/// A channel and its most recent messages.
+/// A channel and its most recent messages (remembered as a visit, for the sidebar).
 #[server(endpoint = "get_channel")]
 pub async fn get_channel(channel: String) -> Result<ChannelHistory, AppError> {
-    let state = expect_context::<crate::server::state::AppState>();
-    ssr::with_status(state.chat.history(&channel).await)
+    ssr::with_status(
+        async {
+            let (state, user) = ssr::caller().await?;
+            let history = state.chat.history(&channel).await?;
+            state.chat.visited(&user, &history.channel.name).await;
+            Ok(history)
+        }
+        .await,
+    )
 }
 
 /// Up to 100 messages older than `before_seq`, oldest first (scrolling back in history).

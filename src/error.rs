@@ -20,6 +20,9 @@ pub enum AppError {
         /// The limit, in characters.
         max: usize,
     },
+    /// A display name had control or format characters, or nothing visible.
+    #[error("Display names can't contain control or invisible formatting characters.")]
+    NameInvalid,
     /// A channel name broke the naming rules.
     #[error("Channel names are 1 to {max} characters: letters, digits, '-' and '_'.")]
     ChannelNameInvalid {
@@ -27,16 +30,35 @@ pub enum AppError {
         max: usize,
     },
     /// A channel with this name (compared case-insensitively) exists already.
-    #[error("A channel named #{name} already exists.")]
+    #[error(
+        "{}",
+        named(
+            "A channel named #",
+            name,
+            " already exists.",
+            "That channel name is taken."
+        )
+    )]
     ChannelTaken {
         /// The existing channel's name.
+        #[serde(default)]
         name: String,
     },
     /// No channel has this name.
-    #[error("There is no channel named #{name}.")]
+    #[error(
+        "{}",
+        named("There is no channel named #", name, ".", "There is no such channel.")
+    )]
     NoSuchChannel {
         /// The name that was asked for.
+        #[serde(default)]
         name: String,
+    },
+    /// The server holds as many channels as it is configured to.
+    #[error("This server has reached its limit of {max} channels.")]
+    TooManyChannels {
+        /// The limit.
+        max: usize,
     },
     /// A message was empty after trimming.
     #[error("A message can't be empty.")]
@@ -47,6 +69,9 @@ pub enum AppError {
         /// The limit, in characters.
         max: usize,
     },
+    /// A message contained a NUL character.
+    #[error("Messages can't contain NUL characters.")]
+    MessageHasNul,
     /// A client-chosen message id was not 1–64 printable ASCII characters.
     #[error("A client id is 1 to {max} printable ASCII characters.")]
     ClientIdInvalid {
@@ -74,18 +99,44 @@ pub enum AppError {
     /// The request came from another site.
     #[error("Requests from other sites are refused.")]
     ForeignOrigin,
+    /// The request named a host this server does not serve.
+    #[error("This server does not serve that host name.")]
+    ForeignHost,
     /// A WebSocket frame could not be understood.
     #[error("Malformed frame: {detail}")]
     BadFrame {
         /// What the decoder said.
+        #[serde(default)]
         detail: String,
     },
+    /// A request's arguments could not be understood.
+    #[error("The request was malformed.")]
+    BadRequest,
+    /// A request's body was larger than allowed.
+    #[error("The request was larger than {max} bytes.")]
+    BodyTooLarge {
+        /// The limit, in bytes.
+        max: usize,
+    },
+    /// The identity was signed out (its sockets are closed).
+    #[error("You signed out.")]
+    SignedOut,
     /// Anything else: a transport failure, a bug. Details are logged on the server.
-    #[error("Something went wrong: {detail}")]
+    #[error("Something went wrong on the server; please try again.")]
     Internal {
-        /// A short description.
+        /// A short description (for logs and API clients; never shown on a page).
+        #[serde(default)]
         detail: String,
     },
+}
+
+/// "{before}{name}{after}" when `name` is a valid channel name, else `otherwise`: a name is
+/// shown only if it could be a channel's, so a crafted error cannot put words on a page.
+fn named(before: &str, name: &str, after: &str, otherwise: &str) -> String {
+    match crate::protocol::validate_channel_name(name) {
+        Ok(name) => format!("{before}{name}{after}"),
+        Err(_) => otherwise.to_string(),
+    }
 }
 
 impl AppError {
@@ -96,6 +147,26 @@ impl AppError {
         }
     }
 
+    /// The same error without free text (names, details), fit to travel in a URL: what a
+    /// page shows from a URL is then a fixed sentence for a code, whatever the link says.
+    pub fn without_text(self) -> Self {
+        match self {
+            AppError::ChannelTaken { .. } => AppError::ChannelTaken {
+                name: String::new(),
+            },
+            AppError::NoSuchChannel { .. } => AppError::NoSuchChannel {
+                name: String::new(),
+            },
+            AppError::BadFrame { .. } => AppError::BadFrame {
+                detail: String::new(),
+            },
+            AppError::Internal { .. } => AppError::Internal {
+                detail: String::new(),
+            },
+            other => other,
+        }
+    }
+
     /// The HTTP status that best describes this error.
     #[cfg(feature = "ssr")]
     pub fn status(&self) -> axum::http::StatusCode {
@@ -103,16 +174,22 @@ impl AppError {
         match self {
             AppError::NameEmpty
             | AppError::NameTooLong { .. }
+            | AppError::NameInvalid
+            | AppError::MessageHasNul
             | AppError::ChannelNameInvalid { .. }
             | AppError::MessageEmpty
             | AppError::MessageTooLong { .. }
             | AppError::ClientIdInvalid { .. }
             | AppError::BadFrame { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::BadRequest => StatusCode::BAD_REQUEST,
+            AppError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::ChannelTaken { .. } => StatusCode::CONFLICT,
+            AppError::TooManyChannels { .. } => StatusCode::INSUFFICIENT_STORAGE,
             AppError::NoSuchChannel { .. } | AppError::NoSuchMessage => StatusCode::NOT_FOUND,
             AppError::NotAuthor | AppError::ForeignOrigin => StatusCode::FORBIDDEN,
+            AppError::ForeignHost => StatusCode::MISDIRECTED_REQUEST,
             AppError::NoDisplayName => StatusCode::PRECONDITION_REQUIRED,
-            AppError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            AppError::Unauthenticated | AppError::SignedOut => StatusCode::UNAUTHORIZED,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -123,7 +200,14 @@ impl FromServerFnError for AppError {
     type Encoder = JsonEncoding;
 
     fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
-        AppError::internal(value)
+        match value {
+            // What the client sent could not be read: its fault, said without the decoder's
+            // words.
+            ServerFnErrorErr::Args(_)
+            | ServerFnErrorErr::MissingArg(_)
+            | ServerFnErrorErr::UnsupportedRequestMethod(_) => AppError::BadRequest,
+            other => AppError::internal(other),
+        }
     }
 }
 
@@ -144,6 +228,33 @@ mod tests {
         assert_eq!(json, r#"{"code":"message_too_long","max":4000}"#);
         let back: AppError = serde_json::from_str(&json).unwrap();
         assert_eq!(back, AppError::MessageTooLong { max: 4000 });
+    }
+
+    #[test]
+    fn errors_fit_for_a_url_carry_no_free_text() {
+        let crafted = AppError::Internal {
+            detail: "Your account is locked: call +1 555 0100".into(),
+        };
+        assert!(!crafted.to_string().contains("555"));
+        let crafted = AppError::ChannelTaken {
+            name: "x already exists. Call +1 555 0100 to".into(),
+        };
+        assert!(!crafted.to_string().contains("555"));
+        assert_eq!(
+            AppError::ChannelTaken {
+                name: "design".into()
+            }
+            .to_string(),
+            "A channel named #design already exists."
+        );
+        let json = serde_json::to_string(&crafted.without_text()).unwrap();
+        assert_eq!(json, r#"{"code":"channel_taken","name":""}"#);
+        let back: AppError = serde_json::from_str(r#"{"code":"internal"}"#).unwrap();
+        assert_eq!(back, AppError::internal(""));
+        assert_eq!(
+            AppError::from_server_fn_error(ServerFnErrorErr::Args("serde said x".into())),
+            AppError::BadRequest
+        );
     }
 
     #[test]

@@ -1,8 +1,7 @@
 //! The Flack server: reads the settings, builds the state and the router, serves until told
 //! to stop.
 
-use axum::serve::ListenerExt;
-use flack::server::{config::Config, router, state::AppState};
+use flack::server::{config::Config, router, serve::serve, state::AppState};
 use leptos::config::get_configuration;
 use tracing_subscriber::EnvFilter;
 
@@ -32,6 +31,16 @@ async fn main() {
     let leptos_options = get_configuration(None)
         .expect("Leptos options come from the environment cargo-leptos sets")
         .leptos_options;
+    let listener = match tokio::net::TcpListener::bind(config.address).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("flack: cannot listen on {}: {e}", config.address);
+            std::process::exit(1);
+        }
+    };
+    let mut config = config;
+    // The port actually bound (the setting may say 0).
+    config.address = listener.local_addr().unwrap_or(config.address);
     let address = config.address;
     let store = format!("{:?} ({})", config.store, config.database.display());
     let state = match AppState::new(config, leptos_options).await {
@@ -52,25 +61,9 @@ async fn main() {
             }
         });
     }
-    let app = router(state);
-
-    let listener = match tokio::net::TcpListener::bind(address).await {
-        Ok(listener) => listener,
-        Err(e) => {
-            eprintln!("flack: cannot listen on {address}: {e}");
-            std::process::exit(1);
-        }
-    };
+    let app = router(state.clone());
     tracing::info!("Flack listening on http://{address}");
-    // Chat frames are small and latency-bound: send each at once instead of waiting to
-    // coalesce (Nagle's algorithm costs tens of milliseconds at low rates).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .expect("server error");
+    serve(listener, state, app, shutdown_signal()).await;
 }
 
 async fn shutdown_signal() {

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 /// The most recent messages a channel keeps in memory, and the most a join returns.
 pub const HISTORY_WINDOW: usize = 100;
+/// Channels listed on one page of "Browse channels".
+pub const CHANNEL_PAGE: usize = 50;
 /// The longest message body, in characters (Unicode scalar values).
 pub const MAX_MESSAGE_CHARS: usize = 4000;
 /// The longest display name, in characters.
@@ -24,6 +26,8 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 pub const CLOSE_FLOOD: u16 = 4029;
 /// Close code: the client did not read its events fast enough (it may reconnect and catch up).
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+/// Close code: the identity was signed out (a new one is needed to reconnect).
+pub const CLOSE_SIGNED_OUT: u16 = 4001;
 
 /// An opaque user id issued by the server (32 hex digits).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -156,12 +160,6 @@ pub enum ServerEvent {
         /// The authenticated user.
         user: UserInfo,
     },
-    /// Somebody created a channel (sent to every socket).
-    /// `{"type":"channel_created","channel":{"name":"random","created_at":"…"}}`
-    ChannelCreated {
-        /// The new channel.
-        channel: ChannelInfo,
-    },
     /// The answer to a subscribe, and the resync after a socket fell behind.
     ///
     /// `messages` are those with `seq > after_seq` (in order). `removed` lists sequence numbers
@@ -233,17 +231,45 @@ impl ServerEvent {
     }
 }
 
+/// Unicode format characters (general category Cf): bidirectional overrides and isolates,
+/// zero-width spaces and joiners, invisible operators, tags. They change how the text around
+/// them is shown without being seen themselves.
+fn is_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{0600}'..='\u{0605}' | '\u{061C}' | '\u{06DD}' | '\u{070F}'
+        | '\u{0890}'..='\u{0891}' | '\u{08E2}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}'
+        | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}' | '\u{110BD}' | '\u{110CD}'
+        | '\u{13430}'..='\u{1343F}' | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0001}' | '\u{E0020}'..='\u{E007F}')
+}
+
+/// Characters that show as nothing: white space, format characters, Hangul fillers, the
+/// blank Braille pattern, variation selectors and the combining grapheme joiner.
+fn is_invisible(c: char) -> bool {
+    c.is_whitespace()
+        || is_format(c)
+        || matches!(c,
+            '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' | '\u{2800}' | '\u{034F}'
+            | '\u{17B4}' | '\u{17B5}' | '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}')
+}
+
 /// Checks and normalises a display name: trimmed, 1 to [`MAX_DISPLAY_NAME_CHARS`] characters,
-/// no control characters.
+/// no control or format characters (so no bidirectional overrides or zero-width tricks; the
+/// zero-width joiner of emoji sequences is kept), and something visible.
 pub fn validate_display_name(raw: &str) -> Result<String, AppError> {
     let name = raw.trim();
     if name.is_empty() {
         return Err(AppError::NameEmpty);
     }
-    if name.chars().count() > MAX_DISPLAY_NAME_CHARS || name.chars().any(char::is_control) {
+    if name.chars().count() > MAX_DISPLAY_NAME_CHARS {
         return Err(AppError::NameTooLong {
             max: MAX_DISPLAY_NAME_CHARS,
         });
+    }
+    let hidden = |c: char| c.is_control() || (is_format(c) && c != '\u{200D}');
+    if name.chars().any(hidden) || name.chars().all(is_invisible) {
+        return Err(AppError::NameInvalid);
     }
     Ok(name.to_string())
 }
@@ -282,6 +308,9 @@ pub fn validate_message_body(raw: &str) -> Result<String, AppError> {
         return Err(AppError::MessageTooLong {
             max: MAX_MESSAGE_CHARS,
         });
+    }
+    if body.contains('\0') {
+        return Err(AppError::MessageHasNul);
     }
     Ok(body.to_string())
 }
@@ -323,6 +352,35 @@ mod tests {
         // Characters, not bytes: 32 accented letters fit.
         assert!(validate_display_name(&"é".repeat(MAX_DISPLAY_NAME_CHARS)).is_ok());
         assert!(validate_display_name("a\u{7}b").is_err());
+    }
+
+    #[test]
+    fn display_names_refuse_hidden_and_reordering_characters() {
+        for bad in [
+            "Ada\u{202E}nimda",    // right-to-left override
+            "\u{2066}Ada\u{2069}", // isolates
+            "Ad\u{200B}a",         // zero-width space
+            "\u{200B}\u{200C}",    // nothing visible
+            "\u{3164}",            // Hangul filler
+            "\u{2800}\u{2800}",    // blank Braille
+            "\u{FE0F}",
+        ] {
+            assert_eq!(
+                validate_display_name(bad),
+                Err(AppError::NameInvalid),
+                "{bad:?}"
+            );
+        }
+        // Emoji sequences keep their joiner; other scripts are fine.
+        assert!(validate_display_name("👩\u{200D}💻 Ada").is_ok());
+        assert!(validate_display_name("שרה").is_ok());
+        assert!(validate_display_name("李雷").is_ok());
+    }
+
+    #[test]
+    fn bodies_refuse_nul() {
+        assert_eq!(validate_message_body("a\0b"), Err(AppError::MessageHasNul));
+        assert!(validate_message_body("tab\tand\u{202E}override are text").is_ok());
     }
 
     #[test]

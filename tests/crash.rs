@@ -36,6 +36,8 @@ fn start(db: &Path, port: u16) -> Child {
         .env("FLACK_ADDRESS", format!("127.0.0.1:{port}"))
         .env("FLACK_RATE_LIMIT_PER_SEC", "1000000")
         .env("FLACK_RATE_LIMIT_BURST", "1000000")
+        .env("FLACK_FRAME_RATE_PER_SEC", "1000000")
+        .env("FLACK_FRAME_BURST", "1000000")
         .env("FLACK_LOG", "warn")
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())

@@ -7,9 +7,10 @@ use flack::protocol::{
     validate_message_body, ClientEvent, MAX_CHANNEL_NAME_CHARS, MAX_DISPLAY_NAME_CHARS,
     MAX_MESSAGE_CHARS,
 };
-use flack::server::chat::{Chat, PostLimit};
+use flack::server::budgets::{Allowance, Budgets};
+use flack::server::chat::{Chat, Limits, PostLimit};
 use flack::server::hub::MemoryHub;
-use flack::server::store::{MemoryStore, SqliteStore, Store};
+use flack::server::store::{CacheLimits, MemoryStore, SqliteStore, Store};
 use proptest::prelude::*;
 use std::sync::Arc;
 
@@ -92,8 +93,17 @@ async fn no_partial_state(store: Arc<dyn Store>, frames: Vec<String>) -> Result<
         per_second: 1_000_000,
         burst: 1_000_000,
     };
-    let chat = Chat::new(store, hub, 100, limit);
-    chat.create_channel("general").await.unwrap();
+    let plenty = Allowance {
+        per_hour: 1000,
+        burst: 1000,
+    };
+    let limits = Limits {
+        window: 100,
+        post: limit,
+        max_channels: 10,
+    };
+    let chat = Chat::new(store, hub, limits, Budgets::new(plenty, plenty));
+    chat.ensure_channels(&["general".into()]).await.unwrap();
     let user = chat
         .store()
         .create_user("t".into(), Some("Fuzz".into()))
@@ -138,7 +148,9 @@ proptest! {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
         rt.block_on(async {
-            let store = SqliteStore::open(&dir.path().join("f.db"), 100, false).await.unwrap();
+            let store = SqliteStore::open(&dir.path().join("f.db"), 100, false, CacheLimits::default())
+                .await
+                .unwrap();
             no_partial_state(Arc::new(store), frames).await
         })?;
     }

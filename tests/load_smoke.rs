@@ -22,6 +22,14 @@ async fn start_flack(store: StoreKind) -> String {
         database: dir.path().join("flack.db"),
         rate_limit_per_sec: 1_000_000,
         rate_limit_burst: 1_000_000,
+        frame_rate_per_sec: 1_000_000,
+        frame_burst: 1_000_000,
+        new_identities_per_hour: 1_000_000,
+        new_identities_burst: 1_000_000,
+        new_channels_per_hour: 1_000_000,
+        new_channels_burst: 1_000_000,
+        max_connections_per_ip: 100_000,
+        max_connections: 100_000,
         ..Config::default()
     };
     let addr = common::serve(config).await;

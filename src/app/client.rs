@@ -4,7 +4,7 @@
 use super::chat_state::{ChannelLog, PendingState};
 use super::socket::{ConnectionStatus, Handlers, Socket};
 use crate::api::post_message;
-use crate::protocol::{channel_key, ChannelInfo, ClientEvent, ServerEvent};
+use crate::protocol::{ChannelInfo, ClientEvent, ServerEvent};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use std::time::Duration;
@@ -186,14 +186,6 @@ impl ChatClient {
                 l.set_pending_state(&client_id, PendingState::Sent)
             }),
             ServerEvent::Ack { .. } => {}
-            ServerEvent::ChannelCreated { channel } => self.new_channels.update(|list| {
-                if !list
-                    .iter()
-                    .any(|c| channel_key(&c.name) == channel_key(&channel.name))
-                {
-                    list.push(channel);
-                }
-            }),
             ServerEvent::Subscribed {
                 channel,
                 messages,

@@ -1,6 +1,7 @@
 //! The user interface: the HTML shell, the routes, and the components of each page. Rendered
 //! on the server first, then hydrated in the browser.
 
+mod browse;
 mod channel;
 pub mod chat_state;
 mod client;
@@ -28,8 +29,25 @@ pub fn channel_path(name: &str) -> String {
 #[derive(Clone, Copy)]
 pub struct Hydrated(pub ReadSignal<bool>);
 
+/// The page's Content-Security-Policy, with this response's nonce (server only).
+#[cfg(feature = "ssr")]
+fn set_page_policy() {
+    if let (Some(nonce), Some(response)) = (
+        leptos::nonce::use_nonce(),
+        use_context::<leptos_axum::ResponseOptions>(),
+    ) {
+        if let Ok(value) = axum::http::HeaderValue::from_str(&crate::server::front::page_policy(
+            &nonce.to_string(),
+        )) {
+            response.insert_header(axum::http::header::CONTENT_SECURITY_POLICY, value);
+        }
+    }
+}
+
 /// The HTML document around the app.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    set_page_policy();
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -75,6 +93,7 @@ pub fn App() -> impl IntoView {
                 <ParentRoute path=path!("") view=workspace::Workspace ssr=SsrMode::Async>
                     <Route path=path!("") view=home::Home ssr=SsrMode::Async/>
                     <Route path=path!("c/:name") view=channel::ChannelPage ssr=SsrMode::Async/>
+                    <Route path=path!("channels") view=browse::BrowseChannels ssr=SsrMode::Async/>
                 </ParentRoute>
             </Routes>
         </Router>

@@ -1,4 +1,5 @@
-//! The channel list (a navigation landmark) and the form that creates a channel.
+//! The channel list (a navigation landmark: the default channels and those you opened
+//! lately, with a link to browse them all) and the form that creates a channel.
 
 use super::{channel_path, ChatClient};
 use crate::api::{list_channels, CreateChannel};
@@ -7,7 +8,7 @@ use leptos::either::Either;
 use leptos::prelude::*;
 use leptos_router::components::A;
 
-/// Every channel, live, plus "create a channel".
+/// Your channels, plus "Browse channels" and "create a channel".
 #[component]
 pub fn Sidebar() -> impl IntoView {
     let client = expect_context::<ChatClient>();
@@ -58,6 +59,7 @@ pub fn Sidebar() -> impl IntoView {
         <aside class="sidebar">
             <nav aria-label="Channels">
                 <h2>"Channels"</h2>
+                <p class="browse-link"><a href="/channels">"Browse channels"</a></p>
                 <ul class="channels">
                     <Transition fallback=|| ()>
                         {move || Suspend::new(async move {

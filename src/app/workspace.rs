@@ -169,6 +169,15 @@ fn Header(me: Me, set_name: ServerAction<SetDisplayName>) -> impl IntoView {
             <button type="button" class="link" on:click=move |_| editing.update(|e| *e = !*e)>
                 "Change name"
             </button>
+            <form method="post" action="/auth/sign_out" class="sign-out">
+                <button
+                    type="submit"
+                    class="link"
+                    title="Until accounts exist, a signed-out identity cannot be recovered: you will start again with a new one."
+                >
+                    "Sign out"
+                </button>
+            </form>
             <Show when=move || editing.get()>
                 <div class="rename">
                     <NameForm set_name submit="Save" current=name()/>

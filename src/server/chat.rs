@@ -6,16 +6,18 @@
 //! answers the callers. So an acknowledgement always means "committed", subscribers always see
 //! sequence order, and durability costs one commit per batch, not per message.
 
+use super::budgets::Budgets;
 use super::hub::{Frame, Hub, Subscription, Topic};
 use super::store::{Appended, NewMessage, Store};
 use crate::error::AppError;
 use crate::protocol::{
     channel_key, validate_channel_name, validate_client_id, validate_display_name,
     validate_message_body, Author, ChannelHistory, ChannelInfo, Message, MessageId, ServerEvent,
-    UserId, UserInfo,
+    UserId, UserInfo, CHANNEL_PAGE,
 };
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -34,14 +36,34 @@ pub struct PostLimit {
     pub burst: u32,
 }
 
+/// The limits [`Chat`] enforces besides the budgets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// How many recent messages a join returns.
+    pub window: usize,
+    /// How fast one user may write (post or delete).
+    pub post: PostLimit,
+    /// Channels the server holds at most.
+    pub max_channels: usize,
+}
+
 /// Flack's application service: a [`Store`] and a [`Hub`] kept in step.
 pub struct Chat {
     store: Arc<dyn Store>,
     hub: Arc<dyn Hub>,
     window: usize,
+    max_channels: usize,
     writes: mpsc::Sender<Write>,
     limiter: DefaultKeyedRateLimiter<UserId>,
+    budgets: Budgets,
+    /// The channels everyone sees in the sidebar (the configured defaults), by key.
+    defaults: std::sync::RwLock<Vec<String>>,
+    /// The channel each user opened last, so that reopening it writes nothing.
+    last_visit: std::sync::Mutex<lru::LruCache<UserId, String>>,
 }
+
+/// Users whose last visit is remembered in memory.
+const LAST_VISITS: usize = 10_000;
 
 enum Write {
     Post {
@@ -57,21 +79,31 @@ enum Write {
 
 impl Chat {
     /// Wires a store and a hub and starts the write pipeline (needs a Tokio runtime).
-    /// `window` is how many recent messages a join returns.
-    pub fn new(store: Arc<dyn Store>, hub: Arc<dyn Hub>, window: usize, limit: PostLimit) -> Self {
+    pub fn new(store: Arc<dyn Store>, hub: Arc<dyn Hub>, limits: Limits, budgets: Budgets) -> Self {
         let (writes, queue) = mpsc::channel(QUEUE);
         tokio::spawn(pipeline(store.clone(), hub.clone(), queue));
-        let per_second = NonZeroU32::new(limit.per_second.max(1)).expect("at least one");
-        let burst = NonZeroU32::new(limit.burst.max(1)).expect("at least one");
+        let per_second = NonZeroU32::new(limits.post.per_second.max(1)).expect("at least one");
+        let burst = NonZeroU32::new(limits.post.burst.max(1)).expect("at least one");
         Chat {
             store,
             hub,
-            window,
+            window: limits.window,
+            max_channels: limits.max_channels,
             writes,
             limiter: DefaultKeyedRateLimiter::keyed(
                 Quota::per_second(per_second).allow_burst(burst),
             ),
+            budgets,
+            defaults: Default::default(),
+            last_visit: std::sync::Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(LAST_VISITS).expect("not zero"),
+            )),
         }
+    }
+
+    /// The hub (for tests and metrics).
+    pub fn hub(&self) -> &dyn Hub {
+        self.hub.as_ref()
     }
 
     /// The store, for identity look-ups.
@@ -79,52 +111,130 @@ impl Chat {
         self.store.as_ref()
     }
 
-    /// Subscribes to a topic's events.
-    pub fn subscribe(&self, topic: &Topic) -> Subscription {
-        self.hub.subscribe(topic)
+    /// Opens an existing channel for `user`: subscribes to its events (before anything is
+    /// read, so nothing published meanwhile is missed) and remembers the visit. Nothing is
+    /// subscribed for a channel that does not exist, so made-up names cost nothing.
+    pub async fn open_channel(
+        &self,
+        user: &UserInfo,
+        name: &str,
+    ) -> Result<(ChannelInfo, Subscription), AppError> {
+        let channel = self.existing(name).await?;
+        let frames = self
+            .hub
+            .subscribe(&Topic::Channel(channel_key(&channel.name)));
+        self.visited(user, &channel.name).await;
+        Ok((channel, frames))
+    }
+
+    /// Remembers that a named user opened a channel (for their sidebar); best effort.
+    pub async fn visited(&self, user: &UserInfo, channel: &str) {
+        if user.name.is_none() {
+            return;
+        }
+        let key = channel_key(channel);
+        {
+            let mut last = self.last_visit.lock().expect("visits lock");
+            if last.get(&user.id) == Some(&key) {
+                return;
+            }
+            last.put(user.id.clone(), key);
+        }
+        if let Err(e) = self.store.record_visit(&user.id, channel).await {
+            tracing::warn!(error = %e, "could not remember a visit");
+        }
     }
 
     /// Sets a user's display name after checking it. A provisional user (`provisional` holds
-    /// its token's hash) is stored now, with its first name.
+    /// its token's hash) is stored now, with its first name, spending one of its address's
+    /// new identities.
     pub async fn set_display_name(
         &self,
         user: &UserId,
         provisional: Option<String>,
         raw: &str,
+        ip: IpAddr,
     ) -> Result<UserInfo, AppError> {
         let name = validate_display_name(raw)?;
         match provisional {
-            Some(token_hash) => self.store.store_user(user.clone(), token_hash, name).await,
+            Some(token_hash) => {
+                self.budgets.new_identity(ip)?;
+                self.store.store_user(user.clone(), token_hash, name).await
+            }
             None => self.store.set_display_name(user, name).await,
         }
     }
 
-    /// Creates a channel and tells every socket.
-    pub async fn create_channel(&self, raw: &str) -> Result<ChannelInfo, AppError> {
+    /// The budgets (for `POST /auth/session`).
+    pub fn budgets(&self) -> &Budgets {
+        &self.budgets
+    }
+
+    /// Creates a channel for a named user, spending one of its address's new channels.
+    pub async fn create_channel(
+        &self,
+        user: &UserInfo,
+        raw: &str,
+        ip: IpAddr,
+    ) -> Result<ChannelInfo, AppError> {
+        if user.name.is_none() {
+            return Err(AppError::NoDisplayName);
+        }
         let name = validate_channel_name(raw)?;
+        if let Some(existing) = self.store.channel(&name).await? {
+            return Err(AppError::ChannelTaken {
+                name: existing.name,
+            });
+        }
+        if self.store.channel_count().await? >= self.max_channels {
+            return Err(AppError::TooManyChannels {
+                max: self.max_channels,
+            });
+        }
+        self.budgets.new_channel(ip)?;
         let channel = self.store.create_channel(name).await?;
-        let event = ServerEvent::ChannelCreated {
-            channel: channel.clone(),
-        };
-        self.hub.publish(&Topic::Lobby, Frame::new(None, &event));
         tracing::info!(channel = %channel.name, "channel created");
+        self.visited(user, &channel.name).await;
         Ok(channel)
     }
 
-    /// Creates each channel that does not exist yet (start-up defaults).
+    /// Creates each channel that does not exist yet (start-up defaults); everyone's sidebar
+    /// lists them.
     pub async fn ensure_channels(&self, names: &[String]) -> Result<(), AppError> {
-        for name in names {
-            match self.create_channel(name).await {
-                Ok(_) | Err(AppError::ChannelTaken { .. }) => {}
+        let mut keys = Vec::new();
+        for raw in names {
+            let name = validate_channel_name(raw)?;
+            match self.store.create_channel(name.clone()).await {
+                Ok(_) | Err(AppError::ChannelTaken { .. }) => keys.push(channel_key(&name)),
                 Err(e) => return Err(e),
             }
         }
+        *self.defaults.write().expect("defaults lock") = keys;
         Ok(())
     }
 
-    /// Every channel.
-    pub async fn channels(&self) -> Result<Vec<ChannelInfo>, AppError> {
-        self.store.channels().await
+    /// The channels of `user`'s sidebar: the defaults, then those they opened lately, by
+    /// name. Bounded whatever the number of channels.
+    pub async fn sidebar(&self, user: &UserInfo) -> Result<Vec<ChannelInfo>, AppError> {
+        let defaults = self.defaults.read().expect("defaults lock").clone();
+        let mut list = Vec::new();
+        for key in &defaults {
+            if let Some(channel) = self.store.channel(key).await? {
+                list.push(channel);
+            }
+        }
+        for channel in self.store.recent_channels(&user.id).await? {
+            if !defaults.contains(&channel_key(&channel.name)) {
+                list.push(channel);
+            }
+        }
+        list.sort_by_key(|c| channel_key(&c.name));
+        Ok(list)
+    }
+
+    /// One page of every channel, by name, after `after` ("Browse channels").
+    pub async fn browse(&self, after: Option<&str>) -> Result<Vec<ChannelInfo>, AppError> {
+        self.store.channel_page(after, CHANNEL_PAGE).await
     }
 
     async fn existing(&self, name: &str) -> Result<ChannelInfo, AppError> {
@@ -209,12 +319,7 @@ impl Chat {
         let name = user.name.clone().ok_or(AppError::NoDisplayName)?;
         let body = validate_message_body(body)?;
         let client_id = client_id.as_deref().map(validate_client_id).transpose()?;
-        if let Err(not_until) = self.limiter.check_key(&user.id) {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            return Err(AppError::RateLimited {
-                retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
-            });
-        }
+        self.spend_write(&user.id)?;
         let (reply, answer) = oneshot::channel();
         let message = NewMessage {
             channel: channel.to_string(),
@@ -229,8 +334,19 @@ impl Chat {
         Ok(answer)
     }
 
+    /// Spends one of the user's writes (posts and deletions share the rate).
+    fn spend_write(&self, user: &UserId) -> Result<(), AppError> {
+        self.limiter.check_key(user).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            AppError::RateLimited {
+                retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
+            }
+        })
+    }
+
     /// Deletes `user`'s own message and tells the channel.
     pub async fn delete(&self, user: &UserId, id: &MessageId) -> Result<Message, AppError> {
+        self.spend_write(user)?;
         let (reply, answer) = oneshot::channel();
         let write = Write::Delete {
             id: id.clone(),
@@ -248,9 +364,11 @@ impl Chat {
             .map_err(|_| AppError::internal("the write pipeline has stopped"))
     }
 
-    /// Forgets rate-limit state of users idle long enough to be back at full burst.
+    /// Forgets rate-limit state of users and addresses idle long enough to be back at full
+    /// burst.
     pub fn forget_idle_limits(&self) {
         self.limiter.retain_recent();
+        self.budgets.forget_idle();
     }
 }
 
@@ -331,6 +449,7 @@ async fn pipeline(store: Arc<dyn Store>, hub: Arc<dyn Hub>, mut queue: mpsc::Rec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::budgets::Allowance;
     use crate::server::hub::MemoryHub;
     use crate::server::store::MemoryStore;
 
@@ -339,12 +458,22 @@ mod tests {
         burst: 10_000,
     };
 
+    const HERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     fn chat_with(limit: PostLimit) -> Chat {
+        let plenty = Allowance {
+            per_hour: 1000,
+            burst: 1000,
+        };
         Chat::new(
             Arc::new(MemoryStore::new(100)),
             Arc::new(MemoryHub::new(256)),
-            100,
-            limit,
+            Limits {
+                window: 100,
+                post: limit,
+                max_channels: 5,
+            },
+            Budgets::new(plenty, plenty),
         )
     }
 
@@ -362,9 +491,9 @@ mod tests {
     #[tokio::test]
     async fn posting_validates_and_fans_out_once_serialized() {
         let chat = chat();
-        chat.create_channel("general").await.unwrap();
+        chat.ensure_channels(&["general".into()]).await.unwrap();
         let ada = named(&chat, "a", "Ada").await;
-        let mut sub = chat.subscribe(&Topic::Channel("general".into()));
+        let mut sub = chat.hub().subscribe(&Topic::Channel("general".into()));
         let m = chat
             .post(&ada, "General", "hi <b>", None)
             .await
@@ -384,9 +513,9 @@ mod tests {
     #[tokio::test]
     async fn a_retried_send_is_acknowledged_but_not_broadcast_again() {
         let chat = chat();
-        chat.create_channel("general").await.unwrap();
+        chat.ensure_channels(&["general".into()]).await.unwrap();
         let ada = named(&chat, "a", "Ada").await;
-        let mut sub = chat.subscribe(&Topic::Channel("general".into()));
+        let mut sub = chat.hub().subscribe(&Topic::Channel("general".into()));
         let first = chat
             .post(&ada, "general", "once", Some("k".into()))
             .await
@@ -404,7 +533,7 @@ mod tests {
     #[tokio::test]
     async fn nameless_users_cannot_post() {
         let chat = chat();
-        chat.create_channel("general").await.unwrap();
+        chat.ensure_channels(&["general".into()]).await.unwrap();
         let anon = chat.store().create_user("x".into(), None).await.unwrap();
         assert_eq!(
             chat.post(&anon, "general", "hi", None).await,
@@ -418,7 +547,7 @@ mod tests {
             per_second: 1,
             burst: 3,
         });
-        chat.create_channel("general").await.unwrap();
+        chat.ensure_channels(&["general".into()]).await.unwrap();
         let ada = named(&chat, "a", "Ada").await;
         let bob = named(&chat, "b", "Bob").await;
         for i in 0..3 {
@@ -436,24 +565,50 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn channel_creation_reaches_the_lobby() {
+    async fn channels_need_a_name_and_stop_at_the_cap() {
         let chat = chat();
-        let mut lobby = chat.subscribe(&Topic::Lobby);
-        chat.create_channel(" #Random ").await.unwrap();
-        let frame = lobby.recv().await.unwrap();
-        assert!(frame.text.as_str().contains(r#""name":"Random""#));
+        let anon = chat.store().create_user("x".into(), None).await.unwrap();
+        assert_eq!(
+            chat.create_channel(&anon, "mine", HERE).await,
+            Err(AppError::NoDisplayName)
+        );
+        let ada = named(&chat, "a", "Ada").await;
+        let made = chat.create_channel(&ada, " #Random ", HERE).await.unwrap();
+        assert_eq!(made.name, "Random");
         assert!(matches!(
-            chat.create_channel("random").await,
+            chat.create_channel(&ada, "random", HERE).await,
             Err(AppError::ChannelTaken { .. })
         ));
-        assert!(lobby.try_recv().is_err());
+        // The creator's sidebar lists it; nobody else's does.
+        let bob = named(&chat, "b", "Bob").await;
+        assert!(chat
+            .sidebar(&ada)
+            .await
+            .unwrap()
+            .iter()
+            .any(|c| c.name == "Random"));
+        assert!(!chat
+            .sidebar(&bob)
+            .await
+            .unwrap()
+            .iter()
+            .any(|c| c.name == "Random"));
+        for i in 1..5 {
+            chat.create_channel(&ada, &format!("c{i}"), HERE)
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            chat.create_channel(&ada, "one-too-many", HERE).await,
+            Err(AppError::TooManyChannels { max: 5 })
+        );
     }
 
     #[tokio::test]
     async fn concurrent_posts_are_published_in_sequence_order() {
         let chat = Arc::new(chat());
-        chat.create_channel("race").await.unwrap();
-        let mut sub = chat.subscribe(&Topic::Channel("race".into()));
+        chat.ensure_channels(&["race".into()]).await.unwrap();
+        let mut sub = chat.hub().subscribe(&Topic::Channel("race".into()));
         let mut tasks = Vec::new();
         for t in 0..8 {
             let chat = chat.clone();

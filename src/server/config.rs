@@ -4,7 +4,7 @@
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// Where messages are kept.
@@ -51,8 +51,47 @@ pub struct Config {
     /// Browser origins allowed to open the WebSocket and call server functions besides the
     /// site's own (e.g. `"https://chat.example.com"`).
     pub allowed_origins: Vec<String>,
-    /// Mark the identity cookie `Secure` (set it when serving over HTTPS).
+    /// Mark the identity cookie `Secure` even when `public_url` is not HTTPS.
     pub secure_cookies: bool,
+    /// The URL people use to reach this server (`https://chat.example.com`). Requests naming
+    /// another host are refused, browser requests from another origin too; an `https` URL
+    /// makes the identity cookie `Secure`. Empty: `http://` and `address` (and, when that is a
+    /// loopback address, `localhost` on the same port).
+    pub public_url: String,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (their own addresses).
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Connections open at once, from everyone.
+    pub max_connections: usize,
+    /// Connections open at once from one client address (IPv6: one /64).
+    pub max_connections_per_ip: usize,
+    /// Seconds a connection may take to send a request's head, or stay idle between requests.
+    pub header_timeout_secs: u64,
+    /// Seconds a request's body may take to arrive.
+    pub body_timeout_secs: u64,
+    /// The largest request body, in bytes (larger: 413).
+    pub max_body_bytes: usize,
+    /// Bytes queued for one WebSocket; a client that lets more pile up is cut off (4008).
+    pub outgoing_queue_bytes: usize,
+    /// Frames of any kind one WebSocket may send per second, sustained; past it (and past
+    /// `frame_burst`) a frame is refused, and `flood_strikes` refusals in a row close it (4029).
+    pub frame_rate_per_sec: u32,
+    /// Frames one WebSocket may send at once before `frame_rate_per_sec` applies.
+    pub frame_burst: u32,
+    /// New identities (stored users) one client address may create per hour, sustained.
+    pub new_identities_per_hour: u32,
+    /// New identities one client address may create at once.
+    pub new_identities_burst: u32,
+    /// New channels one client address may create per hour, sustained.
+    pub new_channels_per_hour: u32,
+    /// New channels one client address may create at once.
+    pub new_channels_burst: u32,
+    /// Channels the server holds at most; creating more is refused.
+    pub max_channels: usize,
+    /// Bytes of recent messages kept in memory across all channels (SQLite store); the
+    /// least recently used windows are dropped past it and read from disk when next needed.
+    pub window_cache_bytes: usize,
+    /// Users kept in memory (SQLite store); the least recently seen are read again from disk.
+    pub user_cache_entries: usize,
     /// `tracing` filter, e.g. `"info"` or `"flack=debug,tower_http=info"`.
     pub log: String,
     /// Log as JSON lines instead of text.
@@ -77,6 +116,23 @@ impl Default for Config {
             broadcast_capacity: 1024,
             allowed_origins: Vec::new(),
             secure_cookies: false,
+            public_url: String::new(),
+            trusted_proxies: Vec::new(),
+            max_connections: 20_000,
+            max_connections_per_ip: 256,
+            header_timeout_secs: 10,
+            body_timeout_secs: 10,
+            max_body_bytes: 64 * 1024,
+            outgoing_queue_bytes: 4 * 1024 * 1024,
+            frame_rate_per_sec: 50,
+            frame_burst: 200,
+            new_identities_per_hour: 60,
+            new_identities_burst: 20,
+            new_channels_per_hour: 30,
+            new_channels_burst: 10,
+            max_channels: 10_000,
+            window_cache_bytes: 32 * 1024 * 1024,
+            user_cache_entries: 50_000,
             log: "info".into(),
             log_json: false,
         }
@@ -107,6 +163,21 @@ impl Config {
             per_second: self.rate_limit_per_sec,
             burst: self.rate_limit_burst,
         }
+    }
+
+    /// How long a request head may take, or a connection idle between requests.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs.max(1))
+    }
+
+    /// How long a request body may take.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout_secs.max(1))
+    }
+
+    /// Where the site is reached: `public_url`, or `http://` and the listening address.
+    pub fn site(&self) -> Result<super::site::Site, String> {
+        super::site::Site::with_origins(&self.public_url, self.address, &self.allowed_origins)
     }
 
     /// The ping interval as a duration.

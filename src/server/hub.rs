@@ -9,8 +9,6 @@ use tokio::sync::broadcast;
 /// Who receives an event.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Topic {
-    /// Every connected socket (channel list changes).
-    Lobby,
     /// Sockets with this channel open (by [`crate::protocol::channel_key`]).
     Channel(String),
 }
@@ -45,12 +43,23 @@ pub trait Hub: Send + Sync + 'static {
     fn publish(&self, topic: &Topic, frame: Frame);
     /// Subscribes to `topic`; frames published from now on arrive in publish order.
     fn subscribe(&self, topic: &Topic) -> Subscription;
+    /// Topics held now (each costs a queue): for tests and metrics.
+    fn topic_count(&self) -> usize;
 }
 
-/// Fans out within one process through `tokio::sync::broadcast`, one sender per topic.
+/// Fans out within one process through `tokio::sync::broadcast`, one sender per topic. A
+/// topic exists only while it has subscribers: one whose last subscriber left is dropped at
+/// the next publish to it, or by the sweep that runs whenever the map has doubled.
 pub struct MemoryHub {
     capacity: usize,
-    topics: Mutex<HashMap<Topic, broadcast::Sender<Frame>>>,
+    topics: Mutex<Topics>,
+}
+
+#[derive(Default)]
+struct Topics {
+    map: HashMap<Topic, broadcast::Sender<Frame>>,
+    /// Topics left after the last sweep.
+    after_sweep: usize,
 }
 
 impl MemoryHub {
@@ -61,28 +70,31 @@ impl MemoryHub {
             topics: Mutex::default(),
         }
     }
-
-    /// Topics that currently have a sender (for tests and metrics).
-    pub fn topic_count(&self) -> usize {
-        self.topics.lock().expect("hub lock").len()
-    }
 }
 
 impl Hub for MemoryHub {
     fn publish(&self, topic: &Topic, frame: Frame) {
         let mut topics = self.topics.lock().expect("hub lock");
-        if let Some(sender) = topics.get(topic) {
+        if let Some(sender) = topics.map.get(topic) {
             if sender.send(frame).is_err() {
                 // Nobody listens any more: forget the topic so idle channels cost nothing.
-                topics.remove(topic);
+                topics.map.remove(topic);
             }
         }
     }
 
+    fn topic_count(&self) -> usize {
+        self.topics.lock().expect("hub lock").map.len()
+    }
+
     fn subscribe(&self, topic: &Topic) -> Subscription {
-        self.topics
-            .lock()
-            .expect("hub lock")
+        let mut topics = self.topics.lock().expect("hub lock");
+        if topics.map.len() >= 2 * topics.after_sweep + 64 {
+            topics.map.retain(|_, sender| sender.receiver_count() > 0);
+            topics.after_sweep = topics.map.len();
+        }
+        topics
+            .map
             .entry(topic.clone())
             .or_insert_with(|| broadcast::channel(self.capacity).0)
             .subscribe()
@@ -125,7 +137,7 @@ mod tests {
     #[tokio::test]
     async fn a_lagging_subscriber_is_told_not_dropped() {
         let hub = MemoryHub::new(4);
-        let topic = Topic::Lobby;
+        let topic = Topic::Channel("c".into());
         let mut slow = hub.subscribe(&topic);
         for seq in 1..=10 {
             hub.publish(&topic, frame(seq));
@@ -142,5 +154,10 @@ mod tests {
         assert_eq!(hub.topic_count(), 1);
         hub.publish(&topic, frame(1));
         assert_eq!(hub.topic_count(), 0);
+        // Topics nobody publishes to are swept as the map grows.
+        for i in 0..10_000 {
+            drop(hub.subscribe(&Topic::Channel(format!("c{i}"))));
+        }
+        assert!(hub.topic_count() <= 128, "{}", hub.topic_count());
     }
 }

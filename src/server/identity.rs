@@ -1,9 +1,17 @@
-//! Who is asking. A browser gets a secret token in a long-lived HttpOnly cookie on its first
-//! page view, and with it a provisional identity: an id derived from the token, stored nowhere
-//! until the browser chooses a display name (so crawlers and health checks leave no users
-//! behind). A bot gets a stored identity at once from `POST /auth/session` and sends its token
-//! as a cookie or as `Authorization: Bearer <token>`. Only a hash of each token is stored.
+//! Who is asking. Identities are the server's: every token is 32 random bytes chosen by the
+//! server, half of them a MAC of the other half under the server's secret, so a token the
+//! server never issued is recognised as such and answered with a fresh one (it never becomes
+//! an identity). A browser gets a token in a long-lived HttpOnly cookie on its first page view
+//! and with it a provisional identity, stored nowhere until it chooses a display name; its id
+//! is derived from the token under the secret, so nobody can choose or grind it offline. A bot
+//! gets a stored identity at once from `POST /auth/session` and sends its token as a cookie or
+//! as `Authorization: Bearer <token>`. Only a hash of each token is stored; "Sign out" revokes
+//! it and closes its sockets.
+//!
+//! The middleware here is also the site's front gate: it refuses requests for another `Host`
+//! and cross-site writes before anything else runs.
 
+use super::client_addr::{client_ip, ClientIp, PeerAddr};
 use super::state::AppState;
 use crate::error::AppError;
 use crate::protocol::{validate_display_name, UserId, UserInfo};
@@ -13,14 +21,18 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cookie::{Cookie, SameSite};
+use hmac::{Hmac, Mac};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::net::IpAddr;
 
 /// The identity cookie's name.
 pub const COOKIE: &str = "flack_session";
 /// How long the identity cookie lives (400 days, the most browsers keep one).
 const COOKIE_MAX_AGE_DAYS: i64 = 400;
+/// Random bytes of a token; as many again are its MAC.
+const TOKEN_NONCE: usize = 16;
 
 /// The authenticated user, put in the request's extensions by [`identify`].
 #[derive(Debug, Clone)]
@@ -30,27 +42,73 @@ pub struct CurrentUser(pub UserInfo);
 #[derive(Debug, Clone)]
 pub struct Provisional(pub String);
 
+/// The hash of the token this request presented (or was just given).
+#[derive(Debug, Clone)]
+pub struct TokenHash(pub String);
+
 /// What [`identify`] put in the request that a page or server function is serving now
-/// ([`CurrentUser`], [`Provisional`]), read from the request parts Leptos provides.
+/// ([`CurrentUser`], [`Provisional`], [`TokenHash`], [`ClientIp`]), read from the request
+/// parts Leptos provides.
 pub fn of_this_request<T: Clone + Send + Sync + 'static>() -> Option<T> {
     let parts = leptos::prelude::use_context::<axum::http::request::Parts>()?;
     parts.extensions.get::<T>().cloned()
 }
 
-/// The id a token's provisional user has, and keeps once stored: derived from the token
-/// (one-way), so it is the same on every request without being stored.
-fn provisional_id(token: &str) -> UserId {
-    let digest = Sha256::digest(format!("flack-user-id:{token}").as_bytes());
-    UserId(hex::encode(&digest[..16]))
+/// Issues and checks tokens under the server's secret.
+pub struct Tokens {
+    secret: Vec<u8>,
 }
 
-fn new_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
+type HmacSha256 = Hmac<Sha256>;
+
+impl Tokens {
+    /// Tokens under `secret` (kept by the store, so they outlive restarts).
+    pub fn new(secret: Vec<u8>) -> Self {
+        Tokens { secret }
+    }
+
+    fn mac(&self, purpose: &str, data: &[u8]) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(&self.secret).expect("HMAC takes any key");
+        mac.update(purpose.as_bytes());
+        mac.update(data);
+        mac
+    }
+
+    /// A fresh token: random, and signed.
+    pub fn issue(&self) -> String {
+        let mut nonce = [0u8; TOKEN_NONCE];
+        rand::rng().fill_bytes(&mut nonce);
+        let tag = self.mac("flack-token:", &nonce).finalize().into_bytes();
+        format!("{}{}", hex::encode(nonce), hex::encode(&tag[..TOKEN_NONCE]))
+    }
+
+    /// Whether this server issued `token`.
+    pub fn issued(&self, token: &str) -> bool {
+        let Ok(bytes) = hex::decode(token) else {
+            return false;
+        };
+        if bytes.len() != 2 * TOKEN_NONCE {
+            return false;
+        }
+        let (nonce, tag) = bytes.split_at(TOKEN_NONCE);
+        self.mac("flack-token:", nonce)
+            .verify_truncated_left(tag)
+            .is_ok()
+    }
+
+    /// The id of the user a token stands for: derived under the secret, so it cannot be
+    /// chosen, predicted or ground for by anyone without it.
+    pub fn user_id(&self, token: &str) -> UserId {
+        let digest = self
+            .mac("flack-user-id:", token.as_bytes())
+            .finalize()
+            .into_bytes();
+        UserId(hex::encode(&digest[..16]))
+    }
 }
 
-fn hash_token(token: &str) -> String {
+/// How a token is stored: its SHA-256.
+pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
@@ -85,18 +143,21 @@ fn session_cookie(token: &str, secure: bool) -> HeaderValue {
     HeaderValue::from_str(&cookie.to_string()).expect("cookie is ASCII")
 }
 
-/// Whether a request's `Origin` (if any) is this site or an allowed one. Requests without an
-/// Origin come from non-browser clients, which carry their token explicitly.
-pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-        return true;
-    };
-    if allowed.iter().any(|a| a == origin) {
-        return true;
-    }
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
-    matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
+/// The cookie that replaces a signed-out one.
+pub fn cleared_cookie(secure: bool) -> HeaderValue {
+    let cookie = Cookie::build((COOKIE, ""))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(secure)
+        .max_age(cookie::time::Duration::ZERO)
+        .build();
+    HeaderValue::from_str(&cookie.to_string()).expect("cookie is ASCII")
+}
+
+/// Whether the identity cookie must be `Secure`.
+pub fn secure_cookies(state: &AppState) -> bool {
+    state.config.secure_cookies || state.site.is_https()
 }
 
 /// Static files need no identity.
@@ -108,52 +169,81 @@ fn is_asset(path: &str) -> bool {
             .is_some_and(|last| last.contains('.'))
 }
 
-/// Middleware: refuses cross-site writes, finds the caller's user (issuing a new token to a
-/// browser that has none) and puts it in the request as [`CurrentUser`], with [`Provisional`]
-/// when it is not stored yet.
+/// The client address of a request, as budgets and caps see it.
+pub fn client_of(state: &AppState, req: &Request) -> IpAddr {
+    let peer = req
+        .extensions()
+        .get::<PeerAddr>()
+        .map_or(IpAddr::from([127, 0, 0, 1]), |PeerAddr(addr)| addr.ip());
+    client_ip(peer, req.headers(), &state.config.trusted_proxies)
+}
+
+/// Middleware on everything: refuses requests for another host and cross-site writes, notes
+/// the client's address, and (but for static files) finds the caller's user, issuing a fresh
+/// token to a browser that presents none or one the server did not issue. Puts
+/// [`CurrentUser`], [`TokenHash`] and, when not stored yet, [`Provisional`] in the request.
 pub async fn identify(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    if is_asset(req.uri().path()) {
-        return next.run(req).await;
+    if !state.site.host_allowed(req.headers()) {
+        return AppError::ForeignHost.into_response();
     }
     if req.method() != Method::GET
         && req.method() != Method::HEAD
-        && !origin_allowed(req.headers(), &state.config.allowed_origins)
+        && !state.site.origin_allowed(req.headers())
     {
         return AppError::ForeignOrigin.into_response();
     }
+    let ip = client_of(&state, &req);
+    req.extensions_mut().insert(ClientIp(ip));
+    // Static files need no identity; `/auth/session` makes its own.
+    if is_asset(req.uri().path()) || req.uri().path() == "/auth/session" {
+        return next.run(req).await;
+    }
     let store = state.chat.store();
-    let (token, new_cookie) = match presented_token(req.headers()) {
-        Some(token) => (token, None),
-        None => {
-            let token = new_token();
-            let cookie = session_cookie(&token, state.config.secure_cookies);
-            (token, Some(cookie))
+    let presented = presented_token(req.headers());
+    let mut stored = None;
+    if let Some(token) = &presented {
+        match store.user_by_token(&hash_token(token)).await {
+            Ok(user) => stored = user.map(|user| (token.clone(), user)),
+            Err(e) => return e.into_response(),
+        }
+    }
+    let stored_user = stored.is_some();
+    let (token, user, new_cookie) = match (stored, presented) {
+        (Some((token, user)), _) => (token, user, None),
+        (None, Some(token)) if state.tokens.issued(&token) && !revoked(&state, &token).await => {
+            let id = state.tokens.user_id(&token);
+            (token, UserInfo { id, name: None }, None)
+        }
+        // None, or one we never issued (or revoked): a fresh identity, never the one offered.
+        _ => {
+            let token = state.tokens.issue();
+            let cookie = session_cookie(&token, secure_cookies(&state));
+            let id = state.tokens.user_id(&token);
+            (token, UserInfo { id, name: None }, Some(cookie))
         }
     };
     let token_hash = hash_token(&token);
-    let stored = match new_cookie {
-        Some(_) => None,
-        None => match store.user_by_token(&token_hash).await {
-            Ok(user) => user,
-            Err(e) => return e.into_response(),
-        },
-    };
-    let user = match stored {
-        Some(user) => user,
-        None => {
-            req.extensions_mut().insert(Provisional(token_hash));
-            UserInfo {
-                id: provisional_id(&token),
-                name: None,
-            }
-        }
-    };
+    if new_cookie.is_some() || user.name.is_none() && !stored_user {
+        // Not stored until a name is chosen (see `Chat::set_display_name`).
+        req.extensions_mut().insert(Provisional(token_hash.clone()));
+    }
+    req.extensions_mut().insert(TokenHash(token_hash));
     req.extensions_mut().insert(CurrentUser(user));
     let mut response = next.run(req).await;
     if let Some(cookie) = new_cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     response
+}
+
+async fn revoked(state: &AppState, token: &str) -> bool {
+    // A store that cannot answer is taken to say "revoked": a fresh identity is harmless.
+    state
+        .chat
+        .store()
+        .token_revoked(&hash_token(token))
+        .await
+        .unwrap_or(true)
 }
 
 /// Body of `POST /auth/session`.
@@ -173,23 +263,21 @@ pub struct SessionResponse {
 }
 
 /// `POST /auth/session {"name":"bot"}`: a fresh identity with a display name, for clients that
-/// are not browsers. Not behind [`identify`], so it never creates a second, anonymous user.
+/// are not browsers; spends one of the address's new-identity budget.
 pub async fn create_session(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    axum::Extension(ClientIp(ip)): axum::Extension<ClientIp>,
     Json(request): Json<SessionRequest>,
 ) -> Result<Response, AppError> {
-    if !origin_allowed(&headers, &state.config.allowed_origins) {
-        return Err(AppError::ForeignOrigin);
-    }
     let name = validate_display_name(&request.name)?;
-    let token = new_token();
+    state.chat.budgets().new_identity(ip)?;
+    let token = state.tokens.issue();
     let user = state
         .chat
         .store()
-        .create_user(hash_token(&token), Some(name))
+        .store_user(state.tokens.user_id(&token), hash_token(&token), name)
         .await?;
-    let cookie = session_cookie(&token, state.config.secure_cookies);
+    let cookie = session_cookie(&token, secure_cookies(&state));
     let mut response = Json(SessionResponse { user, token }).into_response();
     response.headers_mut().append(header::SET_COOKIE, cookie);
     Ok(response)
@@ -208,12 +296,39 @@ mod tests {
     }
 
     #[test]
-    fn a_token_always_means_the_same_provisional_id() {
-        let (a, b) = (new_token(), new_token());
-        assert_eq!(provisional_id(&a), provisional_id(&a));
-        assert_ne!(provisional_id(&a), provisional_id(&b));
-        assert_eq!(provisional_id(&a).0.len(), 32);
-        assert_ne!(provisional_id(&a).0, hash_token(&a)[..32]);
+    fn only_issued_tokens_are_recognised() {
+        let tokens = Tokens::new(b"secret one".to_vec());
+        let token = tokens.issue();
+        assert_eq!(token.len(), 64);
+        assert!(tokens.issued(&token));
+        assert_ne!(token, tokens.issue());
+        for forged in [
+            "",
+            "a",
+            &"0".repeat(64),
+            &token[..63],
+            &format!("{token}00"),
+        ] {
+            assert!(!tokens.issued(forged), "{forged:?}");
+        }
+        // Flip one digit of the MAC half.
+        let mut bad = token.clone().into_bytes();
+        bad[40] = if bad[40] == b'0' { b'1' } else { b'0' };
+        assert!(!tokens.issued(std::str::from_utf8(&bad).unwrap()));
+        // Another server's secret does not accept it.
+        assert!(!Tokens::new(b"secret two".to_vec()).issued(&token));
+    }
+
+    #[test]
+    fn user_ids_depend_on_the_secret() {
+        let one = Tokens::new(b"one".to_vec());
+        let two = Tokens::new(b"two".to_vec());
+        let token = one.issue();
+        assert_eq!(one.user_id(&token), one.user_id(&token));
+        assert_ne!(one.user_id(&token), two.user_id(&token));
+        assert_eq!(one.user_id(&token).0.len(), 32);
+        // Not the plain hash the client could compute.
+        assert!(!hash_token(&token).starts_with(&one.user_id(&token).0[..8]));
     }
 
     #[test]
@@ -226,37 +341,17 @@ mod tests {
     }
 
     #[test]
-    fn only_same_or_allowed_origins_pass() {
-        let same = headers(&[
-            (header::HOST, "127.0.0.1:3000"),
-            (header::ORIGIN, "http://127.0.0.1:3000"),
-        ]);
-        assert!(origin_allowed(&same, &[]));
-        let foreign = headers(&[
-            (header::HOST, "127.0.0.1:3000"),
-            (header::ORIGIN, "http://evil.example"),
-        ]);
-        assert!(!origin_allowed(&foreign, &[]));
-        assert!(origin_allowed(&foreign, &["http://evil.example".into()]));
-        assert!(origin_allowed(&headers(&[(header::HOST, "x")]), &[]));
-    }
-
-    #[test]
     fn cookies_are_http_only_and_lax() {
         let c = session_cookie("t", false).to_str().unwrap().to_string();
         assert!(c.contains("HttpOnly") && c.contains("SameSite=Lax") && c.contains("Max-Age="));
+        assert!(!c.contains("Secure"));
         assert!(session_cookie("t", true)
             .to_str()
             .unwrap()
             .contains("Secure"));
-    }
-
-    #[test]
-    fn tokens_are_random_and_stored_hashed() {
-        let (a, b) = (new_token(), new_token());
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 64);
-        assert_ne!(hash_token(&a), a);
-        assert_eq!(hash_token(&a), hash_token(&a));
+        assert!(cleared_cookie(false)
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0"));
     }
 }

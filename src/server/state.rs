@@ -1,9 +1,14 @@
 //! The state every handler and server function reaches (as axum state and Leptos context).
 
-use super::chat::Chat;
+use super::budgets::{Allowance, Budgets};
+use super::chat::{Chat, Limits};
 use super::config::{Config, StoreKind};
 use super::hub::MemoryHub;
-use super::store::{MemoryStore, SqliteStore, Store};
+use super::identity::Tokens;
+use super::serve::Connections;
+use super::site::Site;
+use super::sockets::Sockets;
+use super::store::{CacheLimits, MemoryStore, SqliteStore, Store};
 use crate::error::AppError;
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
@@ -16,14 +21,29 @@ pub struct AppState {
     pub leptos_options: LeptosOptions,
     /// Flack's settings.
     pub config: Arc<Config>,
+    /// Where requests may come from.
+    pub site: Arc<Site>,
+    /// Issues and checks identity tokens.
+    pub tokens: Arc<Tokens>,
     /// The application service.
     pub chat: Arc<Chat>,
+    /// Open TCP connections against their caps (by peer address).
+    pub connections: Arc<Connections>,
+    /// Open WebSockets against the per-client cap (by client address, behind proxies too).
+    pub socket_slots: Arc<Connections>,
+    /// Open WebSockets by token, and the bytes they have queued.
+    pub sockets: Arc<Sockets>,
 }
 
 impl AppState {
     /// Opens the configured store, starts the hub and the write pipeline, and creates the
     /// default channels.
     pub async fn new(config: Config, leptos_options: LeptosOptions) -> Result<Self, AppError> {
+        let site = config.site().map_err(AppError::internal)?;
+        let caches = CacheLimits {
+            window_bytes: config.window_cache_bytes,
+            users: config.user_cache_entries,
+        };
         let store: Arc<dyn Store> = match config.store {
             StoreKind::Memory => Arc::new(MemoryStore::new(config.history_window)),
             StoreKind::Sqlite => Arc::new(
@@ -31,22 +51,39 @@ impl AppState {
                     &config.database,
                     config.history_window,
                     config.sqlite_full_sync,
+                    caches,
                 )
                 .await?,
             ),
         };
+        let tokens = Tokens::new(store.secret().await?);
         let hub = Arc::new(MemoryHub::new(config.broadcast_capacity));
-        let chat = Arc::new(Chat::new(
-            store,
-            hub,
-            config.history_window,
-            config.post_limit(),
-        ));
+        let budgets = Budgets::new(
+            Allowance {
+                per_hour: config.new_identities_per_hour,
+                burst: config.new_identities_burst,
+            },
+            Allowance {
+                per_hour: config.new_channels_per_hour,
+                burst: config.new_channels_burst,
+            },
+        );
+        let limits = Limits {
+            window: config.history_window,
+            post: config.post_limit(),
+            max_channels: config.max_channels,
+        };
+        let chat = Arc::new(Chat::new(store, hub, limits, budgets));
         chat.ensure_channels(&config.default_channels).await?;
         Ok(AppState {
             leptos_options,
-            config: Arc::new(config),
+            site: Arc::new(site),
+            tokens: Arc::new(tokens),
             chat,
+            connections: Connections::new(config.max_connections, config.max_connections_per_ip),
+            socket_slots: Connections::new(config.max_connections, config.max_connections_per_ip),
+            sockets: Arc::new(Sockets::default()),
+            config: Arc::new(config),
         })
     }
 }

@@ -1,19 +1,23 @@
 //! The WebSocket at `/ws`. Each socket has two tasks: the session reads the client's
-//! [`ClientEvent`]s and puts its answers (and the lobby's frames) in a bounded outgoing queue;
+//! [`ClientEvent`]s and puts its answers in an outgoing queue bounded in frames and bytes;
 //! the writer drains that queue into the socket and also follows the open channel, taking its
 //! frames straight from the hub, so a delivery wakes one task, not two. A client that stops
 //! reading lets its queue or its channel backlog fill and is cut off (close code 4008) instead
 //! of holding memory; it catches up when it reconnects. A client that keeps sending past its
 //! rate limit is closed (4029).
 
+use super::budgets::{budget_key, FrameBudget};
 use super::chat::settle;
-use super::hub::{Frame, Subscription, Topic};
-use super::identity::{origin_allowed, CurrentUser};
+use super::client_addr::ClientIp;
+use super::hub::{Frame, Subscription};
+use super::identity::{CurrentUser, TokenHash};
+use super::serve::{Admitted, ConnectionSlot};
+use super::sockets::Registered;
 use super::state::AppState;
 use super::store::Appended;
 use crate::error::AppError;
 use crate::protocol::{
-    channel_key, decode_client_event, ClientEvent, ServerEvent, UserInfo, CLOSE_FLOOD,
+    decode_client_event, ClientEvent, ServerEvent, UserInfo, CLOSE_FLOOD, CLOSE_SIGNED_OUT,
     CLOSE_SLOW_CONSUMER, MAX_FRAME_BYTES,
 };
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -25,6 +29,8 @@ use futures_util::stream::{FuturesOrdered, SplitSink};
 use futures_util::{SinkExt, StreamExt};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::mpsc::error::TrySendError;
@@ -38,29 +44,110 @@ const CLOSE_TOO_BIG: u16 = 1009;
 const MAX_IN_FLIGHT: usize = 256;
 /// Frames written before one flush.
 const WRITE_BATCH: usize = 64;
+/// Bytes written before one flush: the socket library buffers whatever it is fed, so a
+/// client that does not read must stop the writer here, not after 64 large frames.
+const FLUSH_BYTES: usize = 256 * 1024;
 /// The reason sent with [`CLOSE_SLOW_CONSUMER`], by the session (its queue) or the writer
 /// (its channel backlog).
 const TOO_SLOW: &str = "too slow to keep up";
 /// How long a closing socket waits for the client's close reply.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long a closing socket waits for sends already committing, to acknowledge them.
+const ACK_GRACE: Duration = Duration::from_secs(2);
 
-/// `GET /ws`: checks the Origin and the identity, then upgrades.
+/// What a socket holds on to for as long as it lives: its places under the connection caps
+/// and its registration (which "Sign out" uses to close it).
+struct Holds {
+    _connection: Option<Arc<Admitted>>,
+    _socket: Admitted,
+    registered: Registered,
+}
+
+/// `GET /ws`: checks the Origin, the identity and the per-client socket cap, then upgrades.
+#[allow(clippy::too_many_arguments)]
 pub async fn upgrade(
     ws: WebSocketUpgrade,
     State(state): State<AppState>,
     headers: HeaderMap,
     user: Option<Extension<CurrentUser>>,
+    token: Option<Extension<TokenHash>>,
+    client: Option<Extension<ClientIp>>,
+    slot: Option<Extension<ConnectionSlot>>,
 ) -> Response {
-    if !origin_allowed(&headers, &state.config.allowed_origins) {
+    if !state.site.origin_allowed(&headers) {
         return AppError::ForeignOrigin.into_response();
     }
-    let Some(Extension(CurrentUser(user))) = user else {
+    let (Some(Extension(CurrentUser(user))), Some(Extension(TokenHash(token)))) = (user, token)
+    else {
         return AppError::Unauthenticated.into_response();
     };
+    let ip = client.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |c| c.0 .0);
+    let Some(socket_slot) = state.socket_slots.admit(budget_key(ip)) else {
+        return AppError::RateLimited {
+            retry_after_ms: 1000,
+        }
+        .into_response();
+    };
+    let holds = Holds {
+        _connection: slot.map(|s| s.0 .0),
+        _socket: socket_slot,
+        registered: state.sockets.register(&token),
+    };
+    // The socket library's own write buffer is bounded too: past it a write fails and the
+    // socket is closed, so queue, waiting window and buffer together stay bounded.
+    let max_buffered = state.config.outgoing_queue_bytes.max(MAX_FRAME_BYTES) + FLUSH_BYTES;
     ws.max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
         .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| run(socket, state, user))
+        .max_write_buffer_size(max_buffered)
+        .on_upgrade(move |socket| run(socket, state, user, holds))
+}
+
+/// Bytes queued for one socket, counted here and in the server-wide total.
+#[derive(Clone)]
+struct Queued {
+    mine: Arc<AtomicUsize>,
+    all: Arc<AtomicUsize>,
+}
+
+impl Queued {
+    fn add(&self, bytes: usize) -> usize {
+        self.all.fetch_add(bytes, Ordering::Relaxed);
+        self.mine.fetch_add(bytes, Ordering::Relaxed) + bytes
+    }
+
+    fn sub(&self, bytes: usize) {
+        self.all.fetch_sub(bytes, Ordering::Relaxed);
+        self.mine.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        // The last handle of a socket gives back whatever was never written.
+        if Arc::strong_count(&self.mine) == 1 {
+            self.all
+                .fetch_sub(self.mine.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+}
+
+/// A channel's window waiting to be written, with the channel to follow after it. Only the
+/// newest waits: a socket that subscribes again before reading replaces it, so a client that
+/// never reads holds one window, not one per subscribe.
+struct PendingWindow {
+    reply: Message,
+    bytes: usize,
+    open: Box<Open>,
+}
+
+type WindowSlot = Arc<Mutex<Option<PendingWindow>>>;
+
+fn text_len(message: &Message) -> usize {
+    match message {
+        Message::Text(text) => text.len(),
+        _ => 0,
+    }
 }
 
 /// The channel a socket has open, followed by its writer.
@@ -100,9 +187,10 @@ impl Open {
 enum Out {
     /// A frame to write.
     Frame(Message),
-    /// Follow this channel from here on, instead of any other. (Boxed: every socket's queue
-    /// preallocates slots of this enum's size, so it stays as small as a frame.)
-    Follow(Box<Open>),
+    /// Write the window waiting in the socket's [`WindowSlot`] (if it is still there: a
+    /// later one may have replaced it and been written already) and follow its channel from
+    /// here on, instead of any other.
+    Window,
 }
 
 /// Why a session ends.
@@ -119,39 +207,57 @@ type InFlight = Pin<Box<dyn Future<Output = (Option<String>, Result<Appended, Ap
 struct Session {
     state: AppState,
     user: UserInfo,
+    queued: Queued,
+    window: WindowSlot,
+    budget: FrameBudget,
     /// The open channel, if the writer falls behind on it (a per-channel one-shot, so that
     /// an idle socket pays nothing for it).
     lagged: Option<oneshot::Receiver<Box<Open>>>,
     outgoing: mpsc::Sender<Out>,
     /// Sends queued for storing, answered in the order they were sent.
     in_flight: FuturesOrdered<InFlight>,
-    /// Sends refused by the rate limit in a row.
+    /// Frames refused (over budget, rate limited, malformed) in a row.
     strikes: u32,
 }
 
-async fn run(socket: WebSocket, state: AppState, user: UserInfo) {
+async fn run(socket: WebSocket, state: AppState, user: UserInfo, holds: Holds) {
     tracing::debug!(user = %user.id.0, "socket open");
     let (sink, mut incoming) = socket.split();
     let (outgoing, queue) = mpsc::channel(state.config.outgoing_queue.max(1));
     let (close, close_signal) = oneshot::channel();
+    let queued = Queued {
+        mine: Arc::default(),
+        all: state.sockets.queued_bytes(),
+    };
+    let window: WindowSlot = Arc::default();
     let writer = tokio::spawn(write_loop(
         sink,
         queue,
         close_signal,
-        WriterLimits {
+        Writer {
             timeout: state.config.write_timeout(),
             backlog: state.config.outgoing_queue.max(1),
+            queued: queued.clone(),
+            window: window.clone(),
         },
     ));
+    let budget = FrameBudget::new(state.config.frame_rate_per_sec, state.config.frame_burst);
     let mut session = Session {
         state,
         user,
+        queued,
+        window,
+        budget,
         lagged: None,
         outgoing,
         in_flight: FuturesOrdered::new(),
         strikes: 0,
     };
-    let end = session.serve(&mut incoming).await;
+    let end = tokio::select! {
+        end = session.serve(&mut incoming) => end,
+        _ = holds.registered.revoked.notified() => End::Close(CLOSE_SIGNED_OUT, "signed out"),
+    };
+    let end = session.settle_in_flight(end).await;
     let Session { user, outgoing, .. } = session;
     if let End::Close(code, reason) = end {
         tracing::info!(user = %user.id.0, code, reason, "closing socket");
@@ -186,10 +292,14 @@ async fn run(socket: WebSocket, state: AppState, user: UserInfo) {
     let _ = writer.await;
 }
 
-/// How long one write may take, and how far the socket may fall behind its channel.
-struct WriterLimits {
+/// What the writer needs besides the socket: how long one write may take, how far the
+/// socket may fall behind its channel, the byte count it gives back as it writes, and where
+/// windows wait.
+struct Writer {
     timeout: Duration,
     backlog: usize,
+    queued: Queued,
+    window: WindowSlot,
 }
 
 /// Drains the queue into the socket and writes the open channel's frames as they are
@@ -200,7 +310,7 @@ async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     mut queue: mpsc::Receiver<Out>,
     close: oneshot::Receiver<CloseFrame>,
-    limits: WriterLimits,
+    limits: Writer,
 ) {
     let timeout = limits.timeout;
     let mut close = Some(close);
@@ -228,15 +338,34 @@ async fn write_loop(
                 // Write everything already queued, then flush once: one syscall for a burst.
                 let mut closing = false;
                 let written = tokio::time::timeout(timeout, async {
-                    let (mut next, mut count) = (Some(out), 0);
+                    let (mut next, mut count, mut fed) = (Some(out), 0, 0);
                     while let Some(out) = next.take() {
-                        match out {
-                            Out::Follow(channel) => open = Some(channel),
+                        let (message, bytes) = match out {
+                            Out::Window => {
+                                let waiting = limits.window.lock().expect("window lock").take();
+                                match waiting {
+                                    Some(PendingWindow { reply, bytes, open: channel }) => {
+                                        open = Some(channel);
+                                        (Some(reply), bytes)
+                                    }
+                                    None => (None, 0),
+                                }
+                            }
                             Out::Frame(message) => {
                                 closing = matches!(message, Message::Close(_));
-                                sink.feed(message).await?;
-                                count += 1;
+                                let bytes = text_len(&message);
+                                (Some(message), bytes)
                             }
+                        };
+                        if let Some(message) = message {
+                            if fed >= FLUSH_BYTES {
+                                sink.flush().await?;
+                                fed = 0;
+                            }
+                            sink.feed(message).await?;
+                            limits.queued.sub(bytes);
+                            fed += bytes;
+                            count += 1;
                         }
                         if !closing && count < WRITE_BATCH {
                             next = queue.try_recv().ok();
@@ -274,9 +403,14 @@ async fn write_loop(
                 // This frame and whatever else the channel has ready, then one flush.
                 let mut fell_behind = false;
                 let written = tokio::time::timeout(timeout, async {
-                    let (mut next, mut count) = (Some(first), 0);
+                    let (mut next, mut count, mut fed) = (Some(first), 0, 0);
                     while let Some(frame) = next.take() {
                         if channel.accepts(&frame) {
+                            if fed >= FLUSH_BYTES {
+                                sink.flush().await?;
+                                fed = 0;
+                            }
+                            fed += frame.text.len();
                             sink.feed(Message::Text(frame.text)).await?;
                             count += 1;
                         }
@@ -307,8 +441,6 @@ async fn write_loop(
 
 impl Session {
     async fn serve(&mut self, incoming: &mut futures_util::stream::SplitStream<WebSocket>) -> End {
-        // Subscribe before saying hello, so nothing published meanwhile is missed.
-        let mut lobby = self.state.chat.subscribe(&Topic::Lobby);
         let hello = ServerEvent::Hello {
             user: self.user.clone(),
         };
@@ -342,12 +474,6 @@ impl Session {
                 Some((client_id, result)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     self.on_stored(client_id, result)
                 }
-                frame = lobby.recv() => match frame {
-                    Ok(frame) => self.enqueue(Message::Text(frame.text)),
-                    // Missed channel announcements: the client re-reads the list on reconnect.
-                    Err(RecvError::Lagged(_)) => Ok(()),
-                    Err(RecvError::Closed) => Err(End::Gone),
-                },
                 back = async { self.lagged.as_mut().expect("guarded").await }, if self.lagged.is_some() => {
                     self.lagged = None;
                     match back {
@@ -372,17 +498,75 @@ impl Session {
         }
     }
 
-    /// Queues a frame for the writer; a full queue means the client is not keeping up.
+    /// Queues a frame for the writer; a full queue (in frames or bytes) means the client is
+    /// not keeping up.
     fn enqueue(&self, message: Message) -> Result<(), End> {
+        let bytes = text_len(&message);
+        if self.queued.add(bytes) > self.state.config.outgoing_queue_bytes {
+            self.queued.sub(bytes);
+            return Err(End::Close(CLOSE_SLOW_CONSUMER, TOO_SLOW));
+        }
         self.enqueue_out(Out::Frame(message))
+            .inspect_err(|_| self.queued.sub(bytes))
     }
 
-    /// Has the writer follow `open` from here on; a lag hands it back here.
-    fn follow(&mut self, mut open: Box<Open>) -> Result<(), End> {
+    /// Has the writer write `reply` (a channel's window) and follow `open` from then on; a
+    /// lag hands it back here. An earlier window not written yet is dropped for this one.
+    fn follow(&mut self, reply: &ServerEvent, mut open: Box<Open>) -> Result<(), End> {
         let (back, lagged) = oneshot::channel();
         open.give_back = Some(back);
         self.lagged = Some(lagged);
-        self.enqueue_out(Out::Follow(open))
+        let reply = Message::Text(Frame::new(None, reply).text);
+        let bytes = text_len(&reply);
+        let replaced = self
+            .window
+            .lock()
+            .expect("window lock")
+            .replace(PendingWindow { reply, bytes, open });
+        match replaced {
+            // The writer has not taken the earlier one: its marker is still queued.
+            Some(earlier) => self.queued.sub(earlier.bytes),
+            None => self.enqueue_out(Out::Window)?,
+        }
+        if self.queued.add(bytes) > self.state.config.outgoing_queue_bytes {
+            return Err(End::Close(CLOSE_SLOW_CONSUMER, TOO_SLOW));
+        }
+        Ok(())
+    }
+
+    /// Counts a refused frame; too many in a row close the socket.
+    fn strike(&mut self, error: AppError, client_id: Option<String>) -> Result<(), End> {
+        self.strikes += 1;
+        if self.strikes >= self.state.config.flood_strikes.max(1) {
+            return Err(End::Close(CLOSE_FLOOD, "rate limit exceeded"));
+        }
+        self.send_error(error, client_id)
+    }
+
+    /// Before a socket we close goes: the sends already committing are acknowledged (or
+    /// their errors sent), so that the client knows what was stored.
+    async fn settle_in_flight(&mut self, end: End) -> End {
+        if !matches!(end, End::Close(..)) {
+            return end;
+        }
+        let _ = tokio::time::timeout(ACK_GRACE, async {
+            while let Some((client_id, result)) = self.in_flight.next().await {
+                let event = match result {
+                    Ok(appended) => ServerEvent::Ack {
+                        client_id,
+                        message_id: appended.message.id,
+                        channel: appended.message.channel,
+                        seq: appended.message.seq,
+                    },
+                    Err(error) => ServerEvent::error(error, client_id),
+                };
+                if self.send_event(&event).is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        end
     }
 
     fn enqueue_out(&self, out: Out) -> Result<(), End> {
@@ -402,12 +586,17 @@ impl Session {
     }
 
     async fn on_message(&mut self, message: Message) -> Result<(), End> {
+        if matches!(message, Message::Text(_) | Message::Binary(_)) {
+            if let Err(error) = self.budget.spend() {
+                return self.strike(error, None);
+            }
+        }
         match message {
             Message::Text(text) => match decode_client_event(text.as_str()) {
                 Ok(event) => self.on_event(event).await,
-                Err(error) => self.send_error(error, None),
+                Err(error) => self.strike(error, None),
             },
-            Message::Binary(_) => self.send_error(
+            Message::Binary(_) => self.strike(
                 AppError::BadFrame {
                     detail: "binary frames are not supported; send JSON text".into(),
                 },
@@ -428,7 +617,11 @@ impl Session {
             } => {
                 // Subscribe first, then read the store: frames that arrive meanwhile are
                 // skipped by sequence number instead of being lost.
-                let frames = chat.subscribe(&Topic::Channel(channel_key(&channel)));
+                let frames = match chat.open_channel(&self.user, &channel).await {
+                    Ok((_, frames)) => frames,
+                    Err(error) => return self.strike(error, None),
+                };
+                self.strikes = 0;
                 match chat.catch_up(&channel, after_seq, oldest_seq).await {
                     Ok(reply) => {
                         let ServerEvent::Subscribed {
@@ -449,8 +642,7 @@ impl Session {
                             give_back: None,
                         };
                         // The reply first, then the live frames after it.
-                        self.send_event(&reply)?;
-                        self.follow(Box::new(open))
+                        self.follow(&reply, Box::new(open))
                     }
                     Err(error) => self.send_error(error, None),
                 }
@@ -481,7 +673,11 @@ impl Session {
             }
             ClientEvent::Delete { message_id } => {
                 match chat.delete(&self.user.id, &message_id).await {
-                    Ok(_) => Ok(()),
+                    Ok(_) => {
+                        self.strikes = 0;
+                        Ok(())
+                    }
+                    Err(error @ AppError::RateLimited { .. }) => self.strike(error, None),
                     Err(error) => self.send_error(error, None),
                 }
             }
@@ -506,13 +702,7 @@ impl Session {
                     seq: message.seq,
                 })
             }
-            Err(error @ AppError::RateLimited { .. }) => {
-                self.strikes += 1;
-                if self.strikes >= self.state.config.flood_strikes.max(1) {
-                    return Err(End::Close(CLOSE_FLOOD, "rate limit exceeded"));
-                }
-                self.send_error(error, client_id)
-            }
+            Err(error @ AppError::RateLimited { .. }) => self.strike(error, client_id),
             Err(error) => self.send_error(error, client_id),
         }
     }
@@ -533,13 +723,18 @@ impl Session {
                         open.last_seq = open.last_seq.max(last.seq);
                     }
                 }
-                self.send_event(&reply)?;
-                self.follow(open)
+                self.follow(&reply, open)
             }
             // The gap stays unfilled, but the channel goes on live (as it did before the lag).
             Err(error) => {
+                let reply = ServerEvent::Subscribed {
+                    channel: open.name.clone(),
+                    messages: Vec::new(),
+                    removed: Vec::new(),
+                    reset: false,
+                };
                 self.send_error(error, None)?;
-                self.follow(open)
+                self.follow(&reply, open)
             }
         }
     }

@@ -23,6 +23,10 @@ macro_rules! store_contract_tests {
             unknown_channels_are_errors,
             a_retried_client_id_is_stored_once,
             older_pages_have_no_gaps_or_repeats,
+            channels_are_listed_a_page_at_a_time,
+            recent_visits_are_remembered_per_user_and_bounded,
+            revoked_tokens_find_nobody,
+            the_secret_is_kept,
         );
     };
     (@each $make:expr; $($name:ident),+ $(,)?) => {
@@ -124,13 +128,14 @@ pub async fn channel_names_are_unique_case_insensitively(store: impl Store) {
         }
     );
     let names: Vec<String> = store
-        .channels()
+        .channel_page(None, 10)
         .await
         .unwrap()
         .into_iter()
         .map(|c| c.name)
         .collect();
     assert_eq!(names, ["alpha", "General"]);
+    assert_eq!(store.channel_count().await.unwrap(), 2);
     assert_eq!(
         store.channel("general").await.unwrap().unwrap().name,
         "General"
@@ -320,4 +325,60 @@ pub async fn older_pages_have_no_gaps_or_repeats(store: impl Store) {
         .map(|i| format!("m{i}"))
         .collect();
     assert_eq!(bodies(&seen), want);
+}
+
+/// Browsing: pages in name order (case-insensitively), no gaps or repeats.
+pub async fn channels_are_listed_a_page_at_a_time(store: impl Store) {
+    for i in (0..25).rev() {
+        store.create_channel(format!("C{i:02}")).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.channel_page(after.as_deref(), 10).await.unwrap();
+        assert!(page.len() <= 10);
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|c| c.name.to_lowercase());
+        seen.extend(page.into_iter().map(|c| c.name));
+    }
+    let want: Vec<String> = (0..25).map(|i| format!("C{i:02}")).collect();
+    assert_eq!(seen, want);
+}
+
+/// Visits: most recent first, once each, at most `RECENT_CHANNELS`, per user.
+pub async fn recent_visits_are_remembered_per_user_and_bounded(store: impl Store) {
+    use super::RECENT_CHANNELS;
+    let ada = user(&store, "a", "Ada").await;
+    let bob = user(&store, "b", "Bob").await;
+    for i in 0..RECENT_CHANNELS + 5 {
+        store.create_channel(format!("c{i}")).await.unwrap();
+        store.record_visit(&ada.id, &format!("c{i}")).await.unwrap();
+    }
+    store.record_visit(&ada.id, "C3").await.unwrap_or(());
+    let recent = store.recent_channels(&ada.id).await.unwrap();
+    assert_eq!(recent.len(), RECENT_CHANNELS);
+    let last = RECENT_CHANNELS + 4;
+    assert_eq!(recent[1].name, format!("c{last}"));
+    assert!(recent.iter().all(|c| c.name != "c0"), "the oldest fell out");
+    assert!(store.recent_channels(&bob.id).await.unwrap().is_empty());
+}
+
+/// Sign-out: a revoked token finds nobody, and says it was revoked.
+pub async fn revoked_tokens_find_nobody(store: impl Store) {
+    let ada = user(&store, "hash-a", "Ada").await;
+    assert!(!store.token_revoked("hash-a").await.unwrap());
+    store.revoke_token(&ada.id, "hash-a").await.unwrap();
+    assert_eq!(store.user_by_token("hash-a").await.unwrap(), None);
+    assert!(store.token_revoked("hash-a").await.unwrap());
+    // The user and their name stay (their messages keep an author).
+    assert_eq!(store.user(&ada.id).await.unwrap(), Some(ada));
+}
+
+/// The secret is created once and then always the same.
+pub async fn the_secret_is_kept(store: impl Store) {
+    let first = store.secret().await.unwrap();
+    assert!(first.len() >= 32);
+    assert_eq!(store.secret().await.unwrap(), first);
 }

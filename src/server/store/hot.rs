@@ -23,6 +23,18 @@ pub struct HotChannel {
     /// At most `capacity` messages, in increasing `seq`, deleted ones removed.
     messages: VecDeque<Message>,
     capacity: usize,
+    /// About how many bytes the window holds (see [`weight`]).
+    bytes: usize,
+}
+
+/// About how many bytes a message takes in memory: its text and a fixed overhead for the
+/// struct, ids and name.
+pub fn weight(message: &Message) -> usize {
+    const OVERHEAD: usize = 256;
+    OVERHEAD
+        + message.body.len()
+        + message.author.name.len()
+        + message.client_id.as_ref().map_or(0, String::len)
 }
 
 impl HotChannel {
@@ -34,15 +46,27 @@ impl HotChannel {
             evicted_upto: 0,
             messages: VecDeque::new(),
             capacity: capacity.max(1),
+            bytes: 0,
         }
     }
 
-    /// Appends the channel's next message; returns the one that aged out, if any.
+    /// About how many bytes the window holds.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Appends the channel's next message; returns the one that aged out, if any. A message
+    /// the window has numbered already (a window loaded again meanwhile) is ignored.
     pub fn push(&mut self, message: Message) -> Option<Message> {
+        if message.seq <= self.last_seq {
+            return None;
+        }
         self.last_seq = self.last_seq.max(message.seq);
+        self.bytes += weight(&message);
         self.messages.push_back(message);
         if self.messages.len() > self.capacity {
             let old = self.messages.pop_front()?;
+            self.bytes -= weight(&old);
             self.evicted_upto = old.seq;
             return Some(old);
         }
@@ -58,7 +82,9 @@ impl HotChannel {
     /// Removes a message by id.
     pub fn remove(&mut self, id: &MessageId) -> Option<Message> {
         let at = self.messages.iter().position(|m| &m.id == id)?;
-        self.messages.remove(at)
+        let removed = self.messages.remove(at)?;
+        self.bytes -= weight(&removed);
+        Some(removed)
     }
 
     /// A message by id, if still in the window.
@@ -162,15 +188,34 @@ impl HotChannels {
         Some(info)
     }
 
-    /// Every channel, ordered by key.
-    pub fn list(&self) -> Vec<ChannelInfo> {
+    /// Up to `limit` channels whose keys sort after `after`'s, ordered by key.
+    pub fn page(&self, after: Option<&str>, limit: usize) -> Vec<ChannelInfo> {
+        let after = after.map(channel_key);
         let map = self.map.read().expect("channels lock");
-        let mut list: Vec<(&String, ChannelInfo)> = map
+        let mut list: Vec<(&String, &SharedChannel)> = map
             .iter()
-            .map(|(key, hot)| (key, hot.lock().expect("channel lock").info.clone()))
+            .filter(|(key, _)| after.as_ref().is_none_or(|a| key.as_str() > a.as_str()))
             .collect();
         list.sort_by(|a, b| a.0.cmp(b.0));
-        list.into_iter().map(|(_, info)| info).collect()
+        list.into_iter()
+            .take(limit)
+            .map(|(_, hot)| hot.lock().expect("channel lock").info.clone())
+            .collect()
+    }
+
+    /// Windows held, and about how many bytes they hold.
+    pub fn usage(&self) -> (usize, usize) {
+        let map = self.map.read().expect("channels lock");
+        let bytes = map
+            .values()
+            .map(|hot| hot.lock().expect("channel lock").bytes())
+            .sum();
+        (map.len(), bytes)
+    }
+
+    /// How many channels there are.
+    pub fn count(&self) -> usize {
+        self.map.read().expect("channels lock").len()
     }
 
     /// Adds a channel; [`AppError::ChannelTaken`] if its name is taken in any case.
@@ -213,5 +258,17 @@ impl UserIndex {
     /// The user with this id.
     pub fn by_id(&self, id: &UserId) -> Option<UserInfo> {
         self.by_id.get(id).cloned()
+    }
+
+    /// Users held.
+    pub fn count(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Forgets a token of `id` (revoked).
+    pub fn forget_token(&mut self, id: &UserId, token_hash: &str) {
+        if self.by_token.get(token_hash) == Some(id) {
+            self.by_token.remove(token_hash);
+        }
     }
 }

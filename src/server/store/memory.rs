@@ -1,12 +1,12 @@
 //! The in-memory [`Store`]: nothing on disk, the most recent `window` messages per channel.
 
 use super::hot::{HotChannel, HotChannels, UserIndex};
-use super::{Appended, CatchUp, NewMessage, Store};
+use super::{Appended, CatchUp, MemoryUsage, NewMessage, Store, RECENT_CHANNELS};
 use crate::error::AppError;
 use crate::protocol::{channel_key, ChannelInfo, Message, MessageId, UserId, UserInfo};
 use async_trait::async_trait;
 use chrono::Utc;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, RwLock};
 
 /// Holds everything in memory.
@@ -16,6 +16,10 @@ pub struct MemoryStore {
     channels: HotChannels,
     /// Which channel (key) holds each message still in a window.
     message_channel: Mutex<HashMap<MessageId, String>>,
+    secret: Vec<u8>,
+    revoked: Mutex<HashSet<String>>,
+    /// Channel keys each user opened lately, most recent first.
+    visits: Mutex<HashMap<UserId, VecDeque<String>>>,
 }
 
 impl MemoryStore {
@@ -26,6 +30,9 @@ impl MemoryStore {
             users: RwLock::default(),
             channels: HotChannels::default(),
             message_channel: Mutex::default(),
+            secret: new_secret(),
+            revoked: Mutex::default(),
+            visits: Mutex::default(),
         }
     }
 
@@ -59,6 +66,14 @@ impl MemoryStore {
 /// A fresh user id: random (its first digits are the user's tag, so they must differ).
 pub(super) fn new_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// A fresh server secret: 32 random bytes.
+pub(super) fn new_secret() -> Vec<u8> {
+    use rand::RngCore;
+    let mut secret = vec![0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    secret
 }
 
 /// A fresh message id: time-ordered (UUIDv7), so that SQLite's index of message ids grows at
@@ -148,8 +163,70 @@ impl Store for MemoryStore {
         Ok(info)
     }
 
-    async fn channels(&self) -> Result<Vec<ChannelInfo>, AppError> {
-        Ok(self.channels.list())
+    async fn channel_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ChannelInfo>, AppError> {
+        Ok(self.channels.page(after, limit))
+    }
+
+    async fn channel_count(&self) -> Result<usize, AppError> {
+        Ok(self.channels.count())
+    }
+
+    async fn record_visit(&self, user: &UserId, channel: &str) -> Result<(), AppError> {
+        let key = channel_key(channel);
+        let mut visits = self.visits.lock().expect("visits lock");
+        let list = visits.entry(user.clone()).or_default();
+        list.retain(|k| *k != key);
+        list.push_front(key);
+        list.truncate(RECENT_CHANNELS);
+        Ok(())
+    }
+
+    async fn recent_channels(&self, user: &UserId) -> Result<Vec<ChannelInfo>, AppError> {
+        let keys: Vec<String> = self
+            .visits
+            .lock()
+            .expect("visits lock")
+            .get(user)
+            .map(|list| list.iter().cloned().collect())
+            .unwrap_or_default();
+        Ok(keys.iter().filter_map(|k| self.channels.info(k)).collect())
+    }
+
+    fn memory_usage(&self) -> MemoryUsage {
+        let (windows, window_bytes) = self.channels.usage();
+        MemoryUsage {
+            windows,
+            window_bytes,
+            users: self.users.read().expect("users lock").count(),
+        }
+    }
+
+    async fn secret(&self) -> Result<Vec<u8>, AppError> {
+        Ok(self.secret.clone())
+    }
+
+    async fn revoke_token(&self, id: &UserId, token_hash: &str) -> Result<(), AppError> {
+        self.revoked
+            .lock()
+            .expect("revoked lock")
+            .insert(token_hash.to_string());
+        self.users
+            .write()
+            .expect("users lock")
+            .forget_token(id, token_hash);
+        Ok(())
+    }
+
+    async fn token_revoked(&self, token_hash: &str) -> Result<bool, AppError> {
+        Ok(self
+            .revoked
+            .lock()
+            .expect("revoked lock")
+            .contains(token_hash))
     }
 
     async fn channel(&self, name: &str) -> Result<Option<ChannelInfo>, AppError> {

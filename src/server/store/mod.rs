@@ -7,6 +7,7 @@ pub mod contract;
 mod hot;
 mod memory;
 mod sqlite;
+mod window_cache;
 
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
@@ -49,6 +50,38 @@ pub struct NewMessage {
     pub client_id: Option<String>,
 }
 
+/// How much the in-memory caches in front of a durable store may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheLimits {
+    /// Bytes of recent windows, over every channel.
+    pub window_bytes: usize,
+    /// Users.
+    pub users: usize,
+}
+
+impl Default for CacheLimits {
+    fn default() -> Self {
+        CacheLimits {
+            window_bytes: 32 * 1024 * 1024,
+            users: 50_000,
+        }
+    }
+}
+
+/// What a store holds in memory now (for tests and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemoryUsage {
+    /// Channel windows held.
+    pub windows: usize,
+    /// About how many bytes they hold.
+    pub window_bytes: usize,
+    /// Users held.
+    pub users: usize,
+}
+
+/// Channels a user visited lately, remembered per user (for the sidebar).
+pub const RECENT_CHANNELS: usize = 50;
+
 /// Storage for Flack's state. Inputs are already validated by the caller; the store enforces
 /// uniqueness, ordering, ownership and the history window.
 #[async_trait]
@@ -75,10 +108,30 @@ pub trait Store: Send + Sync + 'static {
     /// Sets a user's display name.
     async fn set_display_name(&self, id: &UserId, name: String) -> Result<UserInfo, AppError>;
 
+    /// What the store holds in memory now.
+    fn memory_usage(&self) -> MemoryUsage;
+    /// The server's secret (for signing tokens), created on first use and kept from then on.
+    async fn secret(&self) -> Result<Vec<u8>, AppError>;
+    /// Revokes a stored user's token ("Sign out"): it finds nobody from now on, and
+    /// [`Store::token_revoked`] says so.
+    async fn revoke_token(&self, id: &UserId, token_hash: &str) -> Result<(), AppError>;
+    /// Whether the token with this hash was revoked.
+    async fn token_revoked(&self, token_hash: &str) -> Result<bool, AppError>;
+
     /// Creates a channel; [`AppError::ChannelTaken`] if the name is taken in any case.
     async fn create_channel(&self, name: String) -> Result<ChannelInfo, AppError>;
-    /// Every channel, ordered by name case-insensitively.
-    async fn channels(&self) -> Result<Vec<ChannelInfo>, AppError>;
+    /// Up to `limit` channels whose names sort (case-insensitively) after `after`, in order.
+    async fn channel_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ChannelInfo>, AppError>;
+    /// How many channels exist.
+    async fn channel_count(&self) -> Result<usize, AppError>;
+    /// Notes that `user` opened `channel` (it exists); keeps the latest [`RECENT_CHANNELS`].
+    async fn record_visit(&self, user: &UserId, channel: &str) -> Result<(), AppError>;
+    /// The channels `user` opened lately, most recent first.
+    async fn recent_channels(&self, user: &UserId) -> Result<Vec<ChannelInfo>, AppError>;
     /// The channel with this name in any case.
     async fn channel(&self, name: &str) -> Result<Option<ChannelInfo>, AppError>;
 

@@ -1,0 +1,150 @@
+//! Budgets for work a client can ask for that costs the server something lasting: new
+//! identities and new channels, per client address (IPv6 addresses by their /64, since one
+//! machine is given a whole /64). Per-socket frame budgets live with the socket (`ws.rs`).
+
+use crate::error::AppError;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+
+/// A budget: so many per hour, sustained, and a burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowance {
+    /// Sustained, per hour.
+    pub per_hour: u32,
+    /// At once.
+    pub burst: u32,
+}
+
+fn quota_per_hour(allowance: Allowance) -> Quota {
+    let per_hour = NonZeroU32::new(allowance.per_hour.max(1)).expect("at least one");
+    let burst = NonZeroU32::new(allowance.burst.max(1)).expect("at least one");
+    Quota::per_hour(per_hour).allow_burst(burst)
+}
+
+/// The key a client address is budgeted under.
+pub fn budget_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// What a refusal says: when to try again.
+fn refused(not_until: governor::NotUntil<governor::clock::QuantaInstant>) -> AppError {
+    let wait = not_until.wait_time_from(DefaultClock::default().now());
+    AppError::RateLimited {
+        retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
+    }
+}
+
+/// Per-address budgets for lasting things.
+pub struct Budgets {
+    identities: DefaultKeyedRateLimiter<IpAddr>,
+    channels: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl Budgets {
+    /// Budgets of `identities` and `channels` per client address.
+    pub fn new(identities: Allowance, channels: Allowance) -> Self {
+        Budgets {
+            identities: DefaultKeyedRateLimiter::keyed(quota_per_hour(identities)),
+            channels: DefaultKeyedRateLimiter::keyed(quota_per_hour(channels)),
+        }
+    }
+
+    /// Spends one new identity of `ip`'s budget, or says when it may try again.
+    pub fn new_identity(&self, ip: IpAddr) -> Result<(), AppError> {
+        self.identities.check_key(&budget_key(ip)).map_err(refused)
+    }
+
+    /// Spends one new channel of `ip`'s budget, or says when it may try again.
+    pub fn new_channel(&self, ip: IpAddr) -> Result<(), AppError> {
+        self.channels.check_key(&budget_key(ip)).map_err(refused)
+    }
+
+    /// Forgets addresses whose budgets are full again (keeps the maps small).
+    pub fn forget_idle(&self) {
+        self.identities.retain_recent();
+        self.channels.retain_recent();
+    }
+}
+
+/// One socket's budget for frames of every kind.
+pub struct FrameBudget(DefaultDirectRateLimiter);
+
+impl FrameBudget {
+    /// `per_second` sustained, `burst` at once.
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        let per_second = NonZeroU32::new(per_second.max(1)).expect("at least one");
+        let burst = NonZeroU32::new(burst.max(1)).expect("at least one");
+        FrameBudget(DefaultDirectRateLimiter::direct(
+            Quota::per_second(per_second).allow_burst(burst),
+        ))
+    }
+
+    /// Spends one frame, or says when the next is allowed.
+    pub fn spend(&self) -> Result<(), AppError> {
+        self.0.check().map_err(refused)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_spends_its_own_budget() {
+        let budgets = Budgets::new(
+            Allowance {
+                per_hour: 1,
+                burst: 2,
+            },
+            Allowance {
+                per_hour: 1,
+                burst: 1,
+            },
+        );
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let b: IpAddr = "127.0.0.3".parse().unwrap();
+        assert!(budgets.new_identity(a).is_ok());
+        assert!(budgets.new_identity(a).is_ok());
+        assert!(matches!(
+            budgets.new_identity(a),
+            Err(AppError::RateLimited { retry_after_ms }) if retry_after_ms > 1000
+        ));
+        assert!(budgets.new_identity(b).is_ok(), "others keep theirs");
+        assert!(
+            budgets.new_channel(a).is_ok(),
+            "channels are a separate budget"
+        );
+        assert!(budgets.new_channel(a).is_err());
+    }
+
+    #[test]
+    fn ipv6_addresses_share_their_slash_64() {
+        let one: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let two: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(budget_key(one), budget_key(two));
+        assert_ne!(budget_key(one), budget_key(other));
+        let mapped: IpAddr = "::ffff:127.0.0.2".parse().unwrap();
+        assert_eq!(budget_key(mapped), "127.0.0.2".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn a_socket_may_burst_then_waits() {
+        let budget = FrameBudget::new(1, 3);
+        for _ in 0..3 {
+            assert!(budget.spend().is_ok());
+        }
+        assert!(budget.spend().is_err());
+    }
+}

@@ -1,0 +1,111 @@
+//! The WebSockets open now: who holds them (by token, so "Sign out" can close every socket of
+//! a token) and what they hold (bytes queued for writing, summed over every socket).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+/// Every open socket, by the hash of the token it was opened with.
+#[derive(Default)]
+pub struct Sockets {
+    next_id: AtomicU64,
+    by_token: Mutex<HashMap<String, Vec<(u64, Arc<Notify>)>>>,
+    /// Bytes queued for writing, over every socket.
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+/// One socket's registration; unregisters when dropped.
+pub struct Registered {
+    sockets: Arc<Sockets>,
+    token_hash: String,
+    id: u64,
+    /// Notified when the token is revoked.
+    pub revoked: Arc<Notify>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut by_token = self.sockets.by_token.lock().expect("sockets lock");
+        if let Some(list) = by_token.get_mut(&self.token_hash) {
+            list.retain(|(id, _)| *id != self.id);
+            if list.is_empty() {
+                by_token.remove(&self.token_hash);
+            }
+        }
+    }
+}
+
+impl Sockets {
+    /// Registers a socket opened with the token hashing to `token_hash`.
+    pub fn register(self: &Arc<Self>, token_hash: &str) -> Registered {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let revoked = Arc::new(Notify::new());
+        self.by_token
+            .lock()
+            .expect("sockets lock")
+            .entry(token_hash.to_string())
+            .or_default()
+            .push((id, revoked.clone()));
+        Registered {
+            sockets: self.clone(),
+            token_hash: token_hash.to_string(),
+            id,
+            revoked,
+        }
+    }
+
+    /// Tells every socket of this token that it was revoked; how many there were.
+    pub fn revoke(&self, token_hash: &str) -> usize {
+        let list = self
+            .by_token
+            .lock()
+            .expect("sockets lock")
+            .remove(token_hash)
+            .unwrap_or_default();
+        for (_, revoked) in &list {
+            revoked.notify_one();
+        }
+        list.len()
+    }
+
+    /// Sockets open now.
+    pub fn open(&self) -> usize {
+        self.by_token
+            .lock()
+            .expect("sockets lock")
+            .values()
+            .map(Vec::len)
+            .sum()
+    }
+
+    /// The counter of bytes queued over every socket (each socket adds and removes its own).
+    pub fn queued_bytes(&self) -> Arc<AtomicUsize> {
+        self.queued_bytes.clone()
+    }
+
+    /// Bytes queued for writing now, over every socket.
+    pub fn queued_bytes_now(&self) -> usize {
+        self.queued_bytes.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn revoking_a_token_tells_each_of_its_sockets() {
+        let sockets = Arc::new(Sockets::default());
+        let a1 = sockets.register("a");
+        let a2 = sockets.register("a");
+        let _b = sockets.register("b");
+        assert_eq!(sockets.open(), 3);
+        assert_eq!(sockets.revoke("a"), 2);
+        a1.revoked.notified().await;
+        a2.revoked.notified().await;
+        drop(a1);
+        assert_eq!(sockets.open(), 1);
+        assert_eq!(sockets.revoke("a"), 0);
+    }
+}
