@@ -389,7 +389,11 @@ async fn recent_windows_are_a_bounded_cache() {
     let body = "x".repeat(4000);
     for c in 0..12 {
         let name = format!("big{c}");
-        state.chat.ensure_channels(&[name.clone()]).await.unwrap();
+        state
+            .chat
+            .ensure_channels(std::slice::from_ref(&name))
+            .await
+            .unwrap();
         for i in 0..100 {
             state
                 .chat

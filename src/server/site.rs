@@ -124,7 +124,7 @@ impl Site {
 
     fn host_is_ours(&self, host: &str, port: u16) -> bool {
         let both = format!("{host}:{port}");
-        if self.hosts.iter().any(|h| *h == both) {
+        if self.hosts.contains(&both) {
             return true;
         }
         let literal = host.trim_start_matches('[').trim_end_matches(']');

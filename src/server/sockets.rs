@@ -6,11 +6,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
+/// One socket's id and what tells it its token was revoked.
+type Listener = (u64, Arc<Notify>);
+
 /// Every open socket, by the hash of the token it was opened with.
 #[derive(Default)]
 pub struct Sockets {
     next_id: AtomicU64,
-    by_token: Mutex<HashMap<String, Vec<(u64, Arc<Notify>)>>>,
+    by_token: Mutex<HashMap<String, Vec<Listener>>>,
     /// Bytes queued for writing, over every socket.
     queued_bytes: Arc<AtomicUsize>,
 }
