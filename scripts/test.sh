@@ -30,6 +30,9 @@ export E2E_BASE_URL="http://$FLACK_ADDRESS"
 e2e_dir=$(mktemp -d)
 trap 'rm -rf "$e2e_dir"' EXIT
 export FLACK_DATABASE="$e2e_dir/flack.db"
+# Every journey is a new browser on 127.0.0.1: lift the per-address budgets for new
+# identities and channels out of the way (tests/abuse.rs tests them).
+export FLACK_NEW_IDENTITIES_BURST=100000 FLACK_NEW_CHANNELS_BURST=100000
 cargo leptos end-to-end --release
 
 step "all checks passed in $((SECONDS - start)) s"
