@@ -49,3 +49,11 @@ pub fn forget_last_channel() {
         BrowserStorage::delete(LAST_CHANNEL);
     }
 }
+
+/// Forgets everything this browser remembers (on signing out: the next person starts afresh).
+pub fn forget_all() {
+    if cfg!(target_arch = "wasm32") {
+        BrowserStorage::delete(DISPLAY_NAME);
+        BrowserStorage::delete(LAST_CHANNEL);
+    }
+}

@@ -164,6 +164,11 @@ mod browser {
                 let current = inner.ws.borrow().as_ref().is_some_and(|ws| ws == &this);
                 if current {
                     let code = ev.unchecked_into::<CloseEvent>().code();
+                    if code == crate::protocol::CLOSE_SIGNED_OUT {
+                        // Signed out (maybe in another tab): start again as someone new.
+                        let _ = window().location().reload();
+                        return;
+                    }
                     leptos::logging::log!("flack: socket closed ({code}), reconnecting");
                     inner.ws.borrow_mut().take();
                     (inner.handlers.on_status)(ConnectionStatus::Offline);

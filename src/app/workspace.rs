@@ -169,7 +169,14 @@ fn Header(me: Me, set_name: ServerAction<SetDisplayName>) -> impl IntoView {
             <button type="button" class="link" on:click=move |_| editing.update(|e| *e = !*e)>
                 "Change name"
             </button>
-            <form method="post" action="/auth/sign_out" class="sign-out">
+            // A plain form: it works without JavaScript; with it, the browser forgets the name
+            // it would otherwise offer the next identity.
+            <form
+                method="post"
+                action="/auth/sign_out"
+                class="sign-out"
+                on:submit=move |_| prefs::forget_all()
+            >
                 <button
                     type="submit"
                     class="link"
