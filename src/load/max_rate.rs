@@ -270,7 +270,9 @@ mod tests {
 
     fn step(rate: u32, passed: bool, lost: u64) -> Step {
         let mut latency = small_histogram();
-        latency.record(if passed { 10_000 } else { 80_000 }).unwrap();
+        latency
+            .record(if passed { 10_000 } else { 80_000 })
+            .unwrap();
         Step {
             rate,
             passed,
