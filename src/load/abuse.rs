@@ -788,7 +788,11 @@ impl User {
                 if out.reconnects > MAX_USER_RECONNECTS || *stop.borrow() {
                     break;
                 }
-                match self.join().await {
+                let joined = tokio::select! {
+                    joined = self.join() => joined,
+                    _ = set(&mut stop) => break,
+                };
+                match joined {
                     Ok(socket) => {
                         ws = Some(socket);
                         ticks.get_or_insert_with(|| tokio::time::interval(period));
