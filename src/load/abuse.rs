@@ -25,6 +25,7 @@ use super::client::{self, Source, Ws};
 use super::{
     error, histogram, ms, open_fds, rss_kib, unique_name, Better, Report, Result, Run, Target,
 };
+use crate::error::AppError;
 use crate::protocol::{ClientEvent, ServerEvent};
 use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, StreamExt};
@@ -114,6 +115,7 @@ impl Attack {
             Attack::NeverRead => &[
                 "messages_filled",
                 "fill_identities",
+                "fill_refused",
                 "subscribes_sent",
                 "sockets_opened",
                 "connect_refused",
@@ -143,6 +145,7 @@ impl Attack {
                 "channels_filled",
                 "messages_filled",
                 "fill_identities",
+                "fill_refused",
                 "subscribes_sent",
                 "windows_received",
                 "window_bytes",
@@ -1539,7 +1542,7 @@ impl Ctx {
         let mut posted = 0;
         // Enough identities for a burst of 5 each, at most.
         let most = count / 5 + 2;
-        let mut identities = 0;
+        let (mut identities, mut refused) = (0, 0);
         while posted < count && identities < most && self.preparing() {
             let Some(token) = self.named_identity("abuse-fill").await else {
                 break;
@@ -1556,9 +1559,10 @@ impl Ctx {
             }
             while posted < count && self.preparing() {
                 let round = (count - posted).min(FILL_ROUND);
-                let (acked, refused) = self.post_round(&mut ws, channel, &body, round).await;
+                let (acked, turned_down) = self.post_round(&mut ws, channel, &body, round).await;
                 posted += acked;
-                if refused > 0 || acked < round {
+                refused += turned_down;
+                if turned_down > 0 || acked < round {
                     break;
                 }
             }
@@ -1566,6 +1570,7 @@ impl Ctx {
         }
         self.counts.add("messages_filled", posted as u64);
         self.counts.add("fill_identities", identities as u64);
+        self.counts.add("fill_refused", refused as u64);
         posted
     }
 
@@ -1591,12 +1596,16 @@ impl Ctx {
                         ..
                     } if ids.contains(&id) => acked += 1,
                     ServerEvent::Error {
+                        error,
                         client_id: Some(id),
                         message,
-                        ..
                     } if ids.contains(&id) => {
                         refused += 1;
-                        self.note(format!("fill: {message}"));
+                        // The rate limit is the expected refusal: it sends us to the next
+                        // identity. Anything else is worth a note.
+                        if !matches!(error, AppError::RateLimited { .. }) {
+                            self.note(format!("fill: {message}"));
+                        }
                     }
                     _ => {}
                 }
