@@ -57,48 +57,57 @@ async fn every_attack_runs_and_a_fresh_browser_is_served_after_each() {
         assert!(a.rss_peak_kib >= a.rss_before_kib && a.rss_peak_kib >= a.rss_after_kib);
         assert!(a.fds_peak.is_some_and(|f| f > 0));
         assert!(!a.stopped_early, "{name}");
+        // What the attack did, whatever the server let it: these hold against today's
+        // server and against one that refuses more of it.
+        let tried = || count("sockets_opened") + count("connect_refused");
         match a.attack {
-            Attack::SubscribeUnknown => {
-                assert!(count("subscribes_sent") > 0, "{name}");
+            Attack::SubscribeUnknown | Attack::FrameFlood => {
+                assert!(tried() > 0, "{name}");
+                assert!(count("frames_sent") > 0, "{name}: {:?}", a.first_error);
                 assert!(count("replies") > 0, "{name}");
-                assert!(count("sockets_opened") >= params.subscribe_sockets as u64);
+                if a.attack == Attack::FrameFlood {
+                    assert!(count("deletes_sent") > 0 && count("malformed_sent") > 0);
+                    assert_eq!(
+                        count("frames_sent"),
+                        count("deletes_sent") + count("malformed_sent")
+                    );
+                } else {
+                    assert_eq!(count("frames_sent"), count("subscribes_sent"));
+                }
             }
             Attack::NeverRead => {
-                assert_eq!(count("messages_filled"), params.fill_messages as u64);
+                assert!(count("messages_filled") > 0, "{name}: {:?}", a.first_error);
+                assert!(count("messages_filled") <= params.fill_messages as u64);
                 assert!(count("fill_identities") >= 1);
-                assert!(count("subscribes_sent") > 0, "{name}");
+                assert!(count("subscribes_sent") > 0, "{name}: {:?}", a.first_error);
             }
             Attack::SlowHttp => {
-                assert!(count("sockets_opened") >= params.slow_sockets as u64);
-                assert!(count("bytes_sent") > 0, "{name}");
+                assert!(tried() >= params.slow_sockets as u64, "{name}");
+                assert!(count("sockets_opened") > 0, "{name}: {:?}", a.first_error);
             }
-            Attack::ChannelFlood => {
-                assert!(count("channels_created") > 0, "{name}: {:?}", a.first_error);
-                assert!(count("requests") >= count("channels_created"));
-            }
-            Attack::IdentityFlood => {
-                assert!(
-                    count("identities_created") > 0,
-                    "{name}: {:?}",
-                    a.first_error
-                );
-            }
-            Attack::FrameFlood => {
-                assert!(count("deletes_sent") > 0, "{name}");
-                assert!(count("malformed_sent") > 0, "{name}");
-                assert!(count("replies") > 0, "{name}");
+            Attack::ChannelFlood | Attack::IdentityFlood => {
+                let created = if a.attack == Attack::ChannelFlood {
+                    count("channels_created")
+                } else {
+                    count("identities_created")
+                };
+                assert!(created > 0, "{name}: {:?}", a.first_error);
                 assert_eq!(
-                    count("frames_sent"),
-                    count("deletes_sent") + count("malformed_sent")
+                    count("requests"),
+                    created + count("refused") + count("errors"),
+                    "{name}: every request is counted once"
                 );
             }
             Attack::ManyWindows => {
-                assert_eq!(count("channels_filled"), params.window_channels as u64);
-                assert_eq!(
-                    count("messages_filled"),
-                    (params.window_channels * params.fill_messages) as u64
+                assert!(count("channels_created") > 0, "{name}: {:?}", a.first_error);
+                assert!(count("channels_filled") <= count("channels_created"));
+                assert!(count("messages_filled") > 0);
+                assert!(
+                    count("messages_filled")
+                        <= (params.window_channels * params.fill_messages) as u64
                 );
-                assert!(count("windows_received") > 0, "{name}");
+                assert!(count("windows_received") > 0, "{name}: {:?}", a.first_error);
+                assert!(count("windows_received") <= count("subscribes_sent"));
             }
         }
         let report = a.report("flack", &params);

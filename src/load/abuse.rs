@@ -627,6 +627,7 @@ async fn run_attack(
         stop: attack_stop.clone(),
         prepare_until: Instant::now() + params.prepare,
         window: Mutex::new(None),
+        owner: Mutex::new(None),
         first_error: Mutex::new(None),
     });
     // The attack ends itself when its window (or preparation) is over; this bounds it anyway.
@@ -941,6 +942,8 @@ struct Ctx {
     prepare_until: Instant,
     /// When the window started.
     window: Mutex<Option<Instant>>,
+    /// The identity that creates the attack's channels.
+    owner: Mutex<Option<String>>,
     first_error: Mutex<Option<String>>,
 }
 
@@ -1376,15 +1379,18 @@ impl Ctx {
                     res.bytes().await
                 })
                 .await;
+            // A request cut short by the end of the window is not counted.
+            let Some(answer) = answer else {
+                return;
+            };
             self.counts.add("requests", 1);
             match answer {
-                None => return,
-                Some(Ok(_)) => self.counts.add(created, 1),
-                Some(Err(e)) if e.status().is_some() => {
+                Ok(_) => self.counts.add(created, 1),
+                Err(e) if e.status().is_some() => {
                     self.counts.add("refused", 1);
                     self.note(format!("refused: {e}"));
                 }
-                Some(Err(e)) => {
+                Err(e) => {
                     self.counts.add("errors", 1);
                     self.note(format!("request: {e}"));
                     self.back_off().await;
@@ -1519,16 +1525,23 @@ impl Ctx {
         Ok(())
     }
 
-    /// Creates a channel as a named attacker identity; `None` (noted) when refused.
+    /// Creates a channel as the attack's owner identity (a new one when the last was
+    /// refused); `None` (noted) when refused.
     async fn create_channel(&self, channel: &str) -> Option<()> {
-        let token = self.named_identity("abuse-owner").await?;
+        let cached = self.owner.lock().expect("not poisoned").clone();
+        let token = match cached {
+            Some(token) => token,
+            None => self.named_identity("abuse-owner").await?,
+        };
         match client::create_channel(&self.http, &self.target, &token, channel).await {
             Ok(()) => {
                 self.counts.add("channels_created", 1);
+                *self.owner.lock().expect("not poisoned") = Some(token);
                 Some(())
             }
             Err(e) => {
                 self.note(format!("create channel: {e}"));
+                *self.owner.lock().expect("not poisoned") = None;
                 None
             }
         }
