@@ -29,6 +29,7 @@ async fn every_attack_runs_and_a_fresh_browser_is_served_after_each() {
         window: Duration::from_secs(1),
         quiet: Duration::from_secs(1),
         settle: Duration::from_millis(300),
+        quiesce: Duration::from_secs(2),
         grace: Duration::from_secs(2),
         prepare: Duration::from_secs(15),
         never_read_subscribes: 20,

@@ -7,10 +7,14 @@
 //! it; a send never answered counts at the time waited). Then each [`Attack`] in turn, from
 //! another address (127.0.0.2, so the server's per-address limits fall on the attacker and not
 //! on the user), with the user chatting alongside and the server's resident memory and open
-//! descriptors sampled every `sample_every`. When the attack's window ends its sockets close;
+//! descriptors sampled every `sample_every` (its "before" is read once the last attack's
+//! memory has stopped moving). When the attack's window ends its sockets close;
 //! after `settle` the memory is read again and a *fresh browser* must be served normally:
 //! `GET /` without a cookie answers 200 with a cookie, and a new bot logs in, opens `/ws`, gets
-//! `hello` and `subscribed` for `general`.
+//! `hello` and `subscribed` for `general`. Attacks that need material (`never-read` and
+//! `many-windows` fill channels with big messages first, through as many bot identities as
+//! the rate limit asks for) prepare it from the attacker's address too: the growth and the
+//! user's latency cover the preparation as well as the window.
 //!
 //! Every attack treats refusals, closes and errors as the server defending itself: it counts
 //! them and goes on (reconnecting) until its window ends. Every loop is bounded by time and
@@ -184,6 +188,9 @@ pub struct AbuseParams {
     pub prepare: Duration,
     /// Wait after an attack's sockets closed before memory is read again.
     pub settle: Duration,
+    /// Before an attack, wait (at most this long) until the server's memory stops changing,
+    /// so that what the last attack is still freeing does not count as this one's "before".
+    pub quiesce: Duration,
     /// How often the server's memory and descriptors are read.
     pub sample_every: Duration,
     /// How long the user waits for answers once it stops sending.
@@ -234,6 +241,7 @@ impl AbuseParams {
             quiet: window,
             prepare: Duration::from_secs(60),
             settle: Duration::from_secs(2),
+            quiesce: Duration::from_secs(10),
             sample_every: Duration::from_millis(100),
             grace: Duration::from_secs(5),
             user_rate: 10,
@@ -261,6 +269,7 @@ impl AbuseParams {
         AbuseParams {
             prepare: Duration::from_secs(20),
             settle: Duration::from_secs(1),
+            quiesce: Duration::from_secs(3),
             grace: Duration::from_secs(3),
             subscribe_sockets: 2,
             fill_messages: 20,
@@ -602,6 +611,9 @@ async fn run_attack(
     quiet_p99_ms: f64,
 ) -> Result<AttackOutcome> {
     let pid = run.pid;
+    if let Some(pid) = pid {
+        quiesce(pid, params.quiesce).await;
+    }
     let rss_before_kib = pid.and_then(rss_kib);
     let fds_before = pid.and_then(open_fds);
     let attack_stop = Arc::new(watch::channel(false).0);
@@ -674,6 +686,22 @@ async fn run_attack(
         stopped_early: sampled.tripped,
         first_error,
     })
+}
+
+/// Waits until the resident memory of `pid` moves by less than 1 MiB in half a second, or
+/// `limit` passes.
+async fn quiesce(pid: u32, limit: Duration) {
+    let until = Instant::now() + limit;
+    let mut last = rss_kib(pid);
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = rss_kib(pid);
+        match (last, now) {
+            (Some(a), Some(b)) if a.abs_diff(b) < 1024 => return,
+            (_, None) => return,
+            _ => last = now,
+        }
+    }
 }
 
 /// A fresh browser, then a fresh bot: `GET /` without a cookie answers 200 and sets one; a
