@@ -185,9 +185,12 @@ enum Command {
         /// Flack's column name in reports.
         #[arg(long, default_value = "flack")]
         flack_label: String,
-        /// Seconds each attack's window lasts, and the quiet run.
+        /// Seconds each attack's window lasts.
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+        /// Seconds of the quiet run (default: as long as a window).
+        #[arg(long)]
+        quiet_seconds: Option<u64>,
         /// Tiny sizes, to check the scenario in seconds.
         #[arg(long)]
         quick: bool,
@@ -408,6 +411,7 @@ async fn run(command: Command) -> Result<()> {
             flack_pid,
             flack_label,
             seconds,
+            quiet_seconds,
             quick,
             attacks,
             max_growth_mib,
@@ -423,6 +427,9 @@ async fn run(command: Command) -> Result<()> {
             };
             if !attacks.is_empty() {
                 params.attacks = attacks;
+            }
+            if let Some(quiet) = quiet_seconds {
+                params.quiet = Duration::from_secs(quiet.max(1));
             }
             params.max_growth_mib = max_growth_mib;
             params.attacker_address = attacker_ip;
