@@ -10,8 +10,13 @@
 #
 # With two or more cores the servers run on core 0 and the generator on core 1 (taskset), so
 # that they do not compete. Flack runs with the memory store (and then with SQLite for the
-# durable scenario) and with rate limits raised out of the way. Everything listens on
-# 127.0.0.1 only; every server started here is stopped on exit.
+# durable scenario) and with rate limits raised out of the way. The last step, abuse, starts
+# a fresh Flack on SQLite with its default limits and runs each known attack against it from
+# 127.0.0.2 while a normal user chats from 127.0.0.1. Everything listens on 127.0.0.1 only;
+# every server started here is stopped on exit.
+#
+#   BENCH_ABUSE_SECONDS=5            # each attack's window (BENCH_QUICK: 1)
+#   BENCH_ABUSE_MAX_GROWTH_MIB=1024  # an attack stops once Flack grew this much (protects the box)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -30,13 +35,16 @@ if [[ ${BENCH_QUICK:-0} == 1 ]]; then
   BIG=(-c 50 -s 2 -r 5 -d 1)
   CONNS=(-n 300 --hold 1)
   NAGLE=(-c 10 -s 2 -r 10 -d 1)
+  ABUSE=(--quick --seconds "${BENCH_ABUSE_SECONDS:-1}")
 else
   HIST=(--clients 32 --requests 2000 --joins 2000 --rate 100 --paced-requests 1000)
   MAXRATE=(-c 100 -s 20 -d 3)
   BIG=(-c 1000 -s 10 -r 10 -d 10)
   CONNS=(-n 15000)
   NAGLE=(-c 100 -s 20 -r 10 -d 5)
+  ABUSE=(--seconds "${BENCH_ABUSE_SECONDS:-5}")
 fi
+ABUSE+=(--max-growth-mib "${BENCH_ABUSE_MAX_GROWTH_MIB:-1024}")
 
 if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
   echo "== building (cargo leptos build --release; cargo build --release --features load)"
@@ -93,19 +101,23 @@ wait_for() {
 }
 
 FLACK_PID=
-start_flack() { # store [database]
+# Rate limits out of the way, for the throughput steps; the abuse step keeps the defaults.
+RAISED_LIMITS=(FLACK_RATE_LIMIT_PER_SEC=1000000 FLACK_RATE_LIMIT_BURST=1000000
+  FLACK_FRAME_RATE_PER_SEC=1000000 FLACK_FRAME_BURST=1000000
+  FLACK_NEW_IDENTITIES_PER_HOUR=1000000 FLACK_NEW_IDENTITIES_BURST=1000000
+  FLACK_NEW_CHANNELS_PER_HOUR=1000000 FLACK_NEW_CHANNELS_BURST=1000000
+  FLACK_MAX_CONNECTIONS=100000 FLACK_MAX_CONNECTIONS_PER_IP=100000)
+start_flack() { # store database [FLACK_KEY=value...]
+  local store=$1 database=$2
+  shift 2
   env LEPTOS_SITE_ROOT=target/site LEPTOS_OUTPUT_NAME=flack \
-    FLACK_ADDRESS=$HOST:$FLACK_PORT FLACK_STORE="$1" FLACK_DATABASE="${2:-$work/unused.db}" \
-    FLACK_RATE_LIMIT_PER_SEC=1000000 FLACK_RATE_LIMIT_BURST=1000000 FLACK_LOG=warn \
-    FLACK_FRAME_RATE_PER_SEC=1000000 FLACK_FRAME_BURST=1000000 \
-    FLACK_NEW_IDENTITIES_PER_HOUR=1000000 FLACK_NEW_IDENTITIES_BURST=1000000 \
-    FLACK_NEW_CHANNELS_PER_HOUR=1000000 FLACK_NEW_CHANNELS_BURST=1000000 \
-    FLACK_MAX_CONNECTIONS=100000 FLACK_MAX_CONNECTIONS_PER_IP=100000 \
-    "${SERVER_CPU[@]}" target/release/flack >>"$work/flack-$1.log" 2>&1 &
+    FLACK_ADDRESS=$HOST:$FLACK_PORT FLACK_STORE="$store" FLACK_DATABASE="$database" \
+    FLACK_LOG=warn "$@" \
+    "${SERVER_CPU[@]}" target/release/flack >>"$work/flack-$store.log" 2>&1 &
   FLACK_PID=$!
   started_pids+=("$FLACK_PID")
   wait_for "$FLACK/favicon.svg" "$FLACK_PID"
-  echo "Flack ($1 store) is pid $FLACK_PID on $FLACK"
+  echo "Flack ($store store${*:+, $*}) is pid $FLACK_PID on $FLACK"
 }
 
 stop_flack() {
@@ -147,7 +159,7 @@ echo "== machine: $(nproc) cores ($pinning), $(uname -sr), open files $(ulimit -
 echo "   load before start: $(cut -d' ' -f1-3 /proc/loadavg)"
 plan_start=$SECONDS
 
-start_flack memory
+start_flack memory "$work/unused.db" "${RAISED_LIMITS[@]}"
 flack_args=(--flack "$FLACK" --flack-pid "$FLACK_PID")
 # The reference serves a real Flack channel page with 100 messages at /page.
 "${LOAD_CPU[@]}" "$LOAD" page-snapshot --flack "$FLACK" --out "$work/page.html"
@@ -171,18 +183,38 @@ step "fanout at a low rate: C=100 S=20 R=10 D=5 (latency when nothing queues)" \
 # Durable: the same search against Flack on a SQLite file (memory Flack and the reference
 # are the max-rate step above, same case).
 stop_flack
-start_flack sqlite "$work/flack.db"
+start_flack sqlite "$work/flack.db" "${RAISED_LIMITS[@]}"
 flack_args=(--flack "$FLACK" --flack-pid "$FLACK_PID" --flack-label flack-sqlite)
 step "durable max-rate: C=100 S=20 on SQLite" \
   max-rate "${flack_args[@]}" "${MAXRATE[@]}"
 step "wasm-size" wasm-size --pkg target/site/pkg
+
+# Abuse: a fresh Flack on SQLite with its default limits; each attack from 127.0.0.2 while a
+# normal user chats from 127.0.0.1. Flack dying here is a result, not a reason to stop.
+stop_flack
+start_flack sqlite "$work/abuse.db"
+echo
+echo "== abuse: each attack for a bounded time while a normal user chats (bars: RSS growth <= 64 MiB, p99 <= 3x quiet, a fresh browser served after)"
+t0=$SECONDS
+if "${LOAD_CPU[@]}" "$LOAD" abuse --flack "$FLACK" --flack-pid "$FLACK_PID" "${ABUSE[@]}" | tee -a "$results"; then
+  echo "   (abuse: $((SECONDS - t0)) s)"
+else
+  echo "bench: step 'abuse' failed" >&2
+  failures=$((failures + 1))
+fi
+if ! kill -0 "$FLACK_PID" 2>/dev/null; then
+  echo "bench: Flack died during the abuse step; its log: $work/flack-sqlite.log" >&2
+  tail -n 20 "$work/flack-sqlite.log" >&2 || true
+  failures=$((failures + 1))
+fi
+stop_flack
 
 echo
 echo "== plan finished in $((SECONDS - plan_start)) s; load now: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "## Results"
 echo
-echo "Columns are targets; 'X vs ref' is the ratio to the reference (Nagle on, like Flack):"
+echo "Columns are targets; 'X vs ref' is the ratio to the reference (TCP_NODELAY, like Flack):"
 echo "above 1.00x means X is better (throughput: X/ref; latency, memory, losses: ref/X)."
 echo
 "$LOAD" summary "$results"

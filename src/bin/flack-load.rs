@@ -6,11 +6,13 @@
 //! `ulimit -n <hard limit>`, as `scripts/bench.sh` does.
 
 use clap::{Args, Parser, Subcommand};
+use flack::load::abuse::{abuse, AbuseParams, Attack, MAX_GROWTH_MIB, MAX_P99_VS_QUIET};
 use flack::load::connections::{connections, ConnectionsParams};
 use flack::load::fanout::{fanout, FanoutParams};
 use flack::load::history::{history, page_snapshot, HistoryParams};
 use flack::load::max_rate::{max_rate, step_line, MaxRateParams};
 use flack::load::{print_reports, reference, summary, wasm, Report, Result, Run, Target};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -169,6 +171,47 @@ enum Command {
         /// Page loads in the paced run.
         #[arg(long, default_value_t = 1000)]
         paced_requests: usize,
+    },
+    /// Each known attack against a running Flack on loopback, from another address, while a
+    /// normal user chats: the server's memory and descriptors, the user's p99 ack latency
+    /// against a quiet run, and whether a fresh browser is served afterwards.
+    Abuse {
+        /// Flack's address (loopback only).
+        #[arg(long)]
+        flack: String,
+        /// Flack's process id (for its memory and descriptors).
+        #[arg(long)]
+        flack_pid: Option<u32>,
+        /// Flack's column name in reports.
+        #[arg(long, default_value = "flack")]
+        flack_label: String,
+        /// Seconds each attack's window lasts.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Seconds of the quiet run (default: as long as a window).
+        #[arg(long)]
+        quiet_seconds: Option<u64>,
+        /// Tiny sizes, to check the scenario in seconds.
+        #[arg(long)]
+        quick: bool,
+        /// Only these attacks, comma-separated (default: all, in the standard order).
+        #[arg(long, value_delimiter = ',')]
+        attacks: Vec<Attack>,
+        /// Stop an attack once the server has grown this much, MiB (protects the machine).
+        #[arg(long, default_value_t = 1024)]
+        max_growth_mib: u64,
+        /// Where the attackers connect from.
+        #[arg(long, default_value = "127.0.0.2")]
+        attacker_ip: IpAddr,
+        /// Where the normal user and the fresh browser connect from.
+        #[arg(long, default_value = "127.0.0.1")]
+        user_ip: IpAddr,
+        /// The normal user's messages per second.
+        #[arg(long, default_value_t = 10)]
+        user_rate: u32,
+        /// Exit with status 1 when an attack misses a bar.
+        #[arg(long)]
+        require_bars: bool,
     },
     /// Raw and gzip size of the site's .wasm and .js.
     WasmSize {
@@ -361,6 +404,68 @@ async fn run(command: Command) -> Result<()> {
             }
             if !joined.is_empty() {
                 print_reports(&joined);
+            }
+        }
+        Command::Abuse {
+            flack,
+            flack_pid,
+            flack_label,
+            seconds,
+            quiet_seconds,
+            quick,
+            attacks,
+            max_growth_mib,
+            attacker_ip,
+            user_ip,
+            user_rate,
+            require_bars,
+        } => {
+            let mut params = if quick {
+                AbuseParams::quick(seconds)
+            } else {
+                AbuseParams::standard(seconds)
+            };
+            if !attacks.is_empty() {
+                params.attacks = attacks;
+            }
+            if let Some(quiet) = quiet_seconds {
+                params.quiet = Duration::from_secs(quiet.max(1));
+            }
+            params.max_growth_mib = max_growth_mib;
+            params.attacker_address = attacker_ip;
+            params.user_address = user_ip;
+            params.user_rate = user_rate;
+            let mut run = Run::new(Target::flack(&flack), flack_pid);
+            run.label = flack_label;
+            eprintln!(
+                "abuse on {}: quiet run, then {} attacks of {} s each…",
+                run.label,
+                params.attacks.len(),
+                seconds
+            );
+            let outcome = abuse(&run, &params, |attack| {
+                let name = attack.attack.name();
+                if let Some(e) = &attack.first_error {
+                    eprintln!("  {name}: attacker's first problem: {e}");
+                }
+                if let Some(e) = &attack.user.first_error {
+                    eprintln!("  {name}: normal user's first problem: {e}");
+                }
+                if attack.stopped_early {
+                    eprintln!("  {name}: stopped early: the server grew by {max_growth_mib} MiB");
+                }
+                print_reports(&[attack.report(&run.label, &params)]);
+            })
+            .await?;
+            println!(
+                "== abuse bars (growth ≤ {MAX_GROWTH_MIB} MiB, p99 ≤ {MAX_P99_VS_QUIET}x quiet, \
+                 a fresh browser served after); quiet p99 {:.2} ms over {} messages",
+                outcome.quiet.p99_ms(),
+                outcome.quiet.sent
+            );
+            println!("{}", outcome.bars_table());
+            if require_bars && !outcome.bars_met() {
+                return Err(flack::load::error("an attack missed a bar"));
             }
         }
         Command::WasmSize { pkg } => {

@@ -6,8 +6,9 @@ use super::{error, Result, Target};
 use crate::protocol::{ClientEvent, ServerEvent};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -28,6 +29,106 @@ pub fn http_client() -> reqwest::Client {
         .timeout(Duration::from_secs(30))
         .build()
         .expect("an HTTP client")
+}
+
+/// An HTTP client like [`http_client`] whose connections leave from `address` (a loopback
+/// address such as `127.0.0.2`, so that the server sees a second machine), with no cookie
+/// store: every client made here is a fresh browser or bot.
+pub fn http_client_from(address: IpAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .local_address(address)
+        .pool_max_idle_per_host(usize::MAX)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("an HTTP client")
+}
+
+/// The socket address the target listens on (its URL's host and port, resolved).
+pub async fn server_addr(target: &Target) -> Result<SocketAddr> {
+    let url = reqwest::Url::parse(target.base_url())?;
+    let host = url
+        .host_str()
+        .ok_or_else(|| error(format!("no host in {}", target.base_url())))?;
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| error(format!("no port in {}", target.base_url())))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let first = tokio::net::lookup_host((host, port)).await?.next();
+    first.ok_or_else(|| error(format!("{host} resolves to nothing")))
+}
+
+/// How a socket made by [`connect_from`] is set up.
+#[derive(Debug, Clone, Copy)]
+pub struct Source {
+    /// The local address to bind before connecting (`127.0.0.2`: another client machine).
+    pub address: IpAddr,
+    /// The kernel's receive buffer for the socket, bytes (`None`: the system's default).
+    pub recv_buffer: Option<u32>,
+    /// tungstenite's buffers small, as in [`connect`].
+    pub small: bool,
+}
+
+impl Source {
+    /// A socket from `address` with default buffers.
+    pub fn new(address: IpAddr) -> Self {
+        Source {
+            address,
+            recv_buffer: None,
+            small: false,
+        }
+    }
+}
+
+/// A TCP connection to `server` bound to `from` first (so the server sees that address),
+/// Nagle off.
+pub async fn tcp_from(from: &Source, server: SocketAddr) -> Result<TcpStream> {
+    let socket = if server.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(size) = from.recv_buffer {
+        socket.set_recv_buffer_size(size)?;
+    }
+    socket.bind(SocketAddr::new(from.address, 0))?;
+    let stream = tokio::time::timeout(STEP_TIMEOUT, socket.connect(server))
+        .await
+        .map_err(|_| error("TCP connect timed out"))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Like [`connect`], over a connection from `from` to `server` (see [`tcp_from`]).
+pub async fn connect_from(
+    target: &Target,
+    server: SocketAddr,
+    from: &Source,
+    token: Option<&str>,
+) -> Result<Ws> {
+    let mut request = target.ws_url().into_client_request()?;
+    if let Some(token) = token {
+        request.headers_mut().insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {token}"))?,
+        );
+    }
+    let mut config = WebSocketConfig::default();
+    if from.small {
+        config = config.read_buffer_size(4 * 1024).write_buffer_size(0);
+    }
+    let tcp = tcp_from(from, server).await?;
+    let (ws, _) = tokio::time::timeout(
+        STEP_TIMEOUT,
+        tokio_tungstenite::client_async_with_config(
+            request,
+            MaybeTlsStream::Plain(tcp),
+            Some(config),
+        ),
+    )
+    .await
+    .map_err(|_| error("WebSocket handshake timed out"))??;
+    Ok(ws)
 }
 
 #[derive(Deserialize)]

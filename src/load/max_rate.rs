@@ -1,6 +1,10 @@
 //! The highest rate each sender can keep: fan-out steps at doubling rates until one fails
 //! (a loss, a duplicate, or p99 latency or send lag over the limit), then a few bisection
 //! steps between the last pass and the first failure. Every loop is bounded.
+//!
+//! The report gives the best passing step and the lowest failing one above it (`past_…`), so
+//! that the table shows how each target behaves one step past its ceiling: whether it bends
+//! (latency grows, everything arrives) or sheds (messages are lost).
 
 use super::fanout::{fanout, FanoutOutcome, FanoutParams};
 use super::{ms, Better, Report, Result, Run};
@@ -92,6 +96,13 @@ impl MaxRate {
             .find(|s| s.passed && s.rate == self.best_rate)
     }
 
+    /// The step one past the ceiling: the lowest rate that failed (above the best, since the
+    /// search only tries rates between the best pass and the lowest failure).
+    pub fn past(&self) -> Option<&Step> {
+        let failed = self.failed_rate?;
+        self.steps.iter().find(|s| !s.passed && s.rate == failed)
+    }
+
     /// The figures as a report.
     pub fn report(&self, label: &str, params: &MaxRateParams) -> Report {
         let mut r = Report::new("max-rate", params.case(), label);
@@ -137,8 +148,29 @@ impl MaxRate {
                 r.metric("loader_cpu_pct", cpu, "%", Better::Neither);
             }
         }
-        if let Some(failed) = self.failed_rate {
-            r.metric("failed_rate", f64::from(failed), "/s", Better::Neither);
+        if let Some(past) = self.past() {
+            let o = &past.outcome;
+            r.metric(
+                "past_rate_per_sender",
+                f64::from(past.rate),
+                "/s",
+                Better::Higher,
+            )
+            .metric(
+                "past_deliveries_per_s",
+                o.deliveries_per_sec,
+                "/s",
+                Better::Higher,
+            )
+            .metric("past_lost", o.lost as f64, "", Better::Lower)
+            .metric("past_lat_p99_ms", o.latency_ms(0.99), "ms", Better::Lower)
+            .metric(
+                "past_send_lag_p99_ms",
+                o.send_lag_ms(0.99),
+                "ms",
+                Better::Lower,
+            )
+            .count("past_resyncs", o.resyncs);
         }
         r.count("steps", self.steps.len() as u64);
         r
@@ -229,4 +261,77 @@ pub fn step_line(label: &str, step: &Step) -> String {
         o.loader_cpu_pct.map_or("-".into(), |c| format!("{c:.0}%")),
         o.first_error.as_ref().map_or(String::new(), |e| format!("  ({e})")),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::small_histogram;
+
+    fn step(rate: u32, passed: bool, lost: u64) -> Step {
+        let mut latency = small_histogram();
+        latency
+            .record(if passed { 10_000 } else { 80_000 })
+            .unwrap();
+        Step {
+            rate,
+            passed,
+            outcome: FanoutOutcome {
+                connected: 4,
+                connect_failed: 0,
+                sent: u64::from(rate),
+                expected: u64::from(rate) * 4,
+                delivered: u64::from(rate) * 4 - lost,
+                lost,
+                duplicated: 0,
+                unexpected: 0,
+                acks: 0,
+                errors: 0,
+                resyncs: 2,
+                resets: 0,
+                closed_early: 0,
+                latency,
+                send_lag: small_histogram(),
+                connect: small_histogram(),
+                deliveries_per_sec: f64::from(rate) * 4.0,
+                server_cpu_pct: None,
+                server_cpu_secs: None,
+                loader_cpu_pct: None,
+                first_error: None,
+            },
+        }
+    }
+
+    #[test]
+    fn the_report_shows_the_step_past_the_ceiling() {
+        // Doubling 10, 20, 40 (fails), then bisection 30 (fails): 30 is one step past 20.
+        let found = MaxRate {
+            best_rate: 20,
+            failed_rate: Some(30),
+            steps: vec![
+                step(10, true, 0),
+                step(20, true, 0),
+                step(40, false, 9),
+                step(30, false, 3),
+            ],
+        };
+        assert_eq!(found.past().map(|s| s.rate), Some(30));
+        let report = found.report("flack", &MaxRateParams::new(4, 1, 1));
+        assert_eq!(report.get("max_rate_per_sender"), Some(20.0));
+        assert_eq!(report.get("deliveries_per_s"), Some(80.0));
+        assert_eq!(report.get("past_rate_per_sender"), Some(30.0));
+        assert_eq!(report.get("past_deliveries_per_s"), Some(120.0));
+        assert_eq!(report.get("past_lost"), Some(3.0));
+        assert_eq!(report.get("past_resyncs"), Some(2.0));
+        assert!(report.get("past_lat_p99_ms").unwrap() >= 79.0);
+
+        let never_failed = MaxRate {
+            best_rate: 10,
+            failed_rate: None,
+            steps: vec![step(10, true, 0)],
+        };
+        assert!(never_failed.past().is_none());
+        let report = never_failed.report("flack", &MaxRateParams::new(4, 1, 1));
+        assert_eq!(report.get("past_rate_per_sender"), None);
+    }
 }

@@ -10,8 +10,11 @@
 //! - [`connections`]: many idle sockets: how many are held and what each costs the server.
 //! - [`history`]: the server-rendered channel page and the socket join with 100 messages.
 //! - [`wasm`]: the size of the browser bundle.
+//! - [`abuse`]: each known attack against a running Flack while a normal user chats: memory,
+//!   descriptors, the user's latency, and whether a fresh browser is served afterwards.
 //! - [`summary`]: the markdown table of every `RESULT` line of a run.
 
+pub mod abuse;
 pub mod client;
 pub mod connections;
 pub mod fanout;
@@ -358,6 +361,11 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// The open file descriptors of a process (entries of `/proc/<pid>/fd`).
+pub fn open_fds(pid: u32) -> Option<u64> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
+}
+
 /// Clock ticks per second of `/proc/<pid>/stat` (`USER_HZ`, 100 on every Linux platform
 /// Flack targets).
 const USER_HZ: f64 = 100.0;
@@ -510,5 +518,6 @@ mod tests {
         assert!(rss_kib(std::process::id()).unwrap() > 0);
         assert!(cpu_seconds(std::process::id()).is_some());
         assert!(open_files_limit().unwrap() > 0);
+        assert!(open_fds(std::process::id()).unwrap() > 0);
     }
 }

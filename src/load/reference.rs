@@ -1,8 +1,10 @@
 //! The reference Flack is measured against: a bare axum + `tokio::sync::broadcast` relay with
 //! no application logic. Every text frame a client sends on `GET /ws` goes, as it is, to every
 //! connected client (the sender too); `GET /page` answers a fixed HTML page; `GET /` answers
-//! 200. Its sockets use Flack's settings (4 KiB read buffer, 64 KiB frames) and its broadcast
-//! queue Flack's default capacity, so the difference in the figures is Flack's own work.
+//! 200. Its sockets use Flack's settings (4 KiB read buffer, 64 KiB frames), its broadcast
+//! queue Flack's default capacity, and its writer batches as Flack's does (`write_loop` in
+//! `src/server/ws.rs`: one frame, then whatever else is ready up to 64, one flush, 10 s per
+//! write), so the difference in the figures is Flack's own work.
 
 use crate::protocol::MAX_FRAME_BYTES;
 use axum::body::Bytes;
@@ -12,8 +14,10 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use std::fmt::Write as _;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
@@ -23,6 +27,10 @@ const READ_BUFFER: usize = 4 * 1024;
 /// Frames a client may fall behind before it skips some (Flack's default
 /// `broadcast_capacity`; Flack would resend them from its store, the relay drops them).
 const CAPACITY: usize = 1024;
+/// Frames written before one flush, at most (Flack's `WRITE_BATCH`).
+const WRITE_BATCH: usize = 64;
+/// How long one batch may take to write (Flack's default `write_timeout_secs`).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 struct Relay {
@@ -43,14 +51,14 @@ pub fn router(page: Bytes) -> Router {
         .with_state(relay)
 }
 
-/// Serves the relay on `listener` until the process ends, with the sockets' defaults, as
-/// Flack's `main` does (Nagle's algorithm on).
+/// Serves the relay on `listener` until the process ends, with the sockets' defaults
+/// (Nagle's algorithm on; Flack's `main` turns it off, as [`serve_nodelay`] does).
 pub async fn serve(listener: TcpListener, page: Bytes) -> std::io::Result<()> {
     axum::serve(listener, router(page)).await
 }
 
-/// Serves the relay with `TCP_NODELAY` on every accepted socket (Nagle's algorithm off), to
-/// show what that setting alone changes.
+/// Serves the relay with `TCP_NODELAY` on every accepted socket (Nagle's algorithm off), as
+/// Flack does: the benchmark's reference.
 pub async fn serve_nodelay(listener: TcpListener, page: Bytes) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
     let listener = listener.tap_io(|tcp| {
@@ -76,21 +84,8 @@ async fn upgrade(ws: WebSocketUpgrade, State(relay): State<Relay>) -> Response {
 
 /// One task reads the client and broadcasts; another writes what is broadcast.
 async fn relay_socket(socket: WebSocket, frames: broadcast::Sender<Utf8Bytes>) {
-    let (mut sink, mut incoming) = socket.split();
-    let mut subscription = frames.subscribe();
-    let writer = tokio::spawn(async move {
-        loop {
-            match subscription.recv().await {
-                Ok(text) => {
-                    if sink.send(Message::Text(text)).await.is_err() {
-                        return;
-                    }
-                }
-                Err(RecvError::Lagged(_)) => continue,
-                Err(RecvError::Closed) => return,
-            }
-        }
-    });
+    let (sink, mut incoming) = socket.split();
+    let writer = tokio::spawn(write_loop(sink, frames.subscribe()));
     while let Some(Ok(message)) = incoming.next().await {
         match message {
             Message::Text(text) => {
@@ -101,6 +96,38 @@ async fn relay_socket(socket: WebSocket, frames: broadcast::Sender<Utf8Bytes>) {
         }
     }
     writer.abort();
+}
+
+/// Writes every broadcast frame: one, then whatever else is ready (up to [`WRITE_BATCH`]),
+/// then one flush, as Flack's writer does. A client that falls behind skips what it missed
+/// (Flack would resend it from its store); a write that fails or times out ends the socket.
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut subscription: broadcast::Receiver<Utf8Bytes>,
+) {
+    loop {
+        let first = match subscription.recv().await {
+            Ok(text) => text,
+            Err(RecvError::Lagged(_)) => continue,
+            Err(RecvError::Closed) => return,
+        };
+        let written = tokio::time::timeout(WRITE_TIMEOUT, async {
+            let (mut next, mut count) = (Some(first), 0);
+            while let Some(text) = next.take() {
+                sink.feed(Message::Text(text)).await?;
+                count += 1;
+                if count < WRITE_BATCH {
+                    // Empty, closed or behind (the next `recv` skips ahead): flush what we have.
+                    next = subscription.try_recv().ok();
+                }
+            }
+            sink.flush().await
+        })
+        .await;
+        if !matches!(written, Ok(Ok(()))) {
+            return;
+        }
+    }
 }
 
 /// A page the size and shape of a Flack channel page with 100 messages (about 25 KB), for
