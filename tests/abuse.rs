@@ -128,6 +128,8 @@ async fn raised(config: Config) -> (SocketAddr, AppState) {
     common::serve_with_state(Config {
         frame_rate_per_sec: 100_000,
         frame_burst: 100_000,
+        subscribe_rate_per_sec: 100_000,
+        subscribe_burst: 100_000,
         rate_limit_per_sec: 100_000,
         rate_limit_burst: 100_000,
         flood_strikes: 1_000_000,

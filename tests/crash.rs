@@ -38,6 +38,8 @@ fn start(db: &Path, port: u16) -> Child {
         .env("FLACK_RATE_LIMIT_BURST", "1000000")
         .env("FLACK_FRAME_RATE_PER_SEC", "1000000")
         .env("FLACK_FRAME_BURST", "1000000")
+        .env("FLACK_SUBSCRIBE_RATE_PER_SEC", "1000000")
+        .env("FLACK_SUBSCRIBE_BURST", "1000000")
         .env("FLACK_LOG", "warn")
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())

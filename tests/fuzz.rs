@@ -100,7 +100,9 @@ async fn no_partial_state(store: Arc<dyn Store>, frames: Vec<String>) -> Result<
     let limits = Limits {
         window: 100,
         post: limit,
+        open: limit,
         max_channels: 10,
+        join_cache_bytes: 1 << 20,
     };
     let chat = Chat::new(store, hub, limits, Budgets::new(plenty, plenty));
     chat.ensure_channels(&["general".into()]).await.unwrap();

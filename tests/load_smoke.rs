@@ -24,6 +24,8 @@ async fn start_flack(store: StoreKind) -> String {
         rate_limit_burst: 1_000_000,
         frame_rate_per_sec: 1_000_000,
         frame_burst: 1_000_000,
+        subscribe_rate_per_sec: 1_000_000,
+        subscribe_burst: 1_000_000,
         new_identities_per_hour: 1_000_000,
         new_identities_burst: 1_000_000,
         new_channels_per_hour: 1_000_000,

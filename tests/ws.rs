@@ -565,6 +565,8 @@ async fn a_client_that_stops_reading_is_cut_off_while_others_keep_up() {
         rate_limit_burst: 100_000,
         frame_rate_per_sec: 100_000,
         frame_burst: 100_000,
+        subscribe_rate_per_sec: 100_000,
+        subscribe_burst: 100_000,
         ..Config::default()
     })
     .await;
@@ -733,6 +735,8 @@ async fn a_socket_that_falls_behind_its_channel_is_replayed_in_order() {
         rate_limit_burst: 100_000,
         frame_rate_per_sec: 100_000,
         frame_burst: 100_000,
+        subscribe_rate_per_sec: 100_000,
+        subscribe_burst: 100_000,
         ..Config::default()
     })
     .await;

@@ -133,16 +133,21 @@ fn MessageList(log: RwSignal<ChannelLog>, label: String) -> impl IntoView {
             match get_older(channel, before).await {
                 Ok(page) => {
                     log.update(|l| l.prepend_older(page.messages, HISTORY_WINDOW));
-                    // Keep the reader looking at the same message.
+                    // Keep the reader looking at the same message; only then may a scroll to
+                    // the top ask for the next page (before it, the list is still at the top
+                    // and a scroll event would load a second page at once).
                     request_animation_frame(move || {
                         if let (Some(el), Some(before)) = (list.get_untracked(), height_before) {
                             el.set_scroll_top(el.scroll_top() + el.scroll_height() - before);
                         }
+                        loading.set(false);
                     });
                 }
-                Err(e) => client.last_error.set(Some(e.to_string())),
+                Err(e) => {
+                    client.last_error.set(Some(e.to_string()));
+                    loading.set(false);
+                }
             }
-            loading.set(false);
         });
     };
     let on_scroll = move |_| {

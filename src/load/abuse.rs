@@ -201,7 +201,7 @@ pub struct AbuseParams {
     pub channel: String,
     /// Where the normal user and the fresh browser connect from.
     pub user_address: IpAddr,
-    /// Where every attacker connects from.
+    /// Where the first attacker connects from; each next attack from the next address up.
     pub attacker_address: IpAddr,
     /// An attack stops early once the server has grown this much (MiB): a safety valve.
     pub max_growth_mib: u64,
@@ -601,6 +601,22 @@ async fn sample(
     s
 }
 
+/// Where attack number `index` comes from: `base`, then the next addresses up (127.0.0.2,
+/// 127.0.0.3, …), as distinct attackers would, so that the budgets one attack spent do not
+/// blunt the next.
+fn attacker_for(base: IpAddr, index: usize) -> IpAddr {
+    match base {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            let last = u8::try_from((usize::from(d) + index) % 254)
+                .unwrap_or(2)
+                .max(2);
+            IpAddr::V4(Ipv4Addr::new(a, b, c, last))
+        }
+        other => other,
+    }
+}
+
 async fn run_attack(
     attack: Attack,
     index: usize,
@@ -629,11 +645,12 @@ async fn run_attack(
     let (user_stop, user_stopped) = watch::channel(false);
     let chatting = tokio::spawn(user.clone().chat(format!("a{index}"), user_stopped));
 
+    let attacker = attacker_for(params.attacker_address, index);
     let ctx = Arc::new(Ctx {
         target: run.target.clone(),
         server,
-        source: Source::new(params.attacker_address),
-        http: client::http_client_from(params.attacker_address),
+        source: Source::new(attacker),
+        http: client::http_client_from(attacker),
         params: params.clone(),
         counts: Counts::new(attack.rows()),
         stop: attack_stop.clone(),

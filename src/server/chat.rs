@@ -9,6 +9,7 @@
 use super::budgets::Budgets;
 use super::hub::{Frame, Hub, Subscription, Topic};
 use super::store::{Appended, NewMessage, Store};
+use super::window_frames::{Joined, WindowFrames};
 use crate::error::AppError;
 use crate::protocol::{
     channel_key, validate_channel_name, validate_client_id, validate_display_name,
@@ -43,8 +44,20 @@ pub struct Limits {
     pub window: usize,
     /// How fast one user may write (post or delete).
     pub post: PostLimit,
+    /// How fast one user may open channels over sockets.
+    pub open: PostLimit,
     /// Channels the server holds at most.
     pub max_channels: usize,
+    /// Bytes of serialized join answers kept to share between joins.
+    pub join_cache_bytes: usize,
+}
+
+impl PostLimit {
+    fn quota(&self) -> Quota {
+        let per_second = NonZeroU32::new(self.per_second.max(1)).expect("at least one");
+        let burst = NonZeroU32::new(self.burst.max(1)).expect("at least one");
+        Quota::per_second(per_second).allow_burst(burst)
+    }
 }
 
 /// Flack's application service: a [`Store`] and a [`Hub`] kept in step.
@@ -55,7 +68,9 @@ pub struct Chat {
     max_channels: usize,
     writes: mpsc::Sender<Write>,
     limiter: DefaultKeyedRateLimiter<UserId>,
+    opens: DefaultKeyedRateLimiter<UserId>,
     budgets: Budgets,
+    frames: Arc<WindowFrames>,
     /// The channels everyone sees in the sidebar (the configured defaults), by key.
     defaults: std::sync::RwLock<Vec<String>>,
     /// The channel each user opened last, so that reopening it writes nothing.
@@ -81,18 +96,17 @@ impl Chat {
     /// Wires a store and a hub and starts the write pipeline (needs a Tokio runtime).
     pub fn new(store: Arc<dyn Store>, hub: Arc<dyn Hub>, limits: Limits, budgets: Budgets) -> Self {
         let (writes, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(pipeline(store.clone(), hub.clone(), queue));
-        let per_second = NonZeroU32::new(limits.post.per_second.max(1)).expect("at least one");
-        let burst = NonZeroU32::new(limits.post.burst.max(1)).expect("at least one");
+        let frames = Arc::new(WindowFrames::new(limits.join_cache_bytes));
+        tokio::spawn(pipeline(store.clone(), hub.clone(), frames.clone(), queue));
         Chat {
+            frames,
             store,
             hub,
             window: limits.window,
             max_channels: limits.max_channels,
             writes,
-            limiter: DefaultKeyedRateLimiter::keyed(
-                Quota::per_second(per_second).allow_burst(burst),
-            ),
+            limiter: DefaultKeyedRateLimiter::keyed(limits.post.quota()),
+            opens: DefaultKeyedRateLimiter::keyed(limits.open.quota()),
             budgets,
             defaults: Default::default(),
             last_visit: std::sync::Mutex::new(lru::LruCache::new(
@@ -263,6 +277,42 @@ impl Chat {
         Ok(ChannelHistory { channel, messages })
     }
 
+    /// The answer to a subscribe, serialized: for a fresh join the channel's window, built
+    /// once and shared until the channel changes; after a reconnect what was missed.
+    pub async fn join_answer(
+        &self,
+        channel: &str,
+        after_seq: Option<u64>,
+        oldest_seq: Option<u64>,
+    ) -> Result<Joined, AppError> {
+        let serialize = |event: &ServerEvent, seen: Option<u64>| {
+            let ServerEvent::Subscribed {
+                messages, reset, ..
+            } = event
+            else {
+                unreachable!("catch_up answers with Subscribed")
+            };
+            let seen = if *reset { None } else { seen };
+            Joined {
+                last_seq: messages.last().map(|m| m.seq).or(seen).unwrap_or(0),
+                text: Frame::new(None, event).text,
+            }
+        };
+        if after_seq.is_some() {
+            let event = self.catch_up(channel, after_seq, oldest_seq).await?;
+            return Ok(serialize(&event, after_seq));
+        }
+        let key = channel_key(channel);
+        let generation = match self.frames.get(&key) {
+            Ok(joined) => return Ok(joined),
+            Err(generation) => generation,
+        };
+        let event = self.catch_up(channel, None, None).await?;
+        let joined = serialize(&event, None);
+        self.frames.put(&key, generation, joined.clone());
+        Ok(joined)
+    }
+
     /// What a subscriber that last saw `after_seq` missed (`None`: it saw nothing yet);
     /// deletions are reported back to `oldest_seq` (by default a window before `after_seq`).
     pub async fn catch_up(
@@ -336,12 +386,7 @@ impl Chat {
 
     /// Spends one of the user's writes (posts and deletions share the rate).
     fn spend_write(&self, user: &UserId) -> Result<(), AppError> {
-        self.limiter.check_key(user).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            AppError::RateLimited {
-                retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
-            }
-        })
+        self.limiter.check_key(user).map_err(refusal)
     }
 
     /// Deletes `user`'s own message and tells the channel.
@@ -368,7 +413,16 @@ impl Chat {
     /// burst.
     pub fn forget_idle_limits(&self) {
         self.limiter.retain_recent();
+        self.opens.retain_recent();
         self.budgets.forget_idle();
+    }
+}
+
+/// A rate limit's refusal, saying when to try again.
+fn refusal(not_until: governor::NotUntil<governor::clock::QuantaInstant>) -> AppError {
+    let wait = not_until.wait_time_from(DefaultClock::default().now());
+    AppError::RateLimited {
+        retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
     }
 }
 
@@ -383,7 +437,12 @@ pub async fn settle<T>(answer: Answer<T>) -> Result<T, AppError> {
 }
 
 /// Stores queued writes in batches, then publishes and answers, in order.
-async fn pipeline(store: Arc<dyn Store>, hub: Arc<dyn Hub>, mut queue: mpsc::Receiver<Write>) {
+async fn pipeline(
+    store: Arc<dyn Store>,
+    hub: Arc<dyn Hub>,
+    frames: Arc<WindowFrames>,
+    mut queue: mpsc::Receiver<Write>,
+) {
     let mut held: Option<Write> = None;
     loop {
         let first = match held.take() {
@@ -415,6 +474,7 @@ async fn pipeline(store: Arc<dyn Store>, hub: Arc<dyn Hub>, mut queue: mpsc::Rec
                     if let Ok(appended) = &result {
                         if appended.fresh {
                             let message = &appended.message;
+                            frames.invalidate(&channel_key(&message.channel));
                             let event = ServerEvent::Message {
                                 message: message.clone(),
                             };
@@ -430,6 +490,7 @@ async fn pipeline(store: Arc<dyn Store>, hub: Arc<dyn Hub>, mut queue: mpsc::Rec
             Write::Delete { id, by, reply } => {
                 let result = store.delete(&id, &by).await;
                 if let Ok(message) = &result {
+                    frames.invalidate(&channel_key(&message.channel));
                     let event = ServerEvent::MessageDeleted {
                         channel: message.channel.clone(),
                         message_id: message.id.clone(),
@@ -471,7 +532,9 @@ mod tests {
             Limits {
                 window: 100,
                 post: limit,
+                open: limit,
                 max_channels: 5,
+                join_cache_bytes: 1 << 20,
             },
             Budgets::new(plenty, plenty),
         )
@@ -528,6 +591,41 @@ mod tests {
         assert_eq!(first.message, again.message);
         assert!(sub.recv().await.is_ok());
         assert!(sub.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn joins_share_one_window_until_the_channel_changes() {
+        let chat = chat();
+        chat.ensure_channels(&["general".into()]).await.unwrap();
+        let ada = named(&chat, "a", "Ada").await;
+        let first = chat
+            .post(&ada, "general", "one", None)
+            .await
+            .unwrap()
+            .message;
+        let a = chat.join_answer("general", None, None).await.unwrap();
+        let b = chat.join_answer("General", None, None).await.unwrap();
+        assert_eq!(
+            a.text.as_str().as_ptr(),
+            b.text.as_str().as_ptr(),
+            "built once"
+        );
+        assert_eq!(a.last_seq, first.seq);
+        let second = chat
+            .post(&ada, "general", "two", None)
+            .await
+            .unwrap()
+            .message;
+        let c = chat.join_answer("general", None, None).await.unwrap();
+        assert!(c.text.as_str().contains(r#""body":"two""#));
+        assert_eq!(c.last_seq, second.seq);
+        chat.delete(&ada.id, &second.id).await.unwrap();
+        let d = chat.join_answer("general", None, None).await.unwrap();
+        assert!(
+            !d.text.as_str().contains(r#""body":"two""#),
+            "a deletion shows at once"
+        );
+        assert_eq!(d.last_seq, first.seq);
     }
 
     #[tokio::test]

@@ -77,6 +77,11 @@ pub struct Config {
     pub frame_rate_per_sec: u32,
     /// Frames one WebSocket may send at once before `frame_rate_per_sec` applies.
     pub frame_burst: u32,
+    /// Channels one user may open per second, sustained (each open sends a whole window, the
+    /// dearest answer there is); past it and `subscribe_burst` an open is refused.
+    pub subscribe_rate_per_sec: u32,
+    /// Channels one user may open at once.
+    pub subscribe_burst: u32,
     /// New identities (stored users) one client address may create per hour, sustained.
     pub new_identities_per_hour: u32,
     /// New identities one client address may create at once.
@@ -92,6 +97,9 @@ pub struct Config {
     pub window_cache_bytes: usize,
     /// Users kept in memory (SQLite store); the least recently seen are read again from disk.
     pub user_cache_entries: usize,
+    /// Bytes of serialized join answers (a channel's window as JSON) kept to share between
+    /// joins of an unchanged channel.
+    pub join_cache_bytes: usize,
     /// `tracing` filter, e.g. `"info"` or `"flack=debug,tower_http=info"`.
     pub log: String,
     /// Log as JSON lines instead of text.
@@ -126,6 +134,8 @@ impl Default for Config {
             outgoing_queue_bytes: 4 * 1024 * 1024,
             frame_rate_per_sec: 50,
             frame_burst: 200,
+            subscribe_rate_per_sec: 5,
+            subscribe_burst: 30,
             new_identities_per_hour: 60,
             new_identities_burst: 20,
             new_channels_per_hour: 30,
@@ -133,6 +143,7 @@ impl Default for Config {
             max_channels: 10_000,
             window_cache_bytes: 32 * 1024 * 1024,
             user_cache_entries: 50_000,
+            join_cache_bytes: 16 * 1024 * 1024,
             log: "info".into(),
             log_json: false,
         }
@@ -162,6 +173,14 @@ impl Config {
         super::chat::PostLimit {
             per_second: self.rate_limit_per_sec,
             burst: self.rate_limit_burst,
+        }
+    }
+
+    /// The per-user limit on opening channels.
+    pub fn open_limit(&self) -> super::chat::PostLimit {
+        super::chat::PostLimit {
+            per_second: self.subscribe_rate_per_sec,
+            burst: self.subscribe_burst,
         }
     }
 

@@ -13,6 +13,7 @@ pub mod site;
 pub mod sockets;
 pub mod state;
 pub mod store;
+pub mod window_frames;
 pub mod ws;
 
 use axum::routing::{get, post};

@@ -71,7 +71,9 @@ impl AppState {
         let limits = Limits {
             window: config.history_window,
             post: config.post_limit(),
+            open: config.open_limit(),
             max_channels: config.max_channels,
+            join_cache_bytes: config.join_cache_bytes,
         };
         let chat = Arc::new(Chat::new(store, hub, limits, budgets));
         chat.ensure_channels(&config.default_channels).await?;

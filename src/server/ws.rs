@@ -52,6 +52,8 @@ const FLUSH_BYTES: usize = 256 * 1024;
 const TOO_SLOW: &str = "too slow to keep up";
 /// How long a closing socket waits for the client's close reply.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Frames a closing socket reads (and drops) at most while it waits for that reply.
+const CLOSE_DISCARD: usize = 256;
 /// How long a closing socket waits for sends already committing, to acknowledge them.
 const ACK_GRACE: Duration = Duration::from_secs(2);
 
@@ -275,9 +277,13 @@ async fn run(socket: WebSocket, state: AppState, user: UserInfo, holds: Holds) {
         drop(outgoing);
         // The closing handshake: read (and discard) until the client's own close, so that its
         // unread frames do not turn our close into a connection reset.
+        // Bounded in frames too: a flooding client must not keep the server parsing for the
+        // whole grace period.
         let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            let mut left = CLOSE_DISCARD;
             while let Some(Ok(message)) = incoming.next().await {
-                if matches!(message, Message::Close(_)) {
+                left -= 1;
+                if matches!(message, Message::Close(_)) || left == 0 {
                     break;
                 }
             }
@@ -512,11 +518,10 @@ impl Session {
 
     /// Has the writer write `reply` (a channel's window) and follow `open` from then on; a
     /// lag hands it back here. An earlier window not written yet is dropped for this one.
-    fn follow(&mut self, reply: &ServerEvent, mut open: Box<Open>) -> Result<(), End> {
+    fn follow(&mut self, reply: Message, mut open: Box<Open>) -> Result<(), End> {
         let (back, lagged) = oneshot::channel();
         open.give_back = Some(back);
         self.lagged = Some(lagged);
-        let reply = Message::Text(Frame::new(None, reply).text);
         let bytes = text_len(&reply);
         let replaced = self
             .window
@@ -617,32 +622,21 @@ impl Session {
             } => {
                 // Subscribe first, then read the store: frames that arrive meanwhile are
                 // skipped by sequence number instead of being lost.
-                let frames = match chat.open_channel(&self.user, &channel).await {
-                    Ok((_, frames)) => frames,
+                let (info, frames) = match chat.open_channel(&self.user, &channel).await {
+                    Ok(opened) => opened,
                     Err(error) => return self.strike(error, None),
                 };
                 self.strikes = 0;
-                match chat.catch_up(&channel, after_seq, oldest_seq).await {
-                    Ok(reply) => {
-                        let ServerEvent::Subscribed {
-                            channel: name,
-                            messages,
-                            reset,
-                            ..
-                        } = &reply
-                        else {
-                            unreachable!("catch_up answers with Subscribed")
-                        };
-                        let seen = if *reset { None } else { after_seq };
-                        let last_seq = messages.last().map(|m| m.seq).or(seen).unwrap_or(0);
+                match chat.join_answer(&channel, after_seq, oldest_seq).await {
+                    Ok(joined) => {
                         let open = Open {
-                            name: name.clone(),
+                            name: info.name,
                             frames,
-                            last_seq,
+                            last_seq: joined.last_seq,
                             give_back: None,
                         };
                         // The reply first, then the live frames after it.
-                        self.follow(&reply, Box::new(open))
+                        self.follow(Message::Text(joined.text), Box::new(open))
                     }
                     Err(error) => self.send_error(error, None),
                 }
@@ -723,7 +717,7 @@ impl Session {
                         open.last_seq = open.last_seq.max(last.seq);
                     }
                 }
-                self.follow(&reply, open)
+                self.follow(Message::Text(Frame::new(None, &reply).text), open)
             }
             // The gap stays unfilled, but the channel goes on live (as it did before the lag).
             Err(error) => {
@@ -734,7 +728,7 @@ impl Session {
                     reset: false,
                 };
                 self.send_error(error, None)?;
-                self.follow(&reply, open)
+                self.follow(Message::Text(Frame::new(None, &reply).text), open)
             }
         }
     }
