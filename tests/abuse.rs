@@ -130,6 +130,8 @@ async fn raised(config: Config) -> (SocketAddr, AppState) {
         frame_burst: 100_000,
         subscribe_rate_per_sec: 100_000,
         subscribe_burst: 100_000,
+        join_bytes_per_sec_per_ip: 1 << 40,
+        join_bytes_burst_per_ip: 1 << 40,
         rate_limit_per_sec: 100_000,
         rate_limit_burst: 100_000,
         flood_strikes: 1_000_000,

@@ -40,6 +40,8 @@ fn start(db: &Path, port: u16) -> Child {
         .env("FLACK_FRAME_BURST", "1000000")
         .env("FLACK_SUBSCRIBE_RATE_PER_SEC", "1000000")
         .env("FLACK_SUBSCRIBE_BURST", "1000000")
+        .env("FLACK_JOIN_BYTES_PER_SEC_PER_IP", "1000000000000")
+        .env("FLACK_JOIN_BYTES_BURST_PER_IP", "1000000000000")
         .env("FLACK_LOG", "warn")
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())

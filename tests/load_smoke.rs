@@ -26,6 +26,8 @@ async fn start_flack(store: StoreKind) -> String {
         frame_burst: 1_000_000,
         subscribe_rate_per_sec: 1_000_000,
         subscribe_burst: 1_000_000,
+        join_bytes_per_sec_per_ip: 1 << 40,
+        join_bytes_burst_per_ip: 1 << 40,
         new_identities_per_hour: 1_000_000,
         new_identities_burst: 1_000_000,
         new_channels_per_hour: 1_000_000,

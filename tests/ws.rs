@@ -567,6 +567,8 @@ async fn a_client_that_stops_reading_is_cut_off_while_others_keep_up() {
         frame_burst: 100_000,
         subscribe_rate_per_sec: 100_000,
         subscribe_burst: 100_000,
+        join_bytes_per_sec_per_ip: 1 << 40,
+        join_bytes_burst_per_ip: 1 << 40,
         ..Config::default()
     })
     .await;
@@ -737,6 +739,8 @@ async fn a_socket_that_falls_behind_its_channel_is_replayed_in_order() {
         frame_burst: 100_000,
         subscribe_rate_per_sec: 100_000,
         subscribe_burst: 100_000,
+        join_bytes_per_sec_per_ip: 1 << 40,
+        join_bytes_burst_per_ip: 1 << 40,
         ..Config::default()
     })
     .await;

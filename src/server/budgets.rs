@@ -45,18 +45,63 @@ fn refused(not_until: governor::NotUntil<governor::clock::QuantaInstant>) -> App
     }
 }
 
-/// Per-address budgets for lasting things.
+/// Per-address budgets for lasting things, and for the bytes of channel windows sent.
 pub struct Budgets {
     identities: DefaultKeyedRateLimiter<IpAddr>,
     channels: DefaultKeyedRateLimiter<IpAddr>,
+    /// KiB of join answers (channel windows), per address.
+    join_kib: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+/// How many bytes of channel windows one address may be sent by joining channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRate {
+    /// Sustained, per second.
+    pub per_second: usize,
+    /// At once.
+    pub burst: usize,
 }
 
 impl Budgets {
-    /// Budgets of `identities` and `channels` per client address.
+    /// Budgets of `identities` and `channels` per client address, and generous join bytes.
     pub fn new(identities: Allowance, channels: Allowance) -> Self {
+        Self::with_joins(
+            identities,
+            channels,
+            ByteRate {
+                per_second: usize::MAX / 2,
+                burst: usize::MAX / 2,
+            },
+        )
+    }
+
+    /// The same, with a budget of `joins` bytes of channel windows per address.
+    pub fn with_joins(identities: Allowance, channels: Allowance, joins: ByteRate) -> Self {
+        let kib = |bytes: usize| {
+            NonZeroU32::new(u32::try_from((bytes / 1024).max(1)).unwrap_or(u32::MAX))
+                .expect("at least one")
+        };
         Budgets {
             identities: DefaultKeyedRateLimiter::keyed(quota_per_hour(identities)),
             channels: DefaultKeyedRateLimiter::keyed(quota_per_hour(channels)),
+            join_kib: DefaultKeyedRateLimiter::keyed(
+                Quota::per_second(kib(joins.per_second)).allow_burst(kib(joins.burst)),
+            ),
+        }
+    }
+
+    /// Spends `bytes` of `ip`'s budget for channel windows (the answers to joining a channel,
+    /// which can be megabytes each), or says when it may try again.
+    pub fn join_bytes(&self, ip: IpAddr, bytes: usize) -> Result<(), AppError> {
+        let kib = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        let n = NonZeroU32::new(kib).expect("at least one");
+        match self.join_kib.check_key_n(&budget_key(ip), n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(refused(not_until)),
+            // One answer larger than the whole burst: never affordable, say so plainly.
+            Err(_) => Err(AppError::RateLimited {
+                retry_after_ms: 60_000,
+            }),
         }
     }
 
@@ -74,6 +119,7 @@ impl Budgets {
     pub fn forget_idle(&self) {
         self.identities.retain_recent();
         self.channels.retain_recent();
+        self.join_kib.retain_recent();
     }
 }
 
@@ -126,6 +172,29 @@ mod tests {
             "channels are a separate budget"
         );
         assert!(budgets.new_channel(a).is_err());
+    }
+
+    #[test]
+    fn window_bytes_are_budgeted_per_address() {
+        let few = Allowance {
+            per_hour: 1,
+            burst: 1,
+        };
+        let budgets = Budgets::with_joins(
+            few,
+            few,
+            ByteRate {
+                per_second: 1024,
+                burst: 100 * 1024,
+            },
+        );
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        assert!(budgets.join_bytes(a, 60 * 1024).is_ok());
+        assert!(budgets.join_bytes(a, 60 * 1024).is_err(), "over the burst");
+        assert!(budgets
+            .join_bytes("127.0.0.3".parse().unwrap(), 60 * 1024)
+            .is_ok());
+        assert!(budgets.join_bytes(a, 1).is_ok(), "small answers still fit");
     }
 
     #[test]

@@ -82,6 +82,11 @@ pub struct Config {
     pub subscribe_rate_per_sec: u32,
     /// Channels one user may open at once.
     pub subscribe_burst: u32,
+    /// Bytes of channel windows (the answers to joining a channel) one client address may be
+    /// sent per second, sustained; past it and `join_bytes_burst_per_ip` a join is refused.
+    pub join_bytes_per_sec_per_ip: usize,
+    /// Bytes of channel windows one client address may be sent at once.
+    pub join_bytes_burst_per_ip: usize,
     /// New identities (stored users) one client address may create per hour, sustained.
     pub new_identities_per_hour: u32,
     /// New identities one client address may create at once.
@@ -136,14 +141,16 @@ impl Default for Config {
             frame_burst: 200,
             subscribe_rate_per_sec: 5,
             subscribe_burst: 30,
+            join_bytes_per_sec_per_ip: 2 * 1024 * 1024,
+            join_bytes_burst_per_ip: 16 * 1024 * 1024,
             new_identities_per_hour: 60,
             new_identities_burst: 20,
             new_channels_per_hour: 30,
             new_channels_burst: 10,
             max_channels: 10_000,
-            window_cache_bytes: 32 * 1024 * 1024,
+            window_cache_bytes: 16 * 1024 * 1024,
             user_cache_entries: 50_000,
-            join_cache_bytes: 16 * 1024 * 1024,
+            join_cache_bytes: 8 * 1024 * 1024,
             log: "info".into(),
             log_json: false,
         }

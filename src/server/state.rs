@@ -1,6 +1,6 @@
 //! The state every handler and server function reaches (as axum state and Leptos context).
 
-use super::budgets::{Allowance, Budgets};
+use super::budgets::{Allowance, Budgets, ByteRate};
 use super::chat::{Chat, Limits};
 use super::config::{Config, StoreKind};
 use super::hub::MemoryHub;
@@ -58,7 +58,7 @@ impl AppState {
         };
         let tokens = Tokens::new(store.secret().await?);
         let hub = Arc::new(MemoryHub::new(config.broadcast_capacity));
-        let budgets = Budgets::new(
+        let budgets = Budgets::with_joins(
             Allowance {
                 per_hour: config.new_identities_per_hour,
                 burst: config.new_identities_burst,
@@ -66,6 +66,10 @@ impl AppState {
             Allowance {
                 per_hour: config.new_channels_per_hour,
                 burst: config.new_channels_burst,
+            },
+            ByteRate {
+                per_second: config.join_bytes_per_sec_per_ip,
+                burst: config.join_bytes_burst_per_ip,
             },
         );
         let limits = Limits {

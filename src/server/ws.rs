@@ -102,7 +102,7 @@ pub async fn upgrade(
         .max_frame_size(MAX_FRAME_BYTES)
         .read_buffer_size(READ_BUFFER)
         .max_write_buffer_size(max_buffered)
-        .on_upgrade(move |socket| run(socket, state, user, holds))
+        .on_upgrade(move |socket| run(socket, state, user, ip, holds))
 }
 
 /// Bytes queued for one socket, counted here and in the server-wide total.
@@ -209,6 +209,8 @@ type InFlight = Pin<Box<dyn Future<Output = (Option<String>, Result<Appended, Ap
 struct Session {
     state: AppState,
     user: UserInfo,
+    /// The client's address (budgets).
+    ip: std::net::IpAddr,
     queued: Queued,
     window: WindowSlot,
     budget: FrameBudget,
@@ -222,7 +224,13 @@ struct Session {
     strikes: u32,
 }
 
-async fn run(socket: WebSocket, state: AppState, user: UserInfo, holds: Holds) {
+async fn run(
+    socket: WebSocket,
+    state: AppState,
+    user: UserInfo,
+    ip: std::net::IpAddr,
+    holds: Holds,
+) {
     tracing::debug!(user = %user.id.0, "socket open");
     let (sink, mut incoming) = socket.split();
     let (outgoing, queue) = mpsc::channel(state.config.outgoing_queue.max(1));
@@ -247,6 +255,7 @@ async fn run(socket: WebSocket, state: AppState, user: UserInfo, holds: Holds) {
     let mut session = Session {
         state,
         user,
+        ip,
         queued,
         window,
         budget,
@@ -627,7 +636,14 @@ impl Session {
                     Err(error) => return self.strike(error, None),
                 };
                 self.strikes = 0;
-                match chat.join_answer(&channel, after_seq, oldest_seq).await {
+                let answer = chat.join_answer(&channel, after_seq, oldest_seq).await;
+                let answer = answer.and_then(|joined| {
+                    chat.budgets()
+                        .join_bytes(self.ip, joined.text.len())
+                        .map(|()| joined)
+                });
+                match answer {
+                    Err(error @ AppError::RateLimited { .. }) => self.strike(error, None),
                     Ok(joined) => {
                         let open = Open {
                             name: info.name,
