@@ -53,11 +53,27 @@ async fn main() {
     tracing::info!(%store, "store open");
     {
         let chat = state.chat.clone();
+        let counters = state.sockets.counters.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            let mut last = [0; 6];
             loop {
                 every.tick().await;
                 chat.forget_idle_limits();
+                let now = counters.snapshot();
+                if now != last {
+                    let [lagged, replays, pages, resets, slow, flood] = now;
+                    tracing::info!(
+                        lagged,
+                        replays,
+                        pages,
+                        resets,
+                        slow,
+                        flood,
+                        "sockets under load"
+                    );
+                    last = now;
+                }
             }
         });
     }

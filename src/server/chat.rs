@@ -313,6 +313,17 @@ impl Chat {
         Ok(joined)
     }
 
+    /// The next page of a channel after `after_seq`, for replaying a socket that fell far
+    /// behind; `None` when the store no longer holds it all (then the socket is reset).
+    pub async fn replay_page(
+        &self,
+        channel: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<Message>>, AppError> {
+        self.store.after(channel, after_seq, limit).await
+    }
+
     /// What a subscriber that last saw `after_seq` missed (`None`: it saw nothing yet);
     /// deletions are reported back to `oldest_seq` (by default a window before `after_seq`).
     pub async fn catch_up(

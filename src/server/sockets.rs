@@ -16,6 +16,40 @@ pub struct Sockets {
     by_token: Mutex<HashMap<String, Vec<Listener>>>,
     /// Bytes queued for writing, over every socket.
     queued_bytes: Arc<AtomicUsize>,
+    /// What happened to sockets under load, since the start.
+    pub counters: Arc<Counters>,
+}
+
+/// What overload did to sockets, counted since the start (logged every minute).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// A socket's writer fell behind its channel and handed it back.
+    pub lagged: AtomicU64,
+    /// Catch-ups that filled such a gap.
+    pub replays: AtomicU64,
+    /// Pages sent to sockets too far behind for one catch-up.
+    pub replay_pages: AtomicU64,
+    /// Sockets reset to the recent window (the store no longer held the gap).
+    pub resets: AtomicU64,
+    /// Sockets cut off as too slow (4008).
+    pub slow_cutoffs: AtomicU64,
+    /// Sockets closed for flooding (4029).
+    pub flood_closes: AtomicU64,
+}
+
+impl Counters {
+    /// The counts, for a log line: lagged, replays, pages, resets, slow, flood.
+    pub fn snapshot(&self) -> [u64; 6] {
+        [
+            &self.lagged,
+            &self.replays,
+            &self.replay_pages,
+            &self.resets,
+            &self.slow_cutoffs,
+            &self.flood_closes,
+        ]
+        .map(|c| c.load(Ordering::Relaxed))
+    }
 }
 
 /// One socket's registration; unregisters when dropped.

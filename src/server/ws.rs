@@ -20,7 +20,7 @@ use crate::protocol::{
     decode_client_event, ClientEvent, ServerEvent, UserInfo, CLOSE_FLOOD, CLOSE_SIGNED_OUT,
     CLOSE_SLOW_CONSUMER, MAX_FRAME_BYTES,
 };
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -42,6 +42,8 @@ const READ_BUFFER: usize = 4 * 1024;
 const CLOSE_TOO_BIG: u16 = 1009;
 /// Sends one socket may have waiting for their commit before it stops reading.
 const MAX_IN_FLIGHT: usize = 256;
+/// Messages in one page of a replay (a socket far behind its channel).
+const REPLAY_PAGE: usize = 500;
 /// Frames written before one flush.
 const WRITE_BATCH: usize = 64;
 /// Bytes written before one flush: the socket library buffers whatever it is fed, so a
@@ -269,9 +271,16 @@ async fn run(
         _ = holds.registered.revoked.notified() => End::Close(CLOSE_SIGNED_OUT, "signed out"),
     };
     let end = session.settle_in_flight(end).await;
+    let state_counters = session.state.sockets.counters.clone();
     let Session { user, outgoing, .. } = session;
     if let End::Close(code, reason) = end {
         tracing::info!(user = %user.id.0, code, reason, "closing socket");
+        let counters = &state_counters;
+        match code {
+            CLOSE_SLOW_CONSUMER => counters.slow_cutoffs.fetch_add(1, Ordering::Relaxed),
+            CLOSE_FLOOD => counters.flood_closes.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
         let frame = CloseFrame {
             code,
             reason: reason.into(),
@@ -720,34 +729,100 @@ impl Session {
     /// Replays from the store what the writer missed of a channel it fell behind on, then
     /// hands the channel back to it.
     async fn replay(&mut self, mut open: Box<Open>) -> Result<(), End> {
-        tracing::info!(user = %self.user.id.0, channel = %open.name, "resync");
-        match self
-            .state
-            .chat
-            .catch_up(&open.name, Some(open.last_seq), None)
-            .await
-        {
-            Ok(reply) => {
-                if let ServerEvent::Subscribed { messages, .. } = &reply {
-                    if let Some(last) = messages.last() {
-                        open.last_seq = open.last_seq.max(last.seq);
+        let counters = self.state.sockets.counters.clone();
+        counters.lagged.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(user = %self.user.id.0, channel = %open.name, "resync");
+        let chat = self.state.chat.clone();
+        loop {
+            let reply = match chat.catch_up(&open.name, Some(open.last_seq), None).await {
+                Ok(reply) => reply,
+                // The gap stays unfilled, but the channel goes on live (as it did before).
+                Err(error) => {
+                    let reply = ServerEvent::Subscribed {
+                        channel: open.name.clone(),
+                        messages: Vec::new(),
+                        removed: Vec::new(),
+                        reset: false,
+                    };
+                    self.send_error(error, None)?;
+                    return self.follow(Message::Text(Frame::new(None, &reply).text), open);
+                }
+            };
+            let ServerEvent::Subscribed { reset, .. } = &reply else {
+                unreachable!("catch_up answers with Subscribed")
+            };
+            // Further behind than one catch-up replays: page through what was missed, at the
+            // reader's pace, rather than reset it (where the store still holds it all).
+            if *reset {
+                if let Ok(Some(page)) = chat
+                    .replay_page(&open.name, open.last_seq, REPLAY_PAGE)
+                    .await
+                {
+                    if !page.is_empty() {
+                        counters.replay_pages.fetch_add(1, Ordering::Relaxed);
+                        let (text, last_seq) = self.page_frame(&open.name, page);
+                        open.last_seq = last_seq;
+                        self.enqueue(Message::Text(text))?;
+                        let low = self.state.config.outgoing_queue_bytes / 4;
+                        let timeout = self.state.config.write_timeout();
+                        drained(self.queued.mine.clone(), low, timeout).await?;
+                        continue;
                     }
                 }
-                self.follow(Message::Text(Frame::new(None, &reply).text), open)
+                counters.resets.fetch_add(1, Ordering::Relaxed);
             }
-            // The gap stays unfilled, but the channel goes on live (as it did before the lag).
-            Err(error) => {
-                let reply = ServerEvent::Subscribed {
-                    channel: open.name.clone(),
-                    messages: Vec::new(),
-                    removed: Vec::new(),
-                    reset: false,
-                };
-                self.send_error(error, None)?;
-                self.follow(Message::Text(Frame::new(None, &reply).text), open)
+            counters.replays.fetch_add(1, Ordering::Relaxed);
+            if let ServerEvent::Subscribed { messages, .. } = &reply {
+                if let Some(last) = messages.last() {
+                    open.last_seq = open.last_seq.max(last.seq);
+                }
             }
+            return self.follow(Message::Text(Frame::new(None, &reply).text), open);
         }
     }
+}
+
+impl Session {
+    /// A replay page as a frame that fits in half the socket's queue (fewer messages if need
+    /// be, at least one), and the last sequence number it carries.
+    fn page_frame(
+        &self,
+        channel: &str,
+        mut page: Vec<crate::protocol::Message>,
+    ) -> (Utf8Bytes, u64) {
+        let fits = self.state.config.outgoing_queue_bytes / 2;
+        loop {
+            let last_seq = page.last().map_or(0, |m| m.seq);
+            let event = ServerEvent::Subscribed {
+                channel: channel.to_string(),
+                messages: std::mem::take(&mut page),
+                removed: Vec::new(),
+                reset: false,
+            };
+            let text = Frame::new(None, &event).text;
+            let ServerEvent::Subscribed { messages, .. } = event else {
+                unreachable!("built above")
+            };
+            if text.len() <= fits || messages.len() <= 1 {
+                return (text, last_seq);
+            }
+            page = messages;
+            page.truncate(page.len() / 2);
+        }
+    }
+}
+
+/// Waits until a socket's writer has sent all but `low` bytes of its queue (a replay page),
+/// or closes a socket that takes longer than one write may.
+async fn drained(queued: Arc<AtomicUsize>, low: usize, timeout: Duration) -> Result<(), End> {
+    let deadline = Instant::now() + timeout;
+    while queued.load(Ordering::Relaxed) > low {
+        if Instant::now() > deadline {
+            return Err(End::Close(CLOSE_SLOW_CONSUMER, TOO_SLOW));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(())
 }
 
 /// The next frame of the open channel; never resolves while no channel is open.

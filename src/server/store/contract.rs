@@ -27,6 +27,7 @@ macro_rules! store_contract_tests {
             recent_visits_are_remembered_per_user_and_bounded,
             revoked_tokens_find_nobody,
             the_secret_is_kept,
+            replay_pages_follow_each_other,
         );
     };
     (@each $make:expr; $($name:ident),+ $(,)?) => {
@@ -381,4 +382,31 @@ pub async fn the_secret_is_kept(store: impl Store) {
     let first = store.secret().await.unwrap();
     assert!(first.len() >= 32);
     assert_eq!(store.secret().await.unwrap(), first);
+}
+
+/// Replay pages: what comes after a sequence number, in order, a page at a time; `None` only
+/// when the store no longer holds it.
+pub async fn replay_pages_follow_each_other(store: impl Store) {
+    store.create_channel("general".into()).await.unwrap();
+    let ada = user(&store, "a", "Ada").await;
+    let mut sent = Vec::new();
+    for i in 0..30 {
+        sent.push(send(&store, "general", &ada, &format!("m{i}")).await);
+    }
+    store.delete(&sent[12].id, &ada.id).await.unwrap();
+    let mut after = sent[4].seq;
+    let mut got = Vec::new();
+    while let Some(page) = store.after("general", after, 7).await.unwrap() {
+        assert!(page.len() <= 7);
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        got.extend(page);
+    }
+    let want: Vec<_> = sent[5..]
+        .iter()
+        .filter(|m| m.id != sent[12].id)
+        .cloned()
+        .collect();
+    assert_eq!(got, want);
+    assert!(store.after("nowhere", 0, 7).await.is_err());
 }

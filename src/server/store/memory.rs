@@ -263,6 +263,26 @@ impl Store for MemoryStore {
             .before(before_seq, limit))
     }
 
+    async fn after(
+        &self,
+        channel: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<Message>>, AppError> {
+        let (_, hot) = self.channels.get(channel)?;
+        let hot = hot.lock().expect("channel lock");
+        if !hot.covers(after_seq) {
+            return Ok(None);
+        }
+        let messages = hot
+            .recent(usize::MAX)
+            .into_iter()
+            .filter(|m| m.seq > after_seq)
+            .take(limit)
+            .collect();
+        Ok(Some(messages))
+    }
+
     async fn since(
         &self,
         channel: &str,

@@ -155,6 +155,14 @@ pub trait Store: Send + Sync + 'static {
         before_seq: u64,
         limit: usize,
     ) -> Result<Vec<Message>, AppError>;
+    /// Up to `limit` live messages with `seq > after_seq`, oldest first; `None` when the store
+    /// no longer holds everything after `after_seq` (the memory store past its window).
+    async fn after(
+        &self,
+        channel: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<Message>>, AppError>;
     /// What a client that last saw `after_seq` in `channel` has missed. Deletions are reported
     /// for sequence numbers from `oldest_seq` (the oldest the client shows) to `after_seq`.
     async fn since(

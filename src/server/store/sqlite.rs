@@ -689,6 +689,35 @@ impl Store for SqliteStore {
         self.newest(&key, from_seq(before_seq), limit).await
     }
 
+    async fn after(
+        &self,
+        channel: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<Message>>, AppError> {
+        let key = channel_key(channel);
+        if self.channel(channel).await?.is_none() {
+            return Err(AppError::NoSuchChannel {
+                name: channel.to_string(),
+            });
+        }
+        let sql = format!(
+            "{SELECT_MESSAGES} WHERE m.channel_key = ? AND m.deleted = 0 AND m.seq > ?
+             ORDER BY m.seq LIMIT ?"
+        );
+        let messages = sqlx::query(&sql)
+            .bind(&key)
+            .bind(from_seq(after_seq))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(message_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(messages))
+    }
+
     async fn since(
         &self,
         channel: &str,
