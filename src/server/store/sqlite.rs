@@ -118,10 +118,7 @@ impl SqliteStore {
             .await
             .map(first)
             .map_err(db_error)?;
-        Ok(row.map(|row| ChannelInfo {
-            name: row.get("name"),
-            created_at: row.get("created_at"),
-        }))
+        Ok(row.as_ref().map(channel_from_row))
     }
 
     /// The channel's cached window, loading it from disk if it is not cached. The caller
@@ -365,6 +362,14 @@ enum Slot {
     New(String, NewMessage),
 }
 
+/// A channel from a row with `name` and `created_at`.
+fn channel_from_row(row: &SqliteRow) -> ChannelInfo {
+    ChannelInfo {
+        name: row.get("name"),
+        created_at: row.get("created_at"),
+    }
+}
+
 fn message_from_row(row: &SqliteRow) -> Result<Message, AppError> {
     let channel: String = row.try_get("channel_name").map_err(db_error)?;
     let sent_at: DateTime<Utc> = row.try_get("sent_at").map_err(db_error)?;
@@ -500,13 +505,7 @@ impl Store for SqliteStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db_error)?;
-        Ok(rows
-            .iter()
-            .map(|row| ChannelInfo {
-                name: row.get("name"),
-                created_at: row.get("created_at"),
-            })
-            .collect())
+        Ok(rows.iter().map(channel_from_row).collect())
     }
 
     async fn channel_count(&self) -> Result<usize, AppError> {
@@ -562,13 +561,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        Ok(rows
-            .iter()
-            .map(|row| ChannelInfo {
-                name: row.get("name"),
-                created_at: row.get("created_at"),
-            })
-            .collect())
+        Ok(rows.iter().map(channel_from_row).collect())
     }
 
     fn memory_usage(&self) -> MemoryUsage {
