@@ -17,6 +17,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -44,6 +45,9 @@ pub struct SqliteStore {
     users: Mutex<UserCache>,
     /// SQLite allows one writer; taking turns here avoids busy retries.
     writer: tokio::sync::Mutex<()>,
+    /// Commits that changed messages, counted while holding `writer`: a window read without
+    /// it is kept only if this did not move during the read.
+    commits: AtomicU64,
 }
 
 fn db_error(e: impl std::fmt::Display) -> AppError {
@@ -107,6 +111,7 @@ impl SqliteStore {
             windows: WindowCache::new(caches.window_bytes),
             users: Mutex::new(UserCache::new(caches.users)),
             writer: tokio::sync::Mutex::new(()),
+            commits: AtomicU64::new(0),
         })
     }
 
@@ -128,6 +133,14 @@ impl SqliteStore {
         if let Some(hot) = self.windows.get(key) {
             return Ok(Some(hot));
         }
+        Ok(self
+            .read_window(key)
+            .await?
+            .map(|hot| self.windows.insert(key.to_string(), hot)))
+    }
+
+    /// A channel's window as the disk has it now (not cached).
+    async fn read_window(&self, key: &str) -> Result<Option<HotChannel>, AppError> {
         let Some(info) = self.channel_row(key).await? else {
             return Ok(None);
         };
@@ -143,7 +156,7 @@ impl SqliteStore {
             hot.push(message);
         }
         hot.last_seq = last.map_or(0, to_seq);
-        Ok(Some(self.windows.insert(key.to_string(), hot)))
+        Ok(Some(hot))
     }
 
     /// The window of the channel named `channel` (any case), loaded if need be, and its key.
@@ -155,13 +168,20 @@ impl SqliteStore {
         if let Some(hot) = self.windows.get(&key) {
             return Ok((key, hot));
         }
-        // Most look-ups of a channel that does not exist stop here, without taking turns
-        // with the writer.
-        if self.channel_row(&key).await?.is_none() {
-            return Err(missing());
-        }
+        // Read from disk without taking turns with the writer (a window of big messages takes
+        // a while), then keep it only if nothing was committed meanwhile; else read again in
+        // turn. Look-ups of channels that do not exist stop at the first read.
+        let before = self.commits.load(Ordering::Acquire);
+        let read = self.read_window(&key).await?.ok_or_else(missing)?;
         let _turn = self.writer.lock().await;
-        let hot = self.window_locked(&key).await?.ok_or_else(missing)?;
+        if let Some(hot) = self.windows.get(&key) {
+            return Ok((key, hot));
+        }
+        let hot = if self.commits.load(Ordering::Acquire) == before {
+            self.windows.insert(key.clone(), read)
+        } else {
+            self.window_locked(&key).await?.ok_or_else(missing)?
+        };
         Ok((key, hot))
     }
 
@@ -647,6 +667,7 @@ impl Store for SqliteStore {
         if let Err(e) = tx.commit().await {
             return failed(db_error(e));
         }
+        self.commits.fetch_add(1, Ordering::Release);
         // Committed: now the windows may show the new messages.
         for appended in results.iter().flatten().filter(|a| a.fresh) {
             if let Some(hot) = self.windows.peek(&channel_key(&appended.message.channel)) {
@@ -793,6 +814,7 @@ impl Store for SqliteStore {
             .execute(&self.writes)
             .await
             .map_err(db_error)?;
+        self.commits.fetch_add(1, Ordering::Release);
         if let Some(hot) = self.windows.peek(&channel_key(&message.channel)) {
             hot.lock().expect("channel lock").remove(id);
         }
