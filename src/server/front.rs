@@ -123,13 +123,55 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
         header::REFERRER_POLICY,
         HeaderValue::from_static("same-origin"),
     );
-    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+    if headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        return response;
+    }
+    let html = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if !html {
         headers.insert(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
         );
+        return response;
     }
-    response
+    // A page that did not set its policy itself (it does in the shell, but a page must never
+    // go out without one that lets it run): read the nonce its scripts carry.
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_PAGE_BYTES).await else {
+        return AppError::internal("page too large").into_response();
+    };
+    let policy = nonce_in(&bytes).map_or_else(page_policy_without_nonce, page_policy);
+    tracing::debug!("page policy set from the page's own nonce");
+    if let Ok(value) = HeaderValue::from_str(&policy) {
+        parts.headers.insert(header::CONTENT_SECURITY_POLICY, value);
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// The largest page the policy fallback reads.
+const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// The first `nonce="…"` in a page, if its value is plain base64.
+fn nonce_in(page: &[u8]) -> Option<&str> {
+    const MARK: &[u8] = b"nonce=\"";
+    let at = page.windows(MARK.len()).position(|w| w == MARK)? + MARK.len();
+    let len = page[at..].iter().position(|&b| b == b'"')?;
+    let nonce = std::str::from_utf8(&page[at..at + len]).ok()?;
+    let plain = !nonce.is_empty()
+        && nonce
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+/=_-".contains(&b));
+    plain.then_some(nonce)
+}
+
+/// The page policy for a page with no nonce: no inline script runs.
+fn page_policy_without_nonce() -> String {
+    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; img-src 'self' data:; \
+     object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+        .to_string()
 }
 
 /// `POST /auth/sign_out` (a plain form): revokes the caller's token, closes every socket
@@ -183,6 +225,19 @@ mod tests {
         // Not an error at all: dropped, with its path.
         let clean = error_codes_only("__path=%2Fapi%2Fx&__err=bm90IGpzb24&keep=1");
         assert_eq!(clean, "keep=1");
+    }
+
+    #[test]
+    fn a_page_without_its_policy_gets_one_from_its_own_nonce() {
+        let page = br#"<html><head><script nonce="AbC+/9=">x</script></head></html>"#;
+        assert_eq!(nonce_in(page), Some("AbC+/9="));
+        assert_eq!(
+            nonce_in(br#"<script nonce="a'b">"#),
+            None,
+            "not plain base64"
+        );
+        assert_eq!(nonce_in(b"<p>no scripts</p>"), None);
+        assert!(!page_policy_without_nonce().contains("nonce"));
     }
 
     #[test]
