@@ -723,81 +723,13 @@ async fn a_client_close_is_answered_at_once() {
     );
 }
 
-#[tokio::test]
-async fn a_socket_that_falls_behind_its_channel_is_replayed_in_order() {
+/// A lazy reader (4 KiB receive buffer) with `general` open, then `total` messages of 12 KB
+/// (4,000 three-byte characters) through a hub that keeps only 4 frames per channel: its
+/// writer blocks once the server's send buffer is full, lags, and is replayed from the store.
+/// Once all are acknowledged it reads; every message must arrive exactly once and in order,
+/// part live and part in replays, never in a reset. The number of replays, and the server.
+async fn a_lazy_reader_catches_up_on(total: u64) -> (usize, AppState) {
     let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
-    // A hub that keeps only 4 frames per channel: a socket whose writer is stuck for longer
-    // than that lags and must be replayed from the store.
-    let addr = start_with(Config {
-        database: dir.path().join("flack.db"),
-        broadcast_capacity: 4,
-        outgoing_queue: 100_000,
-        outgoing_queue_bytes: 64 * 1024 * 1024,
-        rate_limit_per_sec: 100_000,
-        rate_limit_burst: 100_000,
-        frame_rate_per_sec: 100_000,
-        frame_burst: 100_000,
-        subscribe_rate_per_sec: 100_000,
-        subscribe_burst: 100_000,
-        join_bytes_per_sec_per_ip: 1 << 40,
-        join_bytes_burst_per_ip: 1 << 40,
-        ..Config::default()
-    })
-    .await;
-    // The lazy reader's receive buffer is small, so the server's writer blocks once the
-    // server's own send buffer (at most 4 MiB here) is full.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(addr).await.unwrap();
-    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
-    let token = login(addr, "Lazy").await;
-    req.headers_mut().insert(
-        "authorization",
-        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
-    );
-    let (mut lazy, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
-        .await
-        .unwrap();
-    assert!(matches!(next(&mut lazy).await, ServerEvent::Hello { .. }));
-    subscribe(&mut lazy, "general", None).await;
-
-    // 1,000 messages of 12 KB (4,000 three-byte characters): far more than the buffers hold,
-    // and no more than one catch-up returns without a reset.
-    let mut sender = connect(addr, &login(addr, "Sender").await).await;
-    let body = "€".repeat(4000);
-    let total = 1000u64;
-    for i in 0..total {
-        send(&mut sender, say("general", &body, Some(&format!("l{i}")))).await;
-    }
-    for _ in 0..total {
-        until(&mut sender, |e| matches!(e, ServerEvent::Ack { .. })).await;
-    }
-
-    // Now it reads: every message exactly once and in order, part of them live and part in
-    // the replays that followed its lag.
-    let (mut seqs, mut replays) = (Vec::new(), 0);
-    while seqs.last() != Some(&total) {
-        match next(&mut lazy).await {
-            ServerEvent::Message { message } => seqs.push(message.seq),
-            ServerEvent::Subscribed {
-                messages, reset, ..
-            } => {
-                assert!(!reset, "a catch-up of at most 1,000 is not a reset");
-                replays += 1;
-                seqs.extend(messages.iter().map(|m| m.seq));
-            }
-            _ => {}
-        }
-    }
-    assert_eq!(seqs, (1..=total).collect::<Vec<_>>());
-    assert!(replays >= 1, "the writer fell behind and was replayed");
-}
-
-#[tokio::test]
-async fn a_socket_far_behind_is_paged_through_what_it_missed_not_reset() {
-    let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
-    // A hub that keeps only 4 frames per channel: a socket whose writer is stuck for longer
-    // than that lags and must be replayed from the store.
     let (addr, state) = common::serve_with_state(Config {
         database: dir.path().join("flack.db"),
         broadcast_capacity: 4,
@@ -814,8 +746,6 @@ async fn a_socket_far_behind_is_paged_through_what_it_missed_not_reset() {
         ..Config::default()
     })
     .await;
-    // The lazy reader's receive buffer is small, so the server's writer blocks once the
-    // server's own send buffer (at most 4 MiB here) is full.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket.connect(addr).await.unwrap();
@@ -831,10 +761,8 @@ async fn a_socket_far_behind_is_paged_through_what_it_missed_not_reset() {
     assert!(matches!(next(&mut lazy).await, ServerEvent::Hello { .. }));
     subscribe(&mut lazy, "general", None).await;
 
-    // 2,500 messages of 12 KB: more than one catch-up returns (1,000), so the replay pages.
     let mut sender = connect(addr, &login(addr, "Sender").await).await;
     let body = "€".repeat(4000);
-    let total = 2500u64;
     for i in 0..total {
         send(&mut sender, say("general", &body, Some(&format!("l{i}")))).await;
     }
@@ -842,8 +770,6 @@ async fn a_socket_far_behind_is_paged_through_what_it_missed_not_reset() {
         until(&mut sender, |e| matches!(e, ServerEvent::Ack { .. })).await;
     }
 
-    // Now it reads: every message exactly once and in order, part of them live and part in
-    // the replays that followed its lag.
     let (mut seqs, mut replays) = (Vec::new(), 0);
     while seqs.last() != Some(&total) {
         match next(&mut lazy).await {
@@ -851,7 +777,7 @@ async fn a_socket_far_behind_is_paged_through_what_it_missed_not_reset() {
             ServerEvent::Subscribed {
                 messages, reset, ..
             } => {
-                assert!(!reset, "what the store holds is paged, never reset");
+                assert!(!reset, "what the store holds is replayed, never reset");
                 replays += 1;
                 seqs.extend(messages.iter().map(|m| m.seq));
             }
@@ -859,6 +785,20 @@ async fn a_socket_far_behind_is_paged_through_what_it_missed_not_reset() {
         }
     }
     assert_eq!(seqs, (1..=total).collect::<Vec<_>>());
+    (replays, state)
+}
+
+#[tokio::test]
+async fn a_socket_that_falls_behind_its_channel_is_replayed_in_order() {
+    // No more than one catch-up returns (1,000).
+    let (replays, _) = a_lazy_reader_catches_up_on(1000).await;
+    assert!(replays >= 1, "the writer fell behind and was replayed");
+}
+
+#[tokio::test]
+async fn a_socket_far_behind_is_paged_through_what_it_missed_not_reset() {
+    // More than one catch-up returns: the replay pages.
+    let (replays, state) = a_lazy_reader_catches_up_on(2500).await;
     assert!(replays >= 1, "the writer fell behind and was replayed");
     let [lagged, _, pages, resets, _, _] = state.sockets.counters.snapshot();
     assert!(lagged >= 1 && pages >= 1, "lagged {lagged}, pages {pages}");
