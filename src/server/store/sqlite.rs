@@ -25,7 +25,7 @@ use std::time::Duration;
 const CHUNK_ROWS: usize = 500;
 
 /// Catch-ups longer than this are answered with a reset to the recent window.
-const MAX_CATCH_UP: i64 = 1000;
+const MAX_CATCH_UP: usize = 1000;
 
 /// Selects messages (as `m`) with their channel's name; add a `WHERE` on `m`.
 const SELECT_MESSAGES: &str = "SELECT m.seq, m.id, m.author_id, m.author_name, m.body, m.sent_at,
@@ -183,6 +183,29 @@ impl SqliteStore {
             self.window_locked(&key).await?.ok_or_else(missing)?
         };
         Ok((key, hot))
+    }
+
+    /// Up to `limit` live messages with `seq > after_seq`, oldest first.
+    async fn live_after(
+        &self,
+        key: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, AppError> {
+        let sql = format!(
+            "{SELECT_MESSAGES} WHERE m.channel_key = ? AND m.deleted = 0 AND m.seq > ?
+             ORDER BY m.seq LIMIT ?"
+        );
+        sqlx::query(&sql)
+            .bind(key)
+            .bind(from_seq(after_seq))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(message_from_row)
+            .collect()
     }
 
     /// Up to `limit` live messages with `seq < before`, oldest first.
@@ -715,20 +738,7 @@ impl Store for SqliteStore {
                 name: channel.to_string(),
             });
         }
-        let sql = format!(
-            "{SELECT_MESSAGES} WHERE m.channel_key = ? AND m.deleted = 0 AND m.seq > ?
-             ORDER BY m.seq LIMIT ?"
-        );
-        let messages = sqlx::query(&sql)
-            .bind(&key)
-            .bind(from_seq(after_seq))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?
-            .iter()
-            .map(message_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
+        let messages = self.live_after(&key, after_seq, limit).await?;
         Ok(Some(messages))
     }
 
@@ -744,34 +754,11 @@ impl Store for SqliteStore {
         if after_seq > last_seq {
             return Ok(reset());
         }
-        // Counted no further than the limit: past it the answer is a reset anyway.
-        let missed: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM (SELECT 1 FROM messages
-             WHERE channel_key = ? AND deleted = 0 AND seq > ? LIMIT ?)",
-        )
-        .bind(&key)
-        .bind(from_seq(after_seq))
-        .bind(MAX_CATCH_UP + 1)
-        .fetch_all(&self.pool)
-        .await
-        .map(|rows| first(rows).unwrap_or(0))
-        .map_err(db_error)?;
-        if missed > MAX_CATCH_UP {
+        // Read no further than the limit: past it the answer is a reset anyway.
+        let messages = self.live_after(&key, after_seq, MAX_CATCH_UP + 1).await?;
+        if messages.len() > MAX_CATCH_UP {
             return Ok(reset());
         }
-        let sql = format!(
-            "{SELECT_MESSAGES} WHERE m.channel_key = ? AND m.deleted = 0 AND m.seq > ?
-             ORDER BY m.seq"
-        );
-        let messages = sqlx::query(&sql)
-            .bind(&key)
-            .bind(from_seq(after_seq))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?
-            .iter()
-            .map(message_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
         let removed: Vec<i64> = sqlx::query_scalar(
             "SELECT seq FROM messages
              WHERE channel_key = ? AND deleted = 1 AND seq >= ? AND seq <= ?
