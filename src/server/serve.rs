@@ -4,6 +4,7 @@
 //! requests, is closed), and the accept loop keeps going when the process runs out of file
 //! descriptors instead of ending.
 
+use super::budgets::budget_key;
 use super::client_addr::PeerAddr;
 use super::state::AppState;
 use axum::Router;
@@ -66,12 +67,23 @@ impl Connections {
 
     /// A place for a connection from `ip`, or `None` when a cap is reached.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
+        self.admit_within(ip, self.max_per_ip)
+    }
+
+    /// A place for a connection from one of our own proxies, which carries many clients:
+    /// only the total cap applies (their clients are capped by their own address, at the
+    /// WebSocket).
+    pub fn admit_proxy(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
+        self.admit_within(ip, usize::MAX)
+    }
+
+    fn admit_within(self: &Arc<Self>, ip: IpAddr, max_per_ip: usize) -> Option<Admitted> {
         let mut per_ip = self.per_ip.lock().expect("connections lock");
         if self.total.load(Ordering::Relaxed) >= self.max_total {
             return None;
         }
         let count = per_ip.entry(ip).or_insert(0);
-        if *count >= self.max_per_ip {
+        if *count >= max_per_ip {
             return None;
         }
         *count += 1;
@@ -128,7 +140,12 @@ pub async fn serve(
             // Reap finished connection tasks so the set stays as large as what is open.
             Some(_) = open.join_next(), if !open.is_empty() => continue,
         };
-        let Some(admitted) = connections.admit(peer.ip()) else {
+        let admitted = if state.config.trusted_proxies.contains(&peer.ip()) {
+            connections.admit_proxy(peer.ip())
+        } else {
+            connections.admit(budget_key(peer.ip()))
+        };
+        let Some(admitted) = admitted else {
             tracing::debug!(%peer, "connection cap reached; closing");
             drop(tcp);
             continue;
@@ -192,5 +209,19 @@ mod tests {
         drop(first);
         assert_eq!(connections.open_from(a), 1);
         assert!(connections.admit(b).is_some(), "a freed place is reused");
+    }
+
+    #[test]
+    fn a_trusted_proxy_is_held_only_to_the_total() {
+        let connections = Connections::new(3, 1);
+        let proxy: IpAddr = "127.0.0.1".parse().unwrap();
+        let held: Vec<_> = (0..3)
+            .filter_map(|_| connections.admit_proxy(proxy))
+            .collect();
+        assert_eq!(held.len(), 3);
+        assert!(
+            connections.admit_proxy(proxy).is_none(),
+            "the total still holds"
+        );
     }
 }
