@@ -248,9 +248,12 @@ mod tests {
 
     #[test]
     fn missing_file_means_defaults() {
-        let config: Config = Config::figment("/nonexistent/flack.toml")
-            .extract()
-            .unwrap();
-        assert_eq!(config, Config::default());
+        // In a jail too: jails take turns, so another test's FLACK_* variables (set inside
+        // its own jail) cannot leak into this one.
+        figment::Jail::expect_with(|_| {
+            let config: Config = Config::figment("/nonexistent/flack.toml").extract()?;
+            assert_eq!(config, Config::default());
+            Ok(())
+        });
     }
 }
