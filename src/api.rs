@@ -3,7 +3,12 @@
 //! [`crate::server::chat::Chat`], like the WebSocket.
 
 use crate::error::AppError;
-use crate::protocol::{ChannelHistory, ChannelInfo, Message, UserInfo};
+use crate::protocol::{
+    ConversationHistory, ConversationInfo, ConversationSummary, Member, Message, ThreadView,
+    UserInfo,
+};
+#[cfg(feature = "ssr")]
+use crate::protocol::{ConversationId, MessageId, UserId};
 use leptos::prelude::*;
 
 #[cfg(feature = "ssr")]
@@ -94,9 +99,9 @@ pub async fn set_display_name(name: String) -> Result<UserInfo, AppError> {
     )
 }
 
-/// The caller's sidebar: the default channels and those they opened lately, by name.
-#[server(endpoint = "list_channels")]
-pub async fn list_channels() -> Result<Vec<ChannelInfo>, AppError> {
+/// The caller's sidebar: their conversations with unread counts, and the default channels.
+#[server(endpoint = "list_conversations")]
+pub async fn list_conversations() -> Result<Vec<ConversationSummary>, AppError> {
     ssr::with_status(
         async {
             let (state, user) = ssr::caller().await?;
@@ -106,58 +111,94 @@ pub async fn list_channels() -> Result<Vec<ChannelInfo>, AppError> {
     )
 }
 
-/// One page of every channel ("Browse channels"), by name, after `after`.
+/// One page of the public channels ("Browse channels"), by name, after `after`.
 #[server(endpoint = "browse_channels")]
 pub async fn browse_channels(
     #[server(default)] after: Option<String>,
-) -> Result<Vec<ChannelInfo>, AppError> {
+) -> Result<Vec<ConversationInfo>, AppError> {
     let state = expect_context::<crate::server::state::AppState>();
     ssr::with_status(state.chat.browse(after.as_deref()).await)
 }
 
-/// Creates a channel and sends the browser to it.
+/// Creates a channel (`private` set: only members see it) and sends the browser to it.
 #[server(endpoint = "create_channel")]
-pub async fn create_channel(name: String) -> Result<ChannelInfo, AppError> {
+pub async fn create_channel(
+    name: String,
+    #[server(default)] private: Option<String>,
+) -> Result<ConversationInfo, AppError> {
     ssr::with_status(
         async {
             let (state, user) = ssr::caller().await?;
             let channel = state
                 .chat
-                .create_channel(&user, &name, ssr::client_ip())
+                .create_channel(&user, &name, private.is_some(), ssr::client_ip())
                 .await?;
-            leptos_axum::redirect(&crate::app::channel_path(&channel.name));
+            leptos_axum::redirect(&crate::paths::conversation_path(&channel));
             Ok(channel)
         }
         .await,
     )
 }
 
-/// A channel and its most recent messages (remembered as a visit, for the sidebar).
+/// A channel (by name) and its most recent messages.
 #[server(endpoint = "get_channel")]
-pub async fn get_channel(channel: String) -> Result<ChannelHistory, AppError> {
+pub async fn get_channel(channel: String) -> Result<ConversationHistory, AppError> {
     ssr::with_status(
         async {
             let (state, user) = ssr::caller().await?;
-            let history = state.chat.history(&channel).await?;
-            state.chat.visited(&user, &history.channel.name).await;
-            Ok(history)
+            let (readable, _) = state.chat.open(&user, None, Some(&channel)).await?;
+            state.chat.history(&user, readable).await
         }
         .await,
     )
 }
 
-/// Up to 100 messages older than `before_seq`, oldest first (scrolling back in history).
+/// A conversation (by id: direct messages, threads) and its most recent messages.
+#[server(endpoint = "get_conversation")]
+pub async fn get_conversation(conversation: u64) -> Result<ConversationHistory, AppError> {
+    ssr::with_status(
+        async {
+            let (state, user) = ssr::caller().await?;
+            let id = ConversationId(conversation);
+            let (readable, _) = state.chat.open(&user, Some(id), None).await?;
+            state.chat.history(&user, readable).await
+        }
+        .await,
+    )
+}
+
+/// A message's thread: the parent, its conversation, and the replies (if any yet).
+#[server(endpoint = "get_thread")]
+pub async fn get_thread(message_id: String) -> Result<ThreadView, AppError> {
+    ssr::with_status(
+        async {
+            let (state, user) = ssr::caller().await?;
+            state.chat.thread(&user, &MessageId(message_id)).await
+        }
+        .await,
+    )
+}
+
+/// Up to a window of messages older than `before_seq`, oldest first (scrolling back).
 #[server(endpoint = "get_older")]
-pub async fn get_older(channel: String, before_seq: u64) -> Result<ChannelHistory, AppError> {
-    let state = expect_context::<crate::server::state::AppState>();
-    ssr::with_status(state.chat.older(&channel, before_seq).await)
+pub async fn get_older(conversation: u64, before_seq: u64) -> Result<ConversationHistory, AppError> {
+    ssr::with_status(
+        async {
+            let (state, user) = ssr::caller().await?;
+            state
+                .chat
+                .older(&user, ConversationId(conversation), before_seq)
+                .await
+        }
+        .await,
+    )
 }
 
 /// Posts a message as the caller: the form fallback without JavaScript, and the browser's
 /// path when the socket is down. A `client_id` sent before returns the original message.
 #[server(endpoint = "post_message")]
 pub async fn post_message(
-    channel: String,
+    conversation: u64,
     body: String,
     #[server(default)] client_id: Option<String>,
 ) -> Result<Message, AppError> {
@@ -166,9 +207,47 @@ pub async fn post_message(
             let (state, user) = ssr::caller().await?;
             state
                 .chat
-                .post(&user, &channel, &body, client_id)
+                .post(&user, ConversationId(conversation), &body, client_id)
                 .await
                 .map(|appended| appended.message)
+        }
+        .await,
+    )
+}
+
+/// Replies in a message's thread (a plain form on the thread page).
+#[server(endpoint = "reply_message")]
+pub async fn reply_message(
+    message_id: String,
+    body: String,
+    #[server(default)] client_id: Option<String>,
+    #[server(default)] also_to_channel: Option<String>,
+) -> Result<Message, AppError> {
+    ssr::with_status(
+        async {
+            let (state, user) = ssr::caller().await?;
+            let parent = MessageId(message_id);
+            state
+                .chat
+                .reply(&user, &parent, &body, client_id, also_to_channel.is_some())
+                .await
+                .map(|appended| appended.message)
+        }
+        .await,
+    )
+}
+
+/// Replaces the text of one of the caller's own messages (a plain form on the edit page).
+#[server(endpoint = "edit_message")]
+pub async fn edit_message(message_id: String, body: String) -> Result<(), AppError> {
+    ssr::with_status(
+        async {
+            let (state, user) = ssr::caller().await?;
+            let message = state.chat.edit(&user, &MessageId(message_id), &body).await?;
+            if let Some(path) = state.chat.path_of(&user, &message).await {
+                leptos_axum::redirect(&path);
+            }
+            Ok(())
         }
         .await,
     )
@@ -182,9 +261,101 @@ pub async fn delete_message(message_id: String) -> Result<(), AppError> {
             let (state, user) = ssr::caller().await?;
             state
                 .chat
-                .delete(&user.id, &crate::protocol::MessageId(message_id))
+                .delete(&user, &MessageId(message_id))
                 .await
                 .map(|_| ())
+        }
+        .await,
+    )
+}
+
+/// Adds (`on` = "true") or takes back the caller's reaction (plain buttons without
+/// JavaScript; the browser reacts over its socket).
+#[server(endpoint = "react")]
+pub async fn react(message_id: String, emoji: String, on: String) -> Result<(), AppError> {
+    ssr::with_status(
+        async {
+            let (state, user) = ssr::caller().await?;
+            state
+                .chat
+                .react(&user, &MessageId(message_id), &emoji, on == "true")
+                .await
+                .map(|_| ())
+        }
+        .await,
+    )
+}
+
+/// Starts (or opens) a direct conversation with the people whose ids are given
+/// (comma-separated) and sends the browser to it.
+#[server(endpoint = "open_direct")]
+pub async fn open_direct(people: String) -> Result<ConversationInfo, AppError> {
+    ssr::with_status(
+        async {
+            let (state, user) = ssr::caller().await?;
+            let ids: Vec<UserId> = people
+                .split(',')
+                .map(str::trim)
+                .filter(|id| !id.is_empty())
+                .take(crate::protocol::MAX_DIRECT_MEMBERS + 1)
+                .map(|id| UserId(id.to_string()))
+                .collect();
+            let info = state.chat.open_direct(&user, &ids, ssr::client_ip()).await?;
+            leptos_axum::redirect(&crate::paths::conversation_path(&info));
+            Ok(info)
+        }
+        .await,
+    )
+}
+
+/// Named people whose name starts with `prefix` (the "New message" picker).
+#[server(endpoint = "find_people")]
+pub async fn find_people(prefix: String) -> Result<Vec<UserInfo>, AppError> {
+    ssr::with_status(
+        async {
+            let (state, user) = ssr::caller().await?;
+            state.chat.find_people(&user, &prefix).await
+        }
+        .await,
+    )
+}
+
+/// Joins a public channel, leaves a channel (`leave` set), or adds someone (`invite` set
+/// to their id) to a channel the caller is in; then back to the channel.
+#[server(endpoint = "membership")]
+pub async fn membership(
+    conversation: u64,
+    #[server(default)] leave: Option<String>,
+    #[server(default)] invite: Option<String>,
+) -> Result<(), AppError> {
+    ssr::with_status(
+        async {
+            let (state, user) = ssr::caller().await?;
+            let id = ConversationId(conversation);
+            match (leave, invite) {
+                (Some(_), _) => {
+                    state.chat.leave(&user, id).await?;
+                    leptos_axum::redirect("/");
+                    return Ok(());
+                }
+                (None, Some(invitee)) => {
+                    state.chat.invite(&user, id, &UserId(invitee)).await?
+                }
+                (None, None) => state.chat.join(&user, id).await?,
+            }
+            Ok(())
+        }
+        .await,
+    )
+}
+
+/// The members of a conversation, each with whether they are online.
+#[server(endpoint = "get_members")]
+pub async fn get_members(conversation: u64) -> Result<Vec<Member>, AppError> {
+    ssr::with_status(
+        async {
+            let (state, user) = ssr::caller().await?;
+            state.chat.members(&user.id, ConversationId(conversation)).await
         }
         .await,
     )

@@ -54,6 +54,45 @@ pub enum AppError {
         #[serde(default)]
         name: String,
     },
+    /// No conversation with this id exists, or the user may not see it.
+    #[error("There is no such conversation, or you are not in it.")]
+    NoSuchConversation,
+    /// No user with this id exists.
+    #[error("There is no such person.")]
+    NoSuchUser,
+    /// Only members may do this (post in a private channel, invite, …).
+    #[error("Only members of this conversation can do that.")]
+    NotMember,
+    /// This conversation's membership cannot be changed this way.
+    #[error("You can't do that in this kind of conversation.")]
+    WrongKind,
+    /// A direct conversation may have at most this many people.
+    #[error("A direct message can include at most {max} people.")]
+    TooManyPeople {
+        /// The limit, sender included.
+        max: usize,
+    },
+    /// The user belongs to as many conversations as allowed.
+    #[error("You are in {max} conversations already; leave one first.")]
+    TooManyConversations {
+        /// The limit.
+        max: usize,
+    },
+    /// A reaction was not a single emoji.
+    #[error("A reaction is one emoji (at most {max} bytes).")]
+    ReactionInvalid {
+        /// The limit, in bytes.
+        max: usize,
+    },
+    /// A message has as many different reactions as allowed.
+    #[error("A message can have at most {max} different reactions.")]
+    TooManyReactions {
+        /// The limit.
+        max: usize,
+    },
+    /// Replies go to the thread's parent, not to a reply.
+    #[error("Replies can't have threads of their own.")]
+    NestedThread,
     /// The server holds as many channels as it is configured to.
     #[error("This server has reached its limit of {max} channels.")]
     TooManyChannels {
@@ -82,7 +121,7 @@ pub enum AppError {
     #[error("That message no longer exists.")]
     NoSuchMessage,
     /// Somebody tried to delete a message they did not write.
-    #[error("Only its author can delete a message.")]
+    #[error("Only its author can edit or delete a message.")]
     NotAuthor,
     /// The user must pick a display name before doing this.
     #[error("Choose a display name first.")]
@@ -180,13 +219,24 @@ impl AppError {
             | AppError::MessageEmpty
             | AppError::MessageTooLong { .. }
             | AppError::ClientIdInvalid { .. }
+            | AppError::ReactionInvalid { .. }
+            | AppError::NestedThread
+            | AppError::WrongKind
             | AppError::BadFrame { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::TooManyPeople { .. }
+            | AppError::TooManyConversations { .. }
+            | AppError::TooManyReactions { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::BadRequest => StatusCode::BAD_REQUEST,
             AppError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::ChannelTaken { .. } => StatusCode::CONFLICT,
             AppError::TooManyChannels { .. } => StatusCode::INSUFFICIENT_STORAGE,
-            AppError::NoSuchChannel { .. } | AppError::NoSuchMessage => StatusCode::NOT_FOUND,
-            AppError::NotAuthor | AppError::ForeignOrigin => StatusCode::FORBIDDEN,
+            AppError::NoSuchChannel { .. }
+            | AppError::NoSuchMessage
+            | AppError::NoSuchConversation
+            | AppError::NoSuchUser => StatusCode::NOT_FOUND,
+            AppError::NotAuthor | AppError::NotMember | AppError::ForeignOrigin => {
+                StatusCode::FORBIDDEN
+            }
             AppError::ForeignHost => StatusCode::MISDIRECTED_REQUEST,
             AppError::NoDisplayName => StatusCode::PRECONDITION_REQUIRED,
             AppError::Unauthenticated | AppError::SignedOut => StatusCode::UNAUTHORIZED,

@@ -22,6 +22,20 @@ pub const MAX_CHANNEL_NAME_CHARS: usize = 32;
 pub const MAX_CLIENT_ID_BYTES: usize = 64;
 /// The largest WebSocket frame the server reads; bigger ones close the socket with code 1009.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// The most people in one direct conversation (the sender included).
+pub const MAX_DIRECT_MEMBERS: usize = 8;
+/// Unread counts stop here (the sidebar shows "999+").
+pub const MAX_UNREAD_COUNT: u32 = 999;
+/// Reactors listed by name per emoji (the count covers everyone).
+pub const MAX_REACTORS_SHOWN: usize = 20;
+/// Different emoji on one message at most.
+pub const MAX_REACTIONS_PER_MESSAGE: usize = 24;
+/// The longest reaction, in bytes (one emoji, with its modifiers and joiners).
+pub const MAX_EMOJI_BYTES: usize = 32;
+/// People one message can mention by name at most (more are left unmentioned).
+pub const MAX_MENTIONS: usize = 50;
+/// Members listed in a conversation's members panel at most.
+pub const MEMBERS_SHOWN: usize = 500;
 /// Close code: the client sent faster than its rate limit for too long.
 pub const CLOSE_FLOOD: u16 = 4029;
 /// Close code: the client did not read its events fast enough (it may reconnect and catch up).
@@ -56,97 +70,365 @@ pub struct UserInfo {
     pub name: Option<String>,
 }
 
-/// The author of a message: id and the display name they had when they sent it.
+/// The author of a message (or a member): id and display name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Author {
-    /// The author's user id.
+    /// The user id.
     pub id: UserId,
-    /// The author's display name at sending time.
+    /// The display name (a message keeps the one its author had when sending it).
     pub name: String,
 }
 
-/// A channel as listed in the sidebar.
+/// A conversation's id, issued by the server: channels, direct messages and threads alike.
+/// Names are attributes of channels, resolved to an id once at the edge (a URL, a form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ConversationId(pub u64);
+
+impl std::fmt::Display for ConversationId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// What a conversation is, which decides who may read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationKind {
+    /// A named channel anyone may find, read and join.
+    Public,
+    /// A named channel only its members see.
+    Private,
+    /// A conversation between 2 to [`MAX_DIRECT_MEMBERS`] people, only they see it.
+    Direct,
+    /// The replies to one message; readable by whoever may read that message.
+    Thread,
+}
+
+impl ConversationKind {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConversationKind::Public => "public",
+            ConversationKind::Private => "private",
+            ConversationKind::Direct => "direct",
+            ConversationKind::Thread => "thread",
+        }
+    }
+
+    /// The kind stored under this name.
+    pub fn parse(raw: &str) -> Option<Self> {
+        Some(match raw {
+            "public" => ConversationKind::Public,
+            "private" => ConversationKind::Private,
+            "direct" => ConversationKind::Direct,
+            "thread" => ConversationKind::Thread,
+            _ => return None,
+        })
+    }
+
+    /// Whether it is a named channel (public or private).
+    pub fn is_channel(self) -> bool {
+        matches!(self, ConversationKind::Public | ConversationKind::Private)
+    }
+}
+
+/// The message a thread answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadParent {
+    /// The conversation the message is in.
+    pub conversation: ConversationId,
+    /// The message.
+    pub message: MessageId,
+}
+
+/// A conversation as clients list and open it.
 ///
 /// ```json
-/// {"name":"general","created_at":"2026-11-22T10:00:00Z"}
+/// {"id":7,"kind":"public","name":"general","created_at":"2026-11-22T10:00:00Z"}
+/// {"id":9,"kind":"direct","people":[{"id":"9a1b…","name":"Ada"},{"id":"3c4d…","name":"Bo"}],
+///  "created_at":"2026-11-22T10:00:00Z"}
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChannelInfo {
-    /// The name as its creator typed it (unique case-insensitively).
-    pub name: String,
+pub struct ConversationInfo {
+    /// Its id.
+    pub id: ConversationId,
+    /// What it is.
+    pub kind: ConversationKind,
+    /// A channel's name as its creator typed it (unique case-insensitively); none for others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A direct conversation's members (its title), in id order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub people: Vec<Author>,
+    /// A thread's parent message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ThreadParent>,
     /// When it was created (UTC).
     pub created_at: DateTime<Utc>,
 }
 
-/// One chat message. Every field but `body` and `client_id` is assigned by the server.
+impl ConversationInfo {
+    /// How people see it named: `#general`, or the other members' names for a direct one.
+    pub fn title(&self, me: Option<&UserId>) -> String {
+        match (&self.name, self.kind) {
+            (Some(name), _) => format!("#{name}"),
+            (None, ConversationKind::Direct) => {
+                let others: Vec<&str> = self
+                    .people
+                    .iter()
+                    .filter(|p| Some(&p.id) != me)
+                    .map(|p| p.name.as_str())
+                    .collect();
+                if others.is_empty() {
+                    self.people
+                        .first()
+                        .map_or_else(|| "Direct message".into(), |p| format!("{} (you)", p.name))
+                } else {
+                    others.join(", ")
+                }
+            }
+            (None, _) => "Thread".into(),
+        }
+    }
+}
+
+/// A conversation in the sidebar: what it is and how much of it this user has not read.
 ///
 /// ```json
-/// {"id":"5f0c…","channel":"general","seq":42,"author":{"id":"9a1b…","name":"Ada"},
-///  "body":"hello","sent_at":"2026-11-22T10:00:00.123Z","client_id":"c-17"}
+/// {"conversation":{"id":7,"kind":"public","name":"general",…},"last_seq":42,"read_seq":40,
+///  "unread":2,"mentions":1}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationSummary {
+    /// The conversation.
+    pub conversation: ConversationInfo,
+    /// The sequence number of its newest message (0 if none).
+    pub last_seq: u64,
+    /// The newest message this user has read.
+    pub read_seq: u64,
+    /// Messages by others after `read_seq` (counted up to [`MAX_UNREAD_COUNT`]).
+    pub unread: u32,
+    /// Of those, how many mention this user (or everyone).
+    pub mentions: u32,
+}
+
+/// One emoji on a message: how many reacted and (the first [`MAX_REACTORS_SHOWN`]) who.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reaction {
+    /// The emoji.
+    pub emoji: String,
+    /// How many people reacted with it.
+    pub count: u32,
+    /// Who, in the order they reacted.
+    pub users: Vec<Author>,
+}
+
+/// The replies to a message, as its parent shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadSummary {
+    /// The thread.
+    pub conversation: ConversationId,
+    /// How many replies it has.
+    pub replies: u32,
+    /// When the last one was sent.
+    pub last_reply_at: DateTime<Utc>,
+}
+
+/// One chat message, as it stands now. Every field but `body` and `client_id` is assigned by
+/// the server.
+///
+/// ```json
+/// {"id":"5f0c…","conversation":7,"seq":42,"change":45,"author":{"id":"9a1b…","name":"Ada"},
+///  "body":"hello @Bo","sent_at":"2026-11-22T10:00:00.123Z","edited_at":"2026-11-22T10:01:00Z",
+///  "reactions":[{"emoji":"👍","count":1,"users":[{"id":"3c4d…","name":"Bo"}]}],
+///  "thread":{"conversation":12,"replies":3,"last_reply_at":"2026-11-22T10:05:00Z"},
+///  "mentions":["3c4d…"],"client_id":"c-17"}
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     /// Server-assigned unique id.
     pub id: MessageId,
-    /// The channel's name.
-    pub channel: String,
-    /// Position in the channel: the first message is 1 and each next one is one more.
+    /// The conversation it is in.
+    pub conversation: ConversationId,
+    /// Its place in the conversation: the change number it was created with. Increasing,
+    /// not consecutive (edits and reactions take numbers too).
     pub seq: u64,
+    /// The number of the latest change to it (its creation, edit, deletion, a reaction or a
+    /// reply); a client that holds a lower one holds an older state.
+    pub change: u64,
     /// Who sent it.
     pub author: Author,
-    /// The text, exactly as sent (clients render it as text, never as HTML).
+    /// The text, exactly as sent (clients render it as text, never as HTML). Empty once deleted.
     pub body: String,
     /// When the server accepted it (UTC).
     pub sent_at: DateTime<Utc>,
+    /// When its author last edited it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<DateTime<Utc>>,
+    /// Whether its author deleted it (it then carries no text).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    /// Reactions, in the order their first reactor added them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<Reaction>,
+    /// Replies in its thread, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<ThreadSummary>,
+    /// Members it mentions by `@name`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<UserId>,
+    /// Whether it says `@channel`, `@here` or `@everyone`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mentions_all: bool,
     /// The sender's own id for this message, if it gave one (echoed so it can match its ack).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
 }
 
-/// A channel and its most recent messages, oldest first.
+impl Message {
+    /// Whether it mentions this user (by name, or everyone).
+    pub fn mentions_user(&self, user: &UserId) -> bool {
+        self.mentions_all || self.mentions.contains(user)
+    }
+}
+
+/// A conversation and its most recent messages, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChannelHistory {
-    /// The channel.
-    pub channel: ChannelInfo,
-    /// Up to [`HISTORY_WINDOW`] messages, in increasing `seq`.
+pub struct ConversationHistory {
+    /// The conversation.
+    pub conversation: ConversationInfo,
+    /// Up to the server's history window of messages (deleted ones left out), in increasing
+    /// `seq`.
     pub messages: Vec<Message>,
+    /// Whether older messages exist before the first of `messages`.
+    pub has_older: bool,
+    /// The conversation's latest change number: a socket resumes after it.
+    pub last_change: u64,
+    /// The newest message the reader had read before this load (for the "New" divider).
+    #[serde(default)]
+    pub read_seq: u64,
+    /// Whether the reader is a member (else they are previewing a public channel).
+    #[serde(default)]
+    pub member: bool,
+}
+
+/// A message's thread as its page shows it: the parent, the conversation it is in, and the
+/// replies (none yet: `thread` is `None`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadView {
+    /// The message replied to.
+    pub parent: Message,
+    /// The conversation the parent is in.
+    pub conversation: ConversationInfo,
+    /// The thread and its replies, once there is one.
+    pub thread: Option<ConversationHistory>,
+}
+
+/// A member of a conversation, as the members panel shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Who.
+    pub user: Author,
+    /// Whether they have a connected client now.
+    pub online: bool,
 }
 
 /// What a client sends over the WebSocket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientEvent {
-    /// Open a channel: from now on its events arrive on this socket (one open channel per
-    /// socket; subscribing again replaces it). The server answers with [`ServerEvent::Subscribed`].
+    /// Open a conversation: from now on its events arrive on this socket (one open
+    /// conversation per socket; subscribing again replaces it). The server answers with
+    /// [`ServerEvent::Subscribed`]. A channel may be named instead of given by id.
     ///
-    /// `{"type":"subscribe","channel":"general"}` joins fresh (the recent window);
-    /// `{"type":"subscribe","channel":"general","after_seq":41}` catches up after a reconnect.
+    /// `{"type":"subscribe","conversation":7}` joins fresh (the recent window);
+    /// `{"type":"subscribe","conversation":7,"after_change":45}` catches up after a reconnect;
+    /// `{"type":"subscribe","channel":"general"}` opens a channel by name.
     Subscribe {
-        /// The channel's name (any case).
-        channel: String,
-        /// The last sequence number this client has seen in that channel.
+        /// The conversation's id.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        after_seq: Option<u64>,
-        /// The oldest sequence number this client still shows: deletions are reported from
-        /// there on (by default, a window's worth before `after_seq`).
+        conversation: Option<ConversationId>,
+        /// Or a channel's name (any case).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        oldest_seq: Option<u64>,
+        channel: Option<String>,
+        /// The last change number this client applied in that conversation.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after_change: Option<u64>,
     },
-    /// Post a message: `{"type":"send","channel":"general","body":"hi","client_id":"c-17"}`.
+    /// Post a message:
+    /// `{"type":"send","conversation":7,"body":"hi","client_id":"c-17"}`.
     /// The sender gets an [`ServerEvent::Ack`] and everyone subscribed a [`ServerEvent::Message`].
+    /// Posting to a public channel one is not in joins it.
     Send {
-        /// The channel's name (any case).
-        channel: String,
+        /// The conversation (a thread's id posts a reply to it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conversation: Option<ConversationId>,
+        /// Or a channel's name (any case), for clients that address channels by name:
+        /// `{"type":"send","channel":"general","body":"hi"}`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<String>,
         /// The text, at most [`MAX_MESSAGE_CHARS`] characters.
         body: String,
         /// The client's own id for this message, echoed in the ack.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_id: Option<String>,
     },
+    /// Reply in a message's thread (starting the thread on the first reply):
+    /// `{"type":"reply","message_id":"5f0c…","body":"agreed","client_id":"c-18"}`.
+    /// With `"also_to_channel":true` the reply is posted in the parent's conversation too.
+    Reply {
+        /// The message replied to.
+        message_id: MessageId,
+        /// The text.
+        body: String,
+        /// The client's own id for the reply.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+        /// Also post it in the parent's conversation.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        also_to_channel: bool,
+    },
+    /// Change the text of one's own message: `{"type":"edit","message_id":"5f0c…","body":"hi!"}`.
+    Edit {
+        /// The message's id.
+        message_id: MessageId,
+        /// The new text.
+        body: String,
+    },
     /// Delete one of one's own messages: `{"type":"delete","message_id":"5f0c…"}`.
     Delete {
         /// The message's id.
         message_id: MessageId,
+    },
+    /// Add (`"on":true`) or take back (`"on":false`) one's reaction:
+    /// `{"type":"react","message_id":"5f0c…","emoji":"👍","on":true}`.
+    React {
+        /// The message's id.
+        message_id: MessageId,
+        /// One emoji (at most [`MAX_EMOJI_BYTES`] bytes).
+        emoji: String,
+        /// Add or remove.
+        on: bool,
+    },
+    /// Mark a conversation read up to a message: `{"type":"read","conversation":7,"seq":42}`.
+    /// Every device of the user hears [`ServerEvent::ReadMoved`].
+    Read {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The newest message read.
+        seq: u64,
+    },
+    /// "I am typing" in a conversation: `{"type":"typing","conversation":7}`. Throttled,
+    /// never stored, dropped first under load.
+    Typing {
+        /// The conversation.
+        conversation: ConversationId,
+    },
+    /// Whether this tab is in use (`"away":true` when hidden): `{"type":"presence","away":true}`.
+    Presence {
+        /// The tab is hidden or idle.
+        away: bool,
     },
 }
 
@@ -162,49 +444,121 @@ pub enum ServerEvent {
     },
     /// The answer to a subscribe, and the resync after a socket fell behind.
     ///
-    /// `messages` are those with `seq > after_seq` (in order). `removed` lists sequence numbers
-    /// at or below `after_seq`, still inside the window, whose messages were deleted meanwhile.
-    /// With `reset: true` the client missed more than the window holds: it must drop what it
-    /// shows and show `messages` (the whole recent window) instead.
-    /// `{"type":"subscribed","channel":"general","messages":[…],"removed":[],"reset":false}`
+    /// Without `reset`, `messages` are the current state of every message changed after the
+    /// client's `after_change` (new ones, edited, deleted — `"deleted":true` — reacted to),
+    /// in change order; the client applies each over what it holds. With `reset: true` (a
+    /// fresh join, or a gap wider than the server replays) the client must drop what it shows
+    /// and show `messages`, the recent window. `members` is set when membership changed.
+    /// `{"type":"subscribed","conversation":{"id":7,…},"messages":[…],"last_change":45,
+    ///   "reset":false,"has_older":true}`
     Subscribed {
-        /// The channel's name.
-        channel: String,
-        /// New messages, oldest first.
+        /// The conversation.
+        conversation: ConversationInfo,
+        /// Messages, oldest change first.
         messages: Vec<Message>,
-        /// Sequence numbers of messages deleted meanwhile.
-        removed: Vec<u64>,
+        /// The conversation's change number this answer brings the client to.
+        last_change: u64,
         /// Whether the client must replace what it shows.
         reset: bool,
+        /// With `reset`: whether older messages exist before the window.
+        #[serde(default)]
+        has_older: bool,
+        /// The members now, when membership changed after `after_change`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        members: Option<Vec<Author>>,
     },
-    /// A new message in the open channel. `{"type":"message","message":{…}}`
+    /// A new message in the open conversation. `{"type":"message","message":{…}}`
     Message {
         /// The message.
         message: Message,
     },
+    /// A message in the open conversation changed (edited, deleted, reacted to, replied to):
+    /// its whole new state. `{"type":"changed","message":{…,"change":46,"edited_at":"…"}}`
+    Changed {
+        /// The message as it is now.
+        message: Message,
+    },
     /// The sender's confirmation that a message was stored.
-    /// `{"type":"ack","client_id":"c-17","message_id":"5f0c…","channel":"general","seq":42}`
+    /// `{"type":"ack","client_id":"c-17","message_id":"5f0c…","conversation":7,"seq":42}`
     Ack {
         /// The client's id for it, if it gave one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_id: Option<String>,
         /// The server's id for it.
         message_id: MessageId,
-        /// Its channel.
-        channel: String,
+        /// Its conversation.
+        conversation: ConversationId,
         /// Its sequence number.
         seq: u64,
     },
-    /// A message in the open channel was deleted by its author.
-    /// `{"type":"message_deleted","channel":"general","message_id":"5f0c…","seq":42}`
-    MessageDeleted {
-        /// Its channel.
-        channel: String,
-        /// Its id.
-        message_id: MessageId,
-        /// Its sequence number.
+    /// The membership of the open conversation changed (change number `change`):
+    /// `{"type":"members","conversation":7,"change":47,"members":[{"id":"9a1b…","name":"Ada"}]}`
+    Members {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The change number of this membership change.
+        change: u64,
+        /// Who is a member now.
+        members: Vec<Author>,
+    },
+    /// On the user's own stream: a new message in a conversation of theirs that this socket
+    /// does not have open. `mention` says whether it mentions them.
+    /// `{"type":"activity","conversation":9,"seq":50,"change":50,"author":"3c4d…","mention":true}`
+    Activity {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The new message's sequence number.
+        seq: u64,
+        /// Its change number.
+        change: u64,
+        /// Who wrote it.
+        author: UserId,
+        /// The user ids it mentions.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        mentions: Vec<UserId>,
+        /// Whether it mentions everyone.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        mentions_all: bool,
+    },
+    /// On the user's own stream: they joined (or were added to) a conversation, e.g. someone
+    /// started a direct message with them. `{"type":"joined","summary":{…}}`
+    Joined {
+        /// The conversation, with its unread counts.
+        summary: ConversationSummary,
+    },
+    /// On the user's own stream: they left a conversation (on any device).
+    /// `{"type":"left","conversation":7}`
+    Left {
+        /// The conversation.
+        conversation: ConversationId,
+    },
+    /// On the user's own stream: their read position moved (on any device).
+    /// `{"type":"read_moved","conversation":7,"seq":42}`
+    ReadMoved {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The newest message read.
         seq: u64,
     },
+    /// Someone is typing in the open conversation (for the next few seconds).
+    /// `{"type":"typing","conversation":7,"user":{"id":"3c4d…","name":"Bo"}}`
+    Typing {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Who.
+        user: Author,
+    },
+    /// Someone came online, went away or went offline.
+    /// `{"type":"presence","user":"3c4d…","status":"online"}`
+    Presence {
+        /// Who.
+        user: UserId,
+        /// `online`, `away` or `offline`.
+        status: PresenceStatus,
+    },
+    /// The user's own stream fell behind and lost events: refetch the sidebar (unread
+    /// counts, conversations). `{"type":"refresh"}`
+    Refresh,
     /// A request failed; the socket stays open. `client_id` names the failed send, if any.
     /// `{"type":"error","error":{"code":"message_too_long","max":4000},
     ///   "message":"Messages are at most 4000 characters."}`
@@ -217,6 +571,18 @@ pub enum ServerEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_id: Option<String>,
     },
+}
+
+/// Whether someone is there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceStatus {
+    /// A client of theirs is connected and in use.
+    Online,
+    /// Connected, but every tab is hidden.
+    Away,
+    /// No client connected.
+    Offline,
 }
 
 impl ServerEvent {
@@ -329,6 +695,74 @@ pub fn validate_client_id(raw: &str) -> Result<String, AppError> {
     }
 }
 
+/// Whether a character can be part of an emoji: pictographs, symbols, regional indicators,
+/// skin tones, joiners, variation selectors, keycaps and tag characters.
+fn is_emoji_part(c: char) -> bool {
+    matches!(c,
+        '\u{1F000}'..='\u{1FAFF}' | '\u{2600}'..='\u{27BF}' | '\u{2190}'..='\u{21FF}'
+        | '\u{2300}'..='\u{23FF}' | '\u{2B00}'..='\u{2BFF}' | '\u{25A0}'..='\u{25FF}'
+        | '\u{2900}'..='\u{297F}' | '\u{3030}' | '\u{303D}' | '\u{3297}' | '\u{3299}'
+        | '\u{00A9}' | '\u{00AE}' | '\u{203C}' | '\u{2049}' | '\u{2122}' | '\u{2139}'
+        | '\u{200D}' | '\u{FE0F}' | '\u{20E3}' | '\u{E0020}'..='\u{E007F}')
+}
+
+/// Checks a reaction: one emoji (a sequence of emoji characters, or a keycap like `1️⃣`),
+/// at most [`MAX_EMOJI_BYTES`] bytes. Words, letters and blanks are refused.
+pub fn validate_emoji(raw: &str) -> Result<String, AppError> {
+    let emoji = raw.trim();
+    let keycap = emoji.contains('\u{20E3}');
+    let ok = !emoji.is_empty()
+        && emoji.len() <= MAX_EMOJI_BYTES
+        && emoji.chars().count() <= 10
+        && emoji.chars().all(|c| {
+            is_emoji_part(c) || (keycap && (c.is_ascii_digit() || c == '#' || c == '*'))
+        })
+        && emoji
+            .chars()
+            .any(|c| !matches!(c, '\u{200D}' | '\u{FE0F}' | '\u{E0020}'..='\u{E007F}'));
+    if ok {
+        Ok(emoji.to_string())
+    } else {
+        Err(AppError::ReactionInvalid {
+            max: MAX_EMOJI_BYTES,
+        })
+    }
+}
+
+/// The words after `@` that mention everyone in a conversation.
+pub const EVERYONE_MENTIONS: [&str; 3] = ["channel", "here", "everyone"];
+
+/// The `@` mentions in a body: each `@` followed by a name ends where the name could end
+/// (the caller matches candidates against member names, longest first). Returns the text
+/// after each `@`, up to [`MAX_DISPLAY_NAME_CHARS`] characters.
+pub fn mention_candidates(body: &str) -> impl Iterator<Item = &str> {
+    body.match_indices('@').filter_map(move |(at, _)| {
+        let before = body[..at].chars().next_back();
+        if before.is_some_and(|c| c.is_alphanumeric()) {
+            return None; // an e-mail address, not a mention
+        }
+        let rest = &body[at + 1..];
+        let end = rest
+            .char_indices()
+            .nth(MAX_DISPLAY_NAME_CHARS)
+            .map_or(rest.len(), |(i, _)| i);
+        let rest = &rest[..end];
+        (!rest.is_empty()).then_some(rest)
+    })
+}
+
+/// Whether `text` (what follows an `@`) starts with `name`, ending there (not inside a word).
+pub fn mention_matches(text: &str, name: &str) -> bool {
+    let Some(head) = text.get(..name.len()) else {
+        return false;
+    };
+    head.eq_ignore_ascii_case(name)
+        && !text[name.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '-')
+}
+
 /// Decodes one text frame from a client, turning any failure into a typed error.
 pub fn decode_client_event(text: &str) -> Result<ClientEvent, AppError> {
     serde_json::from_str(text).map_err(|e| AppError::BadFrame {
@@ -420,36 +854,85 @@ mod tests {
 
     #[test]
     fn documented_client_frames_decode() {
+        let m = || MessageId("5f0c".into());
         let cases = [
+            (
+                r#"{"type":"subscribe","conversation":7}"#,
+                ClientEvent::Subscribe {
+                    conversation: Some(ConversationId(7)),
+                    channel: None,
+                    after_change: None,
+                },
+            ),
+            (
+                r#"{"type":"subscribe","conversation":7,"after_change":45}"#,
+                ClientEvent::Subscribe {
+                    conversation: Some(ConversationId(7)),
+                    channel: None,
+                    after_change: Some(45),
+                },
+            ),
             (
                 r#"{"type":"subscribe","channel":"general"}"#,
                 ClientEvent::Subscribe {
-                    channel: "general".into(),
-                    after_seq: None,
-                    oldest_seq: None,
+                    conversation: None,
+                    channel: Some("general".into()),
+                    after_change: None,
                 },
             ),
             (
-                r#"{"type":"subscribe","channel":"general","after_seq":41}"#,
-                ClientEvent::Subscribe {
-                    channel: "general".into(),
-                    after_seq: Some(41),
-                    oldest_seq: None,
-                },
-            ),
-            (
-                r#"{"type":"send","channel":"general","body":"hi","client_id":"c-17"}"#,
+                r#"{"type":"send","conversation":7,"body":"hi","client_id":"c-17"}"#,
                 ClientEvent::Send {
-                    channel: "general".into(),
+                    conversation: Some(ConversationId(7)),
+                    channel: None,
                     body: "hi".into(),
                     client_id: Some("c-17".into()),
                 },
             ),
             (
-                r#"{"type":"delete","message_id":"5f0c"}"#,
-                ClientEvent::Delete {
-                    message_id: MessageId("5f0c".into()),
+                r#"{"type":"reply","message_id":"5f0c","body":"agreed","client_id":"c-18"}"#,
+                ClientEvent::Reply {
+                    message_id: m(),
+                    body: "agreed".into(),
+                    client_id: Some("c-18".into()),
+                    also_to_channel: false,
                 },
+            ),
+            (
+                r#"{"type":"edit","message_id":"5f0c","body":"hi!"}"#,
+                ClientEvent::Edit {
+                    message_id: m(),
+                    body: "hi!".into(),
+                },
+            ),
+            (
+                r#"{"type":"delete","message_id":"5f0c"}"#,
+                ClientEvent::Delete { message_id: m() },
+            ),
+            (
+                r#"{"type":"react","message_id":"5f0c","emoji":"👍","on":true}"#,
+                ClientEvent::React {
+                    message_id: m(),
+                    emoji: "👍".into(),
+                    on: true,
+                },
+            ),
+            (
+                r#"{"type":"read","conversation":7,"seq":42}"#,
+                ClientEvent::Read {
+                    conversation: ConversationId(7),
+                    seq: 42,
+                },
+            ),
+            (
+                r#"{"type":"typing","conversation":7}"#,
+                ClientEvent::Typing {
+                    conversation: ConversationId(7),
+                },
+            ),
+            (
+                r#"{"type":"presence","away":true}"#,
+                ClientEvent::Presence { away: true },
             ),
         ];
         for (text, want) in cases {
@@ -460,14 +943,63 @@ mod tests {
     }
 
     #[test]
+    fn reactions_are_single_emoji() {
+        for good in ["👍", "❤️", "👩‍💻", "🇫🇷", "1️⃣", "👍🏽", "✅"] {
+            assert!(validate_emoji(good).is_ok(), "{good:?}");
+        }
+        for bad in ["", " ", "a", "ok", "<b>", "👍 a", "\u{200D}", &"😀".repeat(9), "1"] {
+            assert_eq!(
+                validate_emoji(bad),
+                Err(AppError::ReactionInvalid {
+                    max: MAX_EMOJI_BYTES
+                }),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn mention_candidates_skip_addresses() {
+        let found: Vec<&str> = mention_candidates("@Ada hi, mail me@x.org, @ Bo").collect();
+        assert_eq!(found.len(), 2);
+        assert!(found[0].starts_with("Ada"));
+        assert!(mention_matches("Ada, hi", "ada"));
+        assert!(!mention_matches("Adam", "Ada"));
+    }
+
+    #[test]
+    fn direct_titles_name_the_others() {
+        let p = |id: &str, name: &str| Author {
+            id: UserId(id.into()),
+            name: name.into(),
+        };
+        let info = ConversationInfo {
+            id: ConversationId(9),
+            kind: ConversationKind::Direct,
+            name: None,
+            people: vec![p("a", "Ada"), p("b", "Bo"), p("c", "Cy")],
+            parent: None,
+            created_at: Utc::now(),
+        };
+        assert_eq!(info.title(Some(&UserId("a".into()))), "Bo, Cy");
+        let alone = ConversationInfo {
+            people: vec![p("a", "Ada")],
+            ..info
+        };
+        assert_eq!(alone.title(Some(&UserId("a".into()))), "Ada (you)");
+    }
+
+    #[test]
     fn malformed_frames_are_typed_errors() {
         for bad in [
             "",
             "not json",
             "{}",
             r#"{"type":"shout","channel":"x"}"#,
-            r#"{"type":"send","channel":"x"}"#,
-            r#"{"type":"subscribe","channel":"x","after_seq":-1}"#,
+            r#"{"type":"send","conversation":7}"#,
+            r#"{"type":"subscribe","conversation":-1}"#,
+            r#"{"type":"react","message_id":"m","emoji":"👍"}"#,
+            r#"{"type":"read","conversation":"seven","seq":1}"#,
         ] {
             assert!(
                 matches!(decode_client_event(bad), Err(AppError::BadFrame { .. })),
@@ -482,7 +1014,7 @@ mod tests {
         let json = serde_json::to_value(&ev).unwrap();
         assert_eq!(json["type"], "error");
         assert_eq!(json["error"]["code"], "not_author");
-        assert_eq!(json["message"], "Only its author can delete a message.");
+        assert_eq!(json["message"], "Only its author can edit or delete a message.");
     }
 
     #[test]

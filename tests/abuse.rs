@@ -111,9 +111,9 @@ async fn login_from(from: &str, addr: SocketAddr, name: &str) -> Result<String, 
 
 fn subscribe(channel: &str) -> ClientEvent {
     ClientEvent::Subscribe {
-        channel: channel.into(),
-        after_seq: None,
-        oldest_seq: None,
+        conversation: None,
+        channel: Some(channel.into()),
+        after_change: None,
     }
 }
 
@@ -192,7 +192,8 @@ async fn a_client_that_never_reads_holds_a_bounded_number_of_bytes() {
     let body = "\u{1}".repeat(4000);
     for i in 0..100 {
         let event = ClientEvent::Send {
-            channel: "general".into(),
+            conversation: None,
+            channel: Some("general".into()),
             body: body.clone(),
             client_id: Some(format!("f{i}")),
         };
@@ -372,12 +373,13 @@ async fn channel_creation_is_budgeted_and_the_page_does_not_grow_with_it() {
     );
 }
 
-/// 5. The SQLite store keeps recent windows within a byte budget, whatever was written.
+/// 5. Shared join answers stay within their byte budget, whatever was written: every join
+/// still gets its whole window, read from the store when it is not cached.
 #[tokio::test]
-async fn recent_windows_are_a_bounded_cache() {
+async fn join_answers_are_a_bounded_cache() {
     let budget = 1024 * 1024;
     let (addr, state) = raised(Config {
-        window_cache_bytes: budget,
+        join_cache_bytes: budget,
         new_channels_burst: 1000,
         ..config()
     })
@@ -391,6 +393,7 @@ async fn recent_windows_are_a_bounded_cache() {
         .unwrap()
         .unwrap();
     let body = "x".repeat(4000);
+    let mut channels = Vec::new();
     for c in 0..12 {
         let name = format!("big{c}");
         state
@@ -398,21 +401,27 @@ async fn recent_windows_are_a_bounded_cache() {
             .ensure_channels(std::slice::from_ref(&name))
             .await
             .unwrap();
+        let info = state.chat.channel_named(&user.id, &name).await.unwrap().info;
         for i in 0..100 {
             state
                 .chat
-                .post(&user, &name, &body, Some(format!("{c}-{i}")))
+                .post(&user, info.id, &body, Some(format!("{c}-{i}")))
                 .await
                 .unwrap();
         }
-        let usage = state.chat.store().memory_usage();
-        assert!(usage.window_bytes <= budget, "{usage:?}");
+        let joined = state.chat.join_answer(&info, None).await.unwrap();
+        assert!(joined.text.len() > 400_000, "a whole window of big messages");
+        assert!(state.chat.join_cache_bytes() <= budget, "{}", state.chat.join_cache_bytes());
+        channels.push(info);
     }
-    // Every channel still answers with its whole window, read again from disk if need be.
-    for c in 0..12 {
-        let history = state.chat.history(&format!("big{c}")).await.unwrap();
-        assert_eq!(history.messages.len(), 100);
-        assert!(state.chat.store().memory_usage().window_bytes <= budget);
+    for info in &channels {
+        let joined = state.chat.join_answer(info, None).await.unwrap();
+        let event: ServerEvent = serde_json::from_str(joined.text.as_str()).unwrap();
+        let ServerEvent::Subscribed { messages, .. } = event else {
+            panic!("subscribed")
+        };
+        assert_eq!(messages.len(), 100);
+        assert!(state.chat.join_cache_bytes() <= budget);
     }
 }
 
@@ -536,7 +545,8 @@ async fn floods_of_any_frame_are_closed_and_committed_sends_are_acknowledged() {
     let mut ws = ws_from("127.0.0.1", addr, &token).await;
     for i in 0..60 {
         let event = ClientEvent::Send {
-            channel: "general".into(),
+            conversation: None,
+            channel: Some("general".into()),
             body: format!("m{i}"),
             client_id: Some(format!("c{i}")),
         };
@@ -552,7 +562,15 @@ async fn floods_of_any_frame_are_closed_and_committed_sends_are_acknowledged() {
             None => break,
         }
     }
-    let stored = state.chat.history("general").await.unwrap().messages.len();
+    let ada = state
+        .chat
+        .store()
+        .user_by_token(&flack::server::identity::hash_token(&token))
+        .await
+        .unwrap()
+        .unwrap();
+    let general = state.chat.channel_named(&ada.id, "general").await.unwrap();
+    let stored = state.chat.history(&ada, general).await.unwrap().messages.len();
     assert_eq!(acked, stored, "every stored message was acknowledged");
     assert!(stored >= 30);
 
@@ -651,7 +669,8 @@ async fn hostile_names_and_bodies_are_refused() {
     let token = login_from("127.0.0.1", addr, "Ada").await.unwrap();
     let mut ws = ws_from("127.0.0.1", addr, &token).await;
     let event = ClientEvent::Send {
-        channel: "general".into(),
+        conversation: None,
+        channel: Some("general".into()),
         body: "a\0b".into(),
         client_id: None,
     };

@@ -6,7 +6,7 @@
 
 mod common;
 
-use flack::protocol::{ChannelHistory, ClientEvent, ServerEvent};
+use flack::protocol::{ClientEvent, ConversationHistory, ServerEvent};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -104,7 +104,8 @@ async fn send_all(port: u16, token: String, ids: Vec<String>, acks: Acks) {
     };
     for id in ids {
         let event = ClientEvent::Send {
-            channel: "general".into(),
+            conversation: None,
+            channel: Some("general".into()),
             body: format!("body of {id}"),
             client_id: Some(id),
         };
@@ -128,18 +129,19 @@ async fn everything(port: u16, token: &str) -> Vec<flack::protocol::Message> {
             .form(&form)
             .send()
     };
-    let latest: ChannelHistory = call("get_channel", vec![("channel", "general".into())])
+    let latest: ConversationHistory = call("get_channel", vec![("channel", "general".into())])
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
+    let id = latest.conversation.id.0.to_string();
     let mut all = latest.messages;
     while let Some(first) = all.first().map(|m| m.seq) {
-        let page: ChannelHistory = call(
+        let page: ConversationHistory = call(
             "get_older",
             vec![
-                ("channel", "general".into()),
+                ("conversation", id.clone()),
                 ("before_seq", first.to_string()),
             ],
         )

@@ -1,7 +1,7 @@
 //! `/channels`: every channel, a page at a time, by name ("Browse channels"). The sidebar
 //! lists only the channels you use, so it stays short however many exist.
 
-use super::channel_path;
+use crate::paths::channel_path;
 use crate::api::browse_channels;
 use crate::protocol::CHANNEL_PAGE;
 use leptos::either::Either;
@@ -22,15 +22,16 @@ pub fn BrowseChannels() -> impl IntoView {
                     match page.await {
                         Ok(channels) => {
                             let next = (channels.len() >= CHANNEL_PAGE)
-                                .then(|| channels.last().map(|c| c.name.clone()))
+                                .then(|| channels.last().and_then(|c| c.name.clone()))
                                 .flatten();
                             let items = channels
                                 .into_iter()
-                                .map(|c| {
-                                    let href = channel_path(&c.name);
+                                .filter_map(|c| c.name)
+                                .map(|name| {
+                                    let href = channel_path(&name);
                                     view! {
                                         <li>
-                                            <a href=href>"#" {c.name}</a>
+                                            <a href=href>"#" {name}</a>
                                         </li>
                                     }
                                 })

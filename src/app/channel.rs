@@ -1,18 +1,39 @@
-//! A channel's page: its recent messages (live), older ones on demand, and the composer.
-//! `/c/:name?before=SEQ` shows an older page instead (how "Load older" works without
-//! JavaScript).
+//! A conversation's page (a channel at `/c/:name`, a direct message at `/d/:id`): its recent
+//! messages (live), older ones on demand, the composer, the members, and a message's thread
+//! beside it (`…/t/:message`). `?before=SEQ` shows an older page instead (how "Load older"
+//! works without JavaScript), `?edit=ID` an edit form for one's own message.
 
-use super::chat_state::{ChannelLog, Pending, PendingState};
+use super::chat_state::{ConversationLog, Pending, PendingState};
+use super::message::MessageItem;
 use super::workspace::Me;
-use super::{channel_path, prefs, time, ChatClient, Hydrated};
-use crate::api::{get_channel, get_older, DeleteMessage, PostMessage};
+use super::{prefs, ChatClient, Hydrated};
+use crate::api::{
+    get_channel, get_conversation, get_members, get_older, get_thread, Membership, PostMessage,
+    ReplyMessage,
+};
 use crate::error::AppError;
-use crate::protocol::{ChannelHistory, Message, MessageId, HISTORY_WINDOW};
-use chrono::{DateTime, Utc};
+use crate::paths::{conversation_path, thread_path};
+use crate::protocol::{
+    mention_candidates, Author, ClientEvent, ConversationHistory, ConversationId,
+    ConversationInfo, ConversationKind, MessageId,
+};
 use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
 use leptos::task::spawn_local;
 use leptos_router::hooks::{use_params_map, use_query_map};
+
+/// What a page shows: the live conversation, or an older page of it.
+type Loaded = Result<(ConversationHistory, bool), AppError>;
+
+async fn load(history: Result<ConversationHistory, AppError>, before: Option<u64>) -> Loaded {
+    let history = history?;
+    match before {
+        Some(before) => get_older(history.conversation.id.0, before)
+            .await
+            .map(|h| (h, true)),
+        None => Ok((history, false)),
+    }
+}
 
 /// `/c/:name`: loads the channel (server-rendered), then follows it live.
 #[component]
@@ -21,25 +42,53 @@ pub fn ChannelPage() -> impl IntoView {
     let query = use_query_map();
     let page = move || {
         let name = params.read().get("name").unwrap_or_default();
-        let before = query
-            .read()
-            .get("before")
-            .and_then(|b| b.parse::<u64>().ok());
+        let before = query.read().get("before").and_then(|b| b.parse::<u64>().ok());
         (name, before)
     };
     let history = Resource::new(page, |(name, before)| async move {
-        match before {
-            Some(before) => get_older(name, before).await.map(|h| (h, true)),
-            None => get_channel(name).await.map(|h| (h, false)),
-        }
+        load(get_channel(name).await, before).await
     });
+    view! { <Page history/> }
+}
+
+/// `/d/:id`: a direct conversation, by id.
+#[component]
+pub fn DirectPage() -> impl IntoView {
+    let params = use_params_map();
+    let query = use_query_map();
+    let page = move || {
+        let id = params.read().get("id").and_then(|i| i.parse::<u64>().ok());
+        let before = query.read().get("before").and_then(|b| b.parse::<u64>().ok());
+        (id, before)
+    };
+    let history = Resource::new(page, |(id, before)| async move {
+        let Some(id) = id else {
+            return Err(AppError::NoSuchConversation);
+        };
+        load(get_conversation(id).await, before).await
+    });
+    view! { <Page history/> }
+}
+
+#[component]
+fn Page(history: Resource<Loaded>) -> impl IntoView {
+    let params = use_params_map();
+    let thread = move || params.read().get("message").map(MessageId);
     view! {
         <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match history.await {
-                    Ok((history, false)) => view! { <ChannelView history/> }.into_any(),
+                    Ok((history, false)) => view! {
+                        <div class="conversation-and-thread">
+                            <ConversationView history=history.clone()/>
+                            {move || thread().map(|parent| view! {
+                                <ThreadPanel parent conversation=history.conversation.clone()/>
+                            })}
+                        </div>
+                    }
+                    .into_any(),
                     Ok((history, true)) => view! { <ArchiveView history/> }.into_any(),
-                    Err(error) => view! { <MissingChannel error/> }.into_any(),
+                    Err(error) => view! { <Missing error/> }.into_any(),
                 }
             })}
         </Transition>
@@ -47,9 +96,12 @@ pub fn ChannelPage() -> impl IntoView {
 }
 
 #[component]
-fn MissingChannel(error: AppError) -> impl IntoView {
-    if matches!(error, AppError::NoSuchChannel { .. }) {
-        Effect::new(|_| prefs::forget_last_channel());
+fn Missing(error: AppError) -> impl IntoView {
+    if matches!(
+        error,
+        AppError::NoSuchChannel { .. } | AppError::NoSuchConversation
+    ) {
+        Effect::new(|_| prefs::forget_last_conversation());
     }
     view! {
         <section class="empty">
@@ -58,59 +110,177 @@ fn MissingChannel(error: AppError) -> impl IntoView {
     }
 }
 
-/// The live channel: follows new messages, sends, loads older pages as the user scrolls up.
+/// Which message is being edited in place (with JavaScript), for the whole page.
+#[derive(Clone, Copy)]
+pub struct Editing(pub RwSignal<Option<MessageId>>);
+
+/// The live conversation: follows new messages, sends, loads older pages as the user
+/// scrolls up, and shows who is typing.
 #[component]
-fn ChannelView(history: ChannelHistory) -> impl IntoView {
+fn ConversationView(history: ConversationHistory) -> impl IntoView {
     let client = expect_context::<ChatClient>();
-    let name = history.channel.name.clone();
-    let log = RwSignal::new(ChannelLog::new(history));
+    let me = use_context::<Me>();
+    let info = history.conversation.clone();
+    let member = history.member;
+    let title = info.title(me.and_then(|m| m.get_untracked()).map(|u| u.id).as_ref());
+    let log = RwSignal::new(ConversationLog::new(history));
+    let editing = Editing(RwSignal::new(None));
+    provide_context(editing);
     {
-        let name = name.clone();
+        let path = conversation_path(&info);
         Effect::new(move |_| {
-            prefs::set_last_channel(&name);
-            client.open_channel(log);
+            prefs::set_last_conversation(&path);
+            client.open_conversation(log);
         });
     }
-    on_cleanup(move || client.close_channel(log));
-
+    on_cleanup(move || client.close_conversation(log));
+    let id = info.id;
+    let typing = move || {
+        let names: Vec<String> = client.typing.with(|list| {
+            list.iter()
+                .filter(|(c, _, _)| *c == id)
+                .map(|(_, a, _)| a.name.clone())
+                .collect()
+        });
+        match names.len() {
+            0 => String::new(),
+            1 => format!("{} is typing…", names[0]),
+            2 => format!("{} and {} are typing…", names[0], names[1]),
+            _ => "Several people are typing…".to_string(),
+        }
+    };
     view! {
-        <section class="channel">
-            <h1>"#" {name.clone()}</h1>
-            <MessageList log label=format!("Messages in #{name}")/>
-            <Composer channel=name/>
+        <section class="channel" data-conversation=id.0>
+            <ConversationHeader info=info.clone() title=title.clone() member/>
+            <MessageList log label=format!("Messages in {title}") in_thread=false/>
+            <p class="typing" aria-live="polite">{typing}</p>
+            <Composer conversation=id placeholder=format!("Message {title}") log/>
         </section>
     }
 }
 
-/// An older page of a channel (no live updates), with links to page further.
+/// The title, and what one can do with the conversation: see its members, join, leave,
+/// invite.
 #[component]
-fn ArchiveView(history: ChannelHistory) -> impl IntoView {
-    let name = history.channel.name.clone();
-    let log = RwSignal::new(ChannelLog::new(history));
+fn ConversationHeader(info: ConversationInfo, title: String, member: bool) -> impl IntoView {
+    let client = expect_context::<ChatClient>();
+    let (open, set_open) = signal(false);
+    let members = RwSignal::new(Vec::<crate::protocol::Member>::new());
+    let id = info.id;
+    let kind = info.kind;
+    let load_members = move || {
+        spawn_local(async move {
+            match get_members(id.0).await {
+                Ok(list) => members.set(list),
+                Err(e) => client.last_error.set(Some(e.to_string())),
+            }
+        });
+    };
+    // A membership change heard over the socket refreshes an open panel.
+    Effect::new(move |_| {
+        if client.members.with(|m| m.as_ref().is_some_and(|(c, _)| *c == id)) && open.get_untracked() {
+            load_members();
+        }
+    });
+    let channel = kind.is_channel();
+    view! {
+        <header class="conversation-header">
+            <h1>{title}</h1>
+            <button
+                type="button"
+                class="link members-toggle"
+                aria-expanded=move || open.get().to_string()
+                on:click=move |_| {
+                    let now = !open.get_untracked();
+                    set_open.set(now);
+                    if now {
+                        load_members();
+                    }
+                }
+            >
+                "Members"
+            </button>
+            {(channel && !member && kind == ConversationKind::Public).then(|| view! {
+                <form method="post" action=Membership::url() class="inline">
+                    <input type="hidden" name="conversation" value=id.0/>
+                    <button type="submit">"Join channel"</button>
+                </form>
+            })}
+            {(channel && member).then(|| view! {
+                <a class="link" href=format!("/people?invite={}", id.0)>"Add people"</a>
+                <form method="post" action=Membership::url() class="inline">
+                    <input type="hidden" name="conversation" value=id.0/>
+                    <input type="hidden" name="leave" value="yes"/>
+                    <button type="submit" class="link">"Leave"</button>
+                </form>
+            })}
+            <super::url_error::UrlError path=Membership::PATH/>
+            <Show when=move || open.get()>
+                <ul class="members" aria-label="Members">
+                    {move || members.get().into_iter().map(|m| {
+                        let status = if m.online { "online" } else { "offline" };
+                        view! {
+                            <li>
+                                <span class="presence" data-status=status aria-label=status title=status></span>
+                                <a href=format!("/people?q={}", m.user.name)>{m.user.name.clone()}</a>
+                                <span class="tag">{m.user.id.tag()}</span>
+                            </li>
+                        }
+                    }).collect_view()}
+                </ul>
+            </Show>
+        </header>
+    }
+}
+
+/// An older page of a conversation (no live updates), with links to page further.
+#[component]
+fn ArchiveView(history: ConversationHistory) -> impl IntoView {
+    let me = use_context::<Me>();
+    let title = history
+        .conversation
+        .title(me.and_then(|m| m.get_untracked()).map(|u| u.id).as_ref());
+    let path = conversation_path(&history.conversation);
+    let log = RwSignal::new(ConversationLog::new(history));
+    provide_context(Editing(RwSignal::new(None)));
     view! {
         <section class="channel">
-            <h1>"#" {name.clone()}</h1>
-            <MessageList log label=format!("Older messages in #{name}")/>
+            <h1>{title.clone()}</h1>
+            <MessageList log label=format!("Older messages in {title}") in_thread=false/>
             <p class="archive-note">
-                <a href=channel_path(&name)>"Back to the newest messages"</a>
+                <a href=path>"Back to the newest messages"</a>
             </p>
         </section>
     }
 }
 
-/// The messages, oldest at the top. Stays at the newest while the reader is there; scrolling
-/// to the top (or "Load older") fetches the page before, keeping the reader's place.
+/// The messages, oldest at the top, with a "New" divider above the first unread one. Stays
+/// at the newest while the reader is there; scrolling to the top (or "Load older") fetches
+/// the page before, keeping the reader's place.
 #[component]
-fn MessageList(log: RwSignal<ChannelLog>, label: String) -> impl IntoView {
+fn MessageList(log: RwSignal<ConversationLog>, label: String, in_thread: bool) -> impl IntoView {
     let client = expect_context::<ChatClient>();
     let me = use_context::<Me>();
     let hydrated = use_context::<Hydrated>().map(|h| h.0);
-    let list = NodeRef::<leptos::html::Ol>::new();
+    let list = NodeRef::<leptos::html::Div>::new();
     let loading = RwSignal::new(false);
+    let read_seq = log.with_untracked(|l| l.read_seq);
+    let me_id = me.and_then(|m| m.get_untracked()).map(|u| u.id);
+    // The first message by someone else after what was read when the page opened.
+    let first_unread = Memo::new(move |_| {
+        log.with(|l| {
+            if read_seq == 0 {
+                return None;
+            }
+            l.messages
+                .iter()
+                .find(|m| m.seq > read_seq && Some(&m.author.id) != me_id.as_ref())
+                .map(|m| m.id.clone())
+        })
+    });
 
     // Follow the newest message (and one's own pending ones), not older pages.
-    let newest =
-        Memo::new(move |_| log.with(|l| (l.messages.last().map(|m| m.seq), l.pending.len())));
+    let newest = Memo::new(move |_| log.with(|l| (l.newest_seq(), l.pending.len())));
     Effect::new(move |_| {
         newest.track();
         if let Some(list) = list.get() {
@@ -127,15 +297,14 @@ fn MessageList(log: RwSignal<ChannelLog>, label: String) -> impl IntoView {
             return;
         }
         loading.set(true);
-        let channel = log.with_untracked(|l| l.name().to_string());
+        let conversation = log.with_untracked(|l| l.id());
         let height_before = list.get_untracked().map(|el| el.scroll_height());
         spawn_local(async move {
-            match get_older(channel, before).await {
+            match get_older(conversation.0, before).await {
                 Ok(page) => {
-                    log.update(|l| l.prepend_older(page.messages, HISTORY_WINDOW));
+                    log.update(|l| l.prepend_older(page.messages, page.has_older));
                     // Keep the reader looking at the same message; only then may a scroll to
-                    // the top ask for the next page (before it, the list is still at the top
-                    // and a scroll event would load a second page at once).
+                    // the top ask for the next page.
                     request_animation_frame(move || {
                         if let (Some(el), Some(before)) = (list.get_untracked(), height_before) {
                             el.set_scroll_top(el.scroll_top() + el.scroll_height() - before);
@@ -160,17 +329,18 @@ fn MessageList(log: RwSignal<ChannelLog>, label: String) -> impl IntoView {
             l.has_older
                 .then(|| l.oldest_seq())
                 .flatten()
-                .map(|seq| format!("{}?before={seq}", channel_path(l.name())))
+                .map(|seq| format!("{}?before={seq}", conversation_path(&l.info)))
         })
     };
+    let conversation = log.with_untracked(|l| l.info.clone());
 
     view! {
-        <ol class="messages" role="log" aria-label=label node_ref=list on:scroll=on_scroll>
+        <div class="messages" role="log" aria-label=label node_ref=list on:scroll=on_scroll>
             {move || {
                 older_link()
                     .map(|href| {
                         view! {
-                            <li class="older">
+                            <p class="older">
                                 <a
                                     href=href
                                     on:click=move |ev| {
@@ -182,54 +352,29 @@ fn MessageList(log: RwSignal<ChannelLog>, label: String) -> impl IntoView {
                                         if loading.get() { "Loading…" } else { "Load older messages" }
                                     }}
                                 </a>
-                            </li>
+                            </p>
                         }
                     })
             }}
-            <For
-                each=move || log.with(|l| l.messages.clone())
-                key=|m| m.id.clone()
-                children=move |message| view! { <MessageItem message log me hydrated/> }.into_any()
-            />
-            <For
-                each=move || log.with(|l| l.pending.clone())
-                key=|p| (p.client_id.clone(), format!("{:?}", p.state))
-                children=move |pending| view! { <PendingItem pending/> }.into_any()
-            />
-        </ol>
-    }
-}
-
-#[component]
-fn MessageItem(
-    message: Message,
-    log: RwSignal<ChannelLog>,
-    /// Looked up once by the list, not per message: context lookups walk the owner tree.
-    me: Option<Me>,
-    hydrated: Option<ReadSignal<bool>>,
-) -> impl IntoView {
-    let mine = me.is_some_and(|me| me.is(&message.author.id));
-    let Message {
-        id,
-        seq,
-        author,
-        body,
-        sent_at,
-        ..
-    } = message;
-    let dom_id = id.0.clone();
-    view! {
-        <li class="message" data-id=dom_id data-seq=seq>
-            <div class="meta">
-                <span class="author">{author.name}</span>
-                <span class="tag" title="User tag: tells people of the same name apart">
-                    {author.id.tag()}
-                </span>
-                <Timestamp at=sent_at hydrated/>
-            </div>
-            <div class="body">{body}</div>
-            {mine.then(|| view! { <DeleteButton id log/> })}
-        </li>
+            <ol class="message-list">
+                <For
+                    each=move || log.with(|l| l.messages.clone())
+                    key=|m| (m.id.clone(), m.change)
+                    children=move |message| {
+                        let unread = first_unread.get_untracked().as_ref() == Some(&message.id);
+                        view! {
+                            {unread.then(|| view! { <li class="new-divider" role="separator" aria-label="New messages">"New"</li> })}
+                            <MessageItem message conversation=conversation.clone() me hydrated in_thread/>
+                        }
+                    }
+                />
+                <For
+                    each=move || log.with(|l| l.pending.clone())
+                    key=|p| (p.client_id.clone(), format!("{:?}", p.state))
+                    children=move |pending| view! { <PendingItem pending/> }.into_any()
+                />
+            </ol>
+        </div>
     }
 }
 
@@ -265,80 +410,76 @@ fn PendingItem(pending: Pending) -> impl IntoView {
     }
 }
 
-/// A message's time: UTC from the server, the reader's local time once hydrated.
+/// A message's thread beside its conversation: the parent, the replies, and a composer
+/// (a plain form without JavaScript). Reloaded whenever the parent's reply count changes.
 #[component]
-fn Timestamp(at: DateTime<Utc>, hydrated: Option<ReadSignal<bool>>) -> impl IntoView {
-    let local = move || hydrated.is_some_and(|h| h.get());
-    let iso = time::iso(&at);
-    let label = move || {
-        if local() {
-            time::local_label(&at)
-        } else {
-            time::utc_label(&at)
-        }
-    };
-    let title = {
-        let iso = iso.clone();
-        move || {
-            if local() {
-                time::local_full(&at)
-            } else {
-                iso.clone()
-            }
-        }
-    };
-    view! {
-        <time datetime=iso title=title>
-            {label}
-        </time>
-    }
-}
-
-/// Deletes one's own message (a form post without JavaScript).
-#[component]
-fn DeleteButton(id: MessageId, log: RwSignal<ChannelLog>) -> impl IntoView {
-    let delete = ServerAction::<DeleteMessage>::new();
+fn ThreadPanel(parent: MessageId, conversation: ConversationInfo) -> impl IntoView {
     let client = expect_context::<ChatClient>();
+    let me = use_context::<Me>();
+    let hydrated = use_context::<Hydrated>().map(|h| h.0);
     {
-        let id = id.clone();
-        Effect::new(move |_| match delete.value().get() {
-            // The socket will say so too; removing now keeps the UI honest if it is down.
-            Some(Ok(())) => log.update(|l| l.apply_deleted(&id)),
-            Some(Err(e)) => client.last_error.set(Some(e.to_string())),
-            None => {}
-        });
+        let parent = parent.clone();
+        Effect::new(move |_| client.thread_parent.set(Some((parent.clone(), 0))));
     }
+    on_cleanup(move || client.thread_parent.set(None));
+    let bump = move || client.thread_parent.with(|p| p.as_ref().map_or(0, |(_, n)| *n));
+    let thread = {
+        let parent = parent.clone();
+        Resource::new(bump, move |_| get_thread(parent.0.clone()))
+    };
+    let close = conversation_path(&conversation);
+    let here = thread_path(&conversation, &parent);
+    let parent_id = parent.clone();
     view! {
-        <ActionForm action=delete>
-            <input type="hidden" name="message_id" value=id.0/>
-            <button type="submit" class="delete" aria-label="Delete message" title="Delete message">
-                "×"
-            </button>
-        </ActionForm>
+        <aside class="thread" aria-label="Thread">
+            <header class="thread-header">
+                <h2>"Thread"</h2>
+                <a href=close.clone() class="link">"Close thread"</a>
+            </header>
+            <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
+                {move || {
+                    let here = here.clone();
+                    let conversation = conversation.clone();
+                    let parent_id = parent_id.clone();
+                    Suspend::new(async move {
+                        match thread.await {
+                            Ok(view_) => {
+                                let replies = view_
+                                    .thread
+                                    .map(|t| t.messages)
+                                    .unwrap_or_default();
+                                let info = conversation.clone();
+                                view! {
+                                    <ol class="message-list thread-parent">
+                                        <MessageItem message=view_.parent conversation=info.clone() me hydrated in_thread=true/>
+                                    </ol>
+                                    <p class="replies-count">{format!("{} replies", replies.len())}</p>
+                                    <ol class="message-list replies" aria-label="Replies">
+                                        {replies.into_iter().map(|m| view! {
+                                            <MessageItem message=m conversation=info.clone() me hydrated in_thread=true/>
+                                        }).collect_view()}
+                                    </ol>
+                                    <ReplyComposer parent=parent_id.clone() back=here.clone()/>
+                                }
+                                .into_any()
+                            }
+                            Err(e) => view! { <p role="alert" class="error">{e.to_string()}</p> }.into_any(),
+                        }
+                    })
+                }}
+            </Transition>
+        </aside>
     }
 }
 
-/// Writes messages. With JavaScript a message shows at once and goes over the socket (or
-/// HTTP); without, the form posts to the server function. Enter sends; Shift+Enter starts a
-/// new line.
+/// Replies in a thread: over the socket with JavaScript, a form post without.
 #[component]
-fn Composer(channel: String) -> impl IntoView {
+fn ReplyComposer(parent: MessageId, back: String) -> impl IntoView {
     let client = expect_context::<ChatClient>();
     let textarea = NodeRef::<leptos::html::Textarea>::new();
-    let post = ServerAction::<PostMessage>::new();
-
-    // Focus lands in the composer whenever a channel opens: on the next frame, once the
-    // (possibly transitioning) view is in the document.
-    Effect::new(move |_| {
-        if let Some(el) = textarea.get() {
-            request_animation_frame(move || {
-                let _ = el.focus();
-            });
-        }
-    });
-
+    let also = NodeRef::<leptos::html::Input>::new();
     let send = {
-        let channel = channel.clone();
+        let parent = parent.clone();
         move || {
             let Some(el) = textarea.get_untracked() else {
                 return;
@@ -347,8 +488,13 @@ fn Composer(channel: String) -> impl IntoView {
             if body.trim().is_empty() {
                 return;
             }
-            client.last_error.set(None);
-            client.send_message(channel.clone(), body);
+            let also_to_channel = also.get_untracked().is_some_and(|a| a.checked());
+            client.act(ClientEvent::Reply {
+                message_id: parent.clone(),
+                body,
+                client_id: Some(uuid::Uuid::new_v4().simple().to_string()),
+                also_to_channel,
+            });
             el.set_value("");
         }
     };
@@ -365,29 +511,179 @@ fn Composer(channel: String) -> impl IntoView {
             send();
         }
     };
-    // Without JavaScript the form posts to the server function; its error comes back in the URL.
-    let error = move || {
-        client.last_error.get().or_else(|| {
-            post.value()
-                .get()
-                .and_then(Result::err)
-                .map(|e| e.to_string())
-        })
+    let _ = back;
+    view! {
+        <form class="composer reply-composer" method="post" action=ReplyMessage::url() on:submit=on_submit>
+            <input type="hidden" name="message_id" value=parent.0.clone()/>
+            <label for="reply" class="visually-hidden">"Reply"</label>
+            <textarea id="reply" name="body" rows="2" placeholder="Reply…" node_ref=textarea on:keydown=on_keydown></textarea>
+            <label class="check">
+                <input type="checkbox" name="also_to_channel" value="on" node_ref=also/>
+                "Also send to the conversation"
+            </label>
+            <button type="submit">"Reply"</button>
+            <super::url_error::UrlError path=ReplyMessage::PATH/>
+        </form>
+    }
+}
+
+/// Writes messages. With JavaScript a message shows at once and goes over the socket (or
+/// HTTP); without, the form posts to the server function. Enter sends; Shift+Enter starts a
+/// new line; Up in an empty composer edits one's last message; `@` suggests members.
+#[component]
+fn Composer(
+    conversation: ConversationId,
+    placeholder: String,
+    log: RwSignal<ConversationLog>,
+) -> impl IntoView {
+    let client = expect_context::<ChatClient>();
+    let me = use_context::<Me>();
+    let editing = expect_context::<Editing>();
+    let textarea = NodeRef::<leptos::html::Textarea>::new();
+    let typed_at = StoredValue::new(0.0f64);
+    let members = RwSignal::new(None::<Vec<Author>>);
+    let suggestions = RwSignal::new(Vec::<Author>::new());
+
+    // Focus lands in the composer whenever a conversation opens.
+    Effect::new(move |_| {
+        if let Some(el) = textarea.get() {
+            request_animation_frame(move || {
+                let _ = el.focus();
+            });
+        }
+    });
+
+    let send = move || {
+        let Some(el) = textarea.get_untracked() else {
+            return;
+        };
+        let body = el.value();
+        if body.trim().is_empty() {
+            return;
+        }
+        client.last_error.set(None);
+        client.send_message(conversation, body);
+        el.set_value("");
+        suggestions.set(Vec::new());
     };
+    let on_submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        send();
+    };
+    // The word being typed after an `@`, if the caret is in one.
+    let mention_prefix = move || -> Option<String> {
+        let el = textarea.get_untracked()?;
+        let value = el.value();
+        let caret = el.selection_start().ok().flatten().unwrap_or(value.len() as u32) as usize;
+        let before = value.get(..caret.min(value.len()))?;
+        let at = before.rfind('@')?;
+        let typed = &before[at + 1..];
+        (mention_candidates(&before[at..]).next().is_some() || typed.is_empty())
+            .then(|| typed.to_string())
+            .filter(|t| !t.contains('\n') && t.chars().count() <= 32)
+    };
+    let suggest = move || {
+        let Some(prefix) = mention_prefix() else {
+            suggestions.set(Vec::new());
+            return;
+        };
+        let Some(list) = members.get_untracked() else {
+            spawn_local(async move {
+                if let Ok(list) = get_members(conversation.0).await {
+                    members.set(Some(list.into_iter().map(|m| m.user).collect()));
+                }
+            });
+            return;
+        };
+        let prefix = prefix.to_lowercase();
+        let found: Vec<Author> = list
+            .into_iter()
+            .filter(|a| a.name.to_lowercase().starts_with(&prefix))
+            .take(6)
+            .collect();
+        suggestions.set(found);
+    };
+    let pick = move |name: String| {
+        let Some(el) = textarea.get_untracked() else {
+            return;
+        };
+        let value = el.value();
+        let caret = el.selection_start().ok().flatten().unwrap_or(value.len() as u32) as usize;
+        let caret = caret.min(value.len());
+        if let Some(at) = value[..caret].rfind('@') {
+            let text = format!("{}@{name} {}", &value[..at], &value[caret..]);
+            el.set_value(&text);
+        }
+        suggestions.set(Vec::new());
+        let _ = el.focus();
+    };
+    let on_input = move |_| {
+        let now = super::notify::now_ms();
+        if now - typed_at.get_value() > 3000.0 {
+            typed_at.set_value(now);
+            client.typing_in(conversation);
+        }
+        suggest();
+    };
+    let on_keydown = move |ev: leptos::ev::KeyboardEvent| {
+        let key = ev.key();
+        if (key == "Tab" || key == "Enter") && !suggestions.with_untracked(Vec::is_empty) {
+            ev.prevent_default();
+            if let Some(first) = suggestions.get_untracked().first() {
+                pick(first.name.clone());
+            }
+            return;
+        }
+        if key == "Escape" {
+            suggestions.set(Vec::new());
+            return;
+        }
+        if key == "Enter" && !ev.shift_key() && !ev.is_composing() {
+            ev.prevent_default();
+            send();
+            return;
+        }
+        if key == "ArrowUp" && textarea.get_untracked().is_some_and(|el| el.value().is_empty()) {
+            let mine = me.and_then(|m| m.get_untracked()).and_then(|u| {
+                log.with_untracked(|l| l.last_by(&u.id).map(|m| m.id.clone()))
+            });
+            if let Some(id) = mine {
+                ev.prevent_default();
+                editing.0.set(Some(id));
+            }
+        }
+    };
+    let error = move || client.last_error.get();
 
     view! {
         <form class="composer" method="post" action=PostMessage::url() on:submit=on_submit>
-            <input type="hidden" name="channel" value=channel.clone()/>
+            <input type="hidden" name="conversation" value=conversation.0/>
             <label for="composer" class="visually-hidden">"Message"</label>
             <textarea
                 id="composer"
                 name="body"
                 rows="2"
-                placeholder=format!("Message #{channel}")
+                placeholder=placeholder
                 node_ref=textarea
                 on:keydown=on_keydown
+                on:input=on_input
+                aria-autocomplete="list"
+                aria-controls="mention-suggestions"
             ></textarea>
             <button type="submit">"Send"</button>
+            <ul id="mention-suggestions" class="suggestions" role="listbox" aria-label="People to mention">
+                {move || suggestions.get().into_iter().map(|a| {
+                    let name = a.name.clone();
+                    view! {
+                        <li role="option" aria-selected="false">
+                            <button type="button" on:click=move |_| pick(name.clone())>
+                                {a.name.clone()} <span class="tag">{a.id.tag()}</span>
+                            </button>
+                        </li>
+                    }
+                }).collect_view()}
+            </ul>
+            <super::url_error::UrlError path=PostMessage::PATH/>
             {move || error().map(|e| view! { <p role="alert" class="error">{e}</p> })}
         </form>
     }

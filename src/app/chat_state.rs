@@ -1,8 +1,9 @@
-//! The client's view of one open channel, as a plain struct so its rules are tested without
-//! a browser: messages kept in sequence order, never twice, older pages prepended without gaps,
-//! and the user's own messages shown at once while they are on their way.
+//! The client's view of one open conversation, as a plain struct so its rules are tested
+//! without a browser: messages kept in `seq` order, never twice, each in its newest state
+//! (a change with a lower number never overwrites a higher one), older pages prepended
+//! without gaps, and the user's own messages shown at once while they are on their way.
 
-use crate::protocol::{channel_key, ChannelHistory, ChannelInfo, Message, MessageId};
+use crate::protocol::{ConversationHistory, ConversationId, ConversationInfo, Message, MessageId};
 
 /// The most messages kept on screen; the oldest go first.
 pub const MAX_SHOWN: usize = 1000;
@@ -29,68 +30,90 @@ pub struct Pending {
     pub state: PendingState,
 }
 
-/// The messages the client shows for one channel.
+/// The messages the client shows for one conversation.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ChannelLog {
-    /// The channel.
-    pub channel: ChannelInfo,
-    /// Shown messages, in increasing `seq`.
+pub struct ConversationLog {
+    /// The conversation.
+    pub info: ConversationInfo,
+    /// Shown messages, in increasing `seq`, deleted ones left out.
     pub messages: Vec<Message>,
     /// The user's own messages on their way, in the order written.
     pub pending: Vec<Pending>,
-    /// The highest sequence number ever seen here (deleted ones included).
-    seen_seq: u64,
-    /// Whether older messages may exist before the first one shown.
+    /// The last change number applied: a reconnect resumes after it.
+    last_change: u64,
+    /// Whether older messages exist before the first one shown.
     pub has_older: bool,
+    /// The newest message read when the conversation was opened (the "New" divider).
+    pub read_seq: u64,
 }
 
-impl ChannelLog {
+impl ConversationLog {
     /// Starts from a server snapshot.
-    pub fn new(history: ChannelHistory) -> Self {
-        let mut log = ChannelLog {
-            channel: history.channel,
+    pub fn new(history: ConversationHistory) -> Self {
+        let mut log = ConversationLog {
+            info: history.conversation,
             messages: Vec::new(),
             pending: Vec::new(),
-            seen_seq: 0,
+            last_change: 0,
             has_older: false,
+            read_seq: history.read_seq,
         };
-        log.replace(history.messages);
+        log.replace(history.messages, history.last_change, history.has_older);
         log
     }
 
-    /// The channel's name.
-    pub fn name(&self) -> &str {
-        &self.channel.name
+    /// The conversation's id.
+    pub fn id(&self) -> ConversationId {
+        self.info.id
     }
 
-    /// Whether an event about `channel` belongs here.
-    pub fn is_for(&self, channel: &str) -> bool {
-        channel_key(channel) == channel_key(&self.channel.name)
+    /// Whether an event about `conversation` belongs here.
+    pub fn is_for(&self, conversation: ConversationId) -> bool {
+        conversation == self.info.id
     }
 
-    /// What to ask for after a reconnect: everything after this.
-    pub fn seen_seq(&self) -> u64 {
-        self.seen_seq
+    /// What to ask for after a reconnect: every change after this.
+    pub fn last_change(&self) -> u64 {
+        self.last_change
     }
 
-    /// The oldest sequence number shown (where deletions matter from, on a catch-up).
+    /// The oldest sequence number shown (where "Load older" continues from).
     pub fn oldest_seq(&self) -> Option<u64> {
         self.messages.first().map(|m| m.seq)
     }
 
-    /// Adds a message in order, ignoring one already shown; it replaces the pending copy
-    /// of the user's own message.
-    pub fn apply_message(&mut self, message: Message) {
-        if !self.is_for(&message.channel) {
+    /// The newest sequence number shown.
+    pub fn newest_seq(&self) -> Option<u64> {
+        self.messages.last().map(|m| m.seq)
+    }
+
+    /// Applies a message's state (new, edited, deleted, reacted to): a deleted one leaves, a
+    /// held one is replaced by a newer state, a new one is put in order. A message older than
+    /// everything shown, while older ones exist, is not shown (its page is not loaded).
+    pub fn apply(&mut self, message: Message) {
+        if !self.is_for(message.conversation) {
             return;
         }
+        self.last_change = self.last_change.max(message.change);
         if let Some(id) = &message.client_id {
             self.pending.retain(|p| &p.client_id != id);
         }
-        self.seen_seq = self.seen_seq.max(message.seq);
         match self.messages.binary_search_by_key(&message.seq, |m| m.seq) {
-            Ok(_) => {}
-            Err(at) => self.messages.insert(at, message),
+            Ok(at) if message.deleted => {
+                self.messages.remove(at);
+            }
+            Ok(at) => {
+                if self.messages[at].change < message.change {
+                    self.messages[at] = message;
+                }
+            }
+            Err(_) if message.deleted => {}
+            Err(at) => {
+                if at == 0 && self.has_older && !self.messages.is_empty() {
+                    return;
+                }
+                self.messages.insert(at, message);
+            }
         }
         let excess = self.messages.len().saturating_sub(MAX_SHOWN);
         if excess > 0 {
@@ -99,14 +122,19 @@ impl ChannelLog {
         }
     }
 
-    /// Puts a page of older messages (oldest first) in front of what is shown.
-    pub fn prepend_older(&mut self, page: Vec<Message>, page_size: usize) {
+    /// Notes a change number that carried no message (a membership change).
+    pub fn saw_change(&mut self, change: u64) {
+        self.last_change = self.last_change.max(change);
+    }
+
+    /// Puts a page of older messages (oldest first) in front of what is shown; the server
+    /// says whether more exist before it.
+    pub fn prepend_older(&mut self, page: Vec<Message>, has_older: bool) {
         let first = self.oldest_seq().unwrap_or(u64::MAX);
-        // A full page means there may be more before it.
-        self.has_older = page.len() >= page_size;
+        self.has_older = has_older;
         let older: Vec<Message> = page
             .into_iter()
-            .filter(|m| self.is_for(&m.channel) && m.seq < first)
+            .filter(|m| self.is_for(m.conversation) && m.seq < first && !m.deleted)
             .collect();
         self.messages.splice(0..0, older);
     }
@@ -136,95 +164,128 @@ impl ChannelLog {
             .collect()
     }
 
-    /// Removes a deleted message.
-    pub fn apply_deleted(&mut self, id: &MessageId) {
+    /// Removes a message at once (a deletion the server confirmed over HTTP).
+    pub fn remove(&mut self, id: &MessageId) {
         self.messages.retain(|m| &m.id != id);
     }
 
-    /// Applies the server's answer to a (re)subscribe.
-    pub fn apply_subscribed(&mut self, messages: Vec<Message>, removed: &[u64], reset: bool) {
-        if reset {
-            self.replace(messages);
-            return;
-        }
-        self.messages.retain(|m| !removed.contains(&m.seq));
-        for message in messages {
-            self.apply_message(message);
-        }
+    /// The newest message of the user's own, for "Up-arrow edits the last message".
+    pub fn last_by(&self, user: &crate::protocol::UserId) -> Option<&Message> {
+        self.messages.iter().rev().find(|m| &m.author.id == user)
     }
 
-    fn replace(&mut self, mut messages: Vec<Message>) {
+    /// Applies the server's answer to a (re)subscribe.
+    pub fn apply_subscribed(
+        &mut self,
+        messages: Vec<Message>,
+        last_change: u64,
+        reset: bool,
+        has_older: bool,
+    ) {
+        if reset {
+            self.replace(messages, last_change, has_older);
+            return;
+        }
+        for message in messages {
+            self.apply(message);
+        }
+        self.last_change = self.last_change.max(last_change);
+    }
+
+    fn replace(&mut self, mut messages: Vec<Message>, last_change: u64, has_older: bool) {
+        messages.retain(|m| !m.deleted);
         messages.sort_by_key(|m| m.seq);
         messages.dedup_by_key(|m| m.seq);
-        self.seen_seq = messages.last().map_or(0, |m| m.seq);
-        self.has_older = messages.first().is_some_and(|m| m.seq > 1);
         self.messages.clear();
+        self.has_older = false;
         for message in messages {
-            self.apply_message(message);
+            self.apply(message);
         }
+        self.has_older = has_older || self.has_older;
+        self.last_change = last_change;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Author, UserId};
+    use crate::protocol::{Author, ConversationKind, UserId};
     use chrono::Utc;
+
+    const HERE: ConversationId = ConversationId(7);
 
     fn msg(seq: u64) -> Message {
         Message {
             id: MessageId(format!("m{seq}")),
-            channel: "general".into(),
+            conversation: HERE,
             seq,
+            change: seq,
             author: Author {
                 id: UserId("u".into()),
                 name: "Ada".into(),
             },
             body: format!("body {seq}"),
             sent_at: Utc::now(),
+            edited_at: None,
+            deleted: false,
+            reactions: Vec::new(),
+            thread: None,
+            mentions: Vec::new(),
+            mentions_all: false,
             client_id: None,
         }
     }
 
-    fn log(seqs: &[u64]) -> ChannelLog {
-        ChannelLog::new(ChannelHistory {
-            channel: ChannelInfo {
-                name: "general".into(),
+    fn log_with(seqs: &[u64], has_older: bool) -> ConversationLog {
+        ConversationLog::new(ConversationHistory {
+            conversation: ConversationInfo {
+                id: HERE,
+                kind: ConversationKind::Public,
+                name: Some("general".into()),
+                people: Vec::new(),
+                parent: None,
                 created_at: Utc::now(),
             },
             messages: seqs.iter().copied().map(msg).collect(),
+            has_older,
+            last_change: seqs.last().copied().unwrap_or(0),
+            read_seq: 0,
+            member: true,
         })
     }
 
-    fn seqs(log: &ChannelLog) -> Vec<u64> {
+    fn log(seqs: &[u64]) -> ConversationLog {
+        log_with(seqs, false)
+    }
+
+    fn seqs(log: &ConversationLog) -> Vec<u64> {
         log.messages.iter().map(|m| m.seq).collect()
     }
 
     #[test]
     fn messages_stay_ordered_and_unique() {
         let mut log = log(&[1, 2]);
-        log.apply_message(msg(4));
-        log.apply_message(msg(3));
-        log.apply_message(msg(3));
+        log.apply(msg(4));
+        log.apply(msg(3));
+        log.apply(msg(3));
         assert_eq!(seqs(&log), [1, 2, 3, 4]);
-        assert_eq!(log.seen_seq(), 4);
+        assert_eq!(log.last_change(), 4);
     }
 
     #[test]
-    fn other_channels_are_ignored() {
+    fn other_conversations_are_ignored() {
         let mut log = log(&[1]);
         let mut elsewhere = msg(2);
-        elsewhere.channel = "random".into();
-        log.apply_message(elsewhere);
+        elsewhere.conversation = ConversationId(8);
+        log.apply(elsewhere);
         assert_eq!(seqs(&log), [1]);
-        assert!(log.is_for("GENERAL"));
     }
 
     #[test]
     fn at_most_max_shown_are_kept() {
         let mut log = log(&[]);
         for seq in 1..=(MAX_SHOWN as u64 + 5) {
-            log.apply_message(msg(seq));
+            log.apply(msg(seq));
         }
         assert_eq!(log.messages.len(), MAX_SHOWN);
         assert_eq!(log.messages[0].seq, 6);
@@ -232,16 +293,19 @@ mod tests {
     }
 
     #[test]
-    fn older_pages_go_in_front_without_repeats() {
-        let mut log = log(&[5, 6, 7]);
+    fn older_pages_go_in_front_as_the_server_says() {
+        let mut log = log_with(&[5, 6, 7], true);
         assert!(log.has_older);
-        log.prepend_older(vec![msg(3), msg(4), msg(5)], 3);
+        log.prepend_older(vec![msg(3), msg(4), msg(5)], true);
         assert_eq!(seqs(&log), [3, 4, 5, 6, 7]);
-        assert!(log.has_older, "a full page means there may be more");
-        log.prepend_older(vec![msg(1)], 3);
-        assert_eq!(seqs(&log), [1, 3, 4, 5, 6, 7]);
+        assert!(log.has_older);
+        // A short page can still have more before it (a smaller server window): the
+        // server's word counts, not the page's length.
+        log.prepend_older(vec![msg(2)], true);
+        assert!(log.has_older);
+        log.prepend_older(vec![msg(1)], false);
+        assert_eq!(seqs(&log), [1, 2, 3, 4, 5, 6, 7]);
         assert!(!log.has_older);
-        assert_eq!(log.oldest_seq(), Some(1));
     }
 
     #[test]
@@ -254,27 +318,56 @@ mod tests {
         assert_eq!(log.sending().len(), 1);
         let mut echoed = msg(2);
         echoed.client_id = Some("c1".into());
-        log.apply_message(echoed);
+        log.apply(echoed);
         assert_eq!(seqs(&log), [1, 2]);
         assert_eq!(log.pending.len(), 1);
-        assert_eq!(log.pending[0].state, PendingState::Failed("offline".into()));
     }
 
     #[test]
-    fn deletions_remove_but_keep_the_high_water_mark() {
+    fn changes_replace_older_states_and_deletions_remove() {
         let mut log = log(&[1, 2, 3]);
-        log.apply_deleted(&MessageId("m3".into()));
+        let mut edited = msg(2);
+        edited.change = 5;
+        edited.body = "edited".into();
+        log.apply(edited.clone());
+        // A late, older state of the same message does not undo the edit.
+        log.apply(msg(2));
+        assert_eq!(log.messages[1].body, "edited");
+        let mut gone = msg(3);
+        gone.change = 6;
+        gone.deleted = true;
+        log.apply(gone);
         assert_eq!(seqs(&log), [1, 2]);
-        assert_eq!(log.seen_seq(), 3);
+        assert_eq!(log.last_change(), 6);
+        // A deletion of something never shown changes nothing but the number.
+        let mut never = msg(9);
+        never.change = 9;
+        never.deleted = true;
+        log.apply(never);
+        assert_eq!(seqs(&log), [1, 2]);
+        assert_eq!(log.last_change(), 9);
     }
 
     #[test]
-    fn catch_up_fills_gaps_and_drops_removed() {
+    fn an_old_message_changed_outside_the_loaded_pages_stays_out() {
+        let mut log = log_with(&[5, 6], true);
+        let mut old = msg(2);
+        old.change = 7;
+        log.apply(old);
+        assert_eq!(seqs(&log), [5, 6]);
+    }
+
+    #[test]
+    fn catch_up_applies_changes_and_a_reset_replaces() {
         let mut log = log(&[1, 2, 3]);
-        log.apply_subscribed(vec![msg(4), msg(5)], &[2], false);
+        let mut gone = msg(2);
+        gone.change = 6;
+        gone.deleted = true;
+        log.apply_subscribed(vec![msg(4), msg(5), gone], 6, false, false);
         assert_eq!(seqs(&log), [1, 3, 4, 5]);
-        log.apply_subscribed(vec![msg(9), msg(10)], &[], true);
+        log.apply_subscribed(vec![msg(9), msg(10)], 12, true, true);
         assert_eq!(seqs(&log), [9, 10]);
-        assert_eq!(log.seen_seq(), 10);
+        assert_eq!(log.last_change(), 12);
+        assert!(log.has_older);
     }
 }

@@ -1,10 +1,16 @@
-//! The client's live state, shared by every component through context: the socket, its
-//! status, channels created since the page loaded, and the open channel's log.
+//! The client's live state, shared by every component through context: the socket and its
+//! status, the sidebar's conversations with their unread counts (kept live from the user's
+//! own stream), who is typing and who is online, and the open conversation's log. Actions
+//! go over the socket; sending falls back to HTTP while it is down.
 
-use super::chat_state::{ChannelLog, PendingState};
+use super::chat_state::{ConversationLog, PendingState};
+use super::notify;
 use super::socket::{ConnectionStatus, Handlers, Socket};
 use crate::api::post_message;
-use crate::protocol::{ChannelInfo, ClientEvent, ServerEvent};
+use crate::protocol::{
+    Author, ClientEvent, ConversationId, ConversationKind, ConversationSummary, MessageId,
+    PresenceStatus, ServerEvent, UserId, MAX_UNREAD_COUNT,
+};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use std::time::Duration;
@@ -12,17 +18,30 @@ use std::time::Duration;
 /// How long a message sent over the socket may wait for its acknowledgement before it is
 /// shown as failed (a late acknowledgement still turns it sent).
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long "… is typing" shows after the last signal.
+const TYPING_SHOWN_MS: f64 = 6000.0;
 
 /// Live chat state; cheap to copy.
 #[derive(Clone, Copy)]
 pub struct ChatClient {
     /// The socket's state.
     pub status: RwSignal<ConnectionStatus>,
-    /// Channels announced over the socket since the page loaded.
-    pub new_channels: RwSignal<Vec<ChannelInfo>>,
     /// The last error the server sent back over the socket.
     pub last_error: RwSignal<Option<String>>,
-    open: StoredValue<Option<RwSignal<ChannelLog>>>,
+    /// The sidebar's conversations, live.
+    pub sidebar: RwSignal<Vec<ConversationSummary>>,
+    /// Who is typing where, until when (milliseconds since the epoch).
+    pub typing: RwSignal<Vec<(ConversationId, Author, f64)>>,
+    /// Status changes heard since the page loaded.
+    pub presence: RwSignal<Vec<(UserId, PresenceStatus)>>,
+    /// The open conversation's members, as the server last sent them.
+    pub members: RwSignal<Option<(ConversationId, Vec<Author>)>>,
+    /// The message whose thread is open beside the conversation, and how often it changed.
+    pub thread_parent: RwSignal<Option<(MessageId, u64)>>,
+    me: StoredValue<Option<UserId>>,
+    open: StoredValue<Option<RwSignal<ConversationLog>>>,
+    /// The read position last sent, per open conversation.
+    read_sent: StoredValue<(ConversationId, u64)>,
     socket: Socket,
 }
 
@@ -37,9 +56,15 @@ impl ChatClient {
     pub fn new() -> Self {
         ChatClient {
             status: RwSignal::new(ConnectionStatus::Connecting),
-            new_channels: RwSignal::new(Vec::new()),
             last_error: RwSignal::new(None),
+            sidebar: RwSignal::new(Vec::new()),
+            typing: RwSignal::new(Vec::new()),
+            presence: RwSignal::new(Vec::new()),
+            members: RwSignal::new(None),
+            thread_parent: RwSignal::new(None),
+            me: StoredValue::new(None),
             open: StoredValue::new(None),
+            read_sent: StoredValue::new((ConversationId(0), 0)),
             socket: Socket::new(),
         }
     }
@@ -52,18 +77,29 @@ impl ChatClient {
             on_open: Box::new(move || {
                 self.resubscribe();
                 self.resend();
+                if notify::hidden() {
+                    self.socket.send(&ClientEvent::Presence { away: true });
+                }
             }),
+        });
+        notify::on_visibility(move |hidden| {
+            self.socket.send(&ClientEvent::Presence { away: hidden });
+            if !hidden {
+                self.mark_open_read();
+            }
         });
     }
 
-    /// Makes `log` the open channel and asks for what it may have missed since its snapshot.
-    pub fn open_channel(self, log: RwSignal<ChannelLog>) {
+    /// Makes `log` the open conversation and asks for what it may have missed since its
+    /// snapshot.
+    pub fn open_conversation(self, log: RwSignal<ConversationLog>) {
         self.open.set_value(Some(log));
         self.resubscribe();
+        self.mark_open_read();
     }
 
-    /// Forgets `log` if it is still the open channel.
-    pub fn close_channel(self, log: RwSignal<ChannelLog>) {
+    /// Forgets `log` if it is still the open conversation.
+    pub fn close_conversation(self, log: RwSignal<ConversationLog>) {
         self.open.update_value(|open| {
             if *open == Some(log) {
                 *open = None;
@@ -71,12 +107,17 @@ impl ChatClient {
         });
     }
 
+    /// Whether this is the signed-in user.
+    pub fn is_me(self, id: &UserId) -> bool {
+        self.me.with_value(|me| me.as_ref() == Some(id))
+    }
+
     /// Shows the user's message at once as pending and delivers it: over the socket when it
     /// is open, over HTTP when not. Its client id makes any retry safe.
-    pub fn send_message(self, channel: String, body: String) {
+    pub fn send_message(self, conversation: ConversationId, body: String) {
         let client_id = uuid::Uuid::new_v4().simple().to_string();
-        self.with_open_log(&channel, |l| l.add_pending(client_id.clone(), body.clone()));
-        self.deliver(channel, client_id, body);
+        self.with_log(conversation, |l| l.add_pending(client_id.clone(), body.clone()));
+        self.deliver(conversation, client_id, body);
     }
 
     /// Sends a failed message again, with the same client id.
@@ -91,23 +132,37 @@ impl ChatClient {
                 .find(|p| p.client_id == client_id)
                 .map(|p| p.body.clone())?;
             l.set_pending_state(&client_id, PendingState::Sending);
-            Some((l.name().to_string(), body))
+            Some((l.id(), body))
         });
-        if let Some(Some((channel, body))) = found {
-            self.deliver(channel, client_id, body);
+        if let Some(Some((conversation, body))) = found {
+            self.deliver(conversation, client_id, body);
         }
     }
 
-    fn deliver(self, channel: String, client_id: String, body: String) {
+    /// Sends an action over the socket; says so if it is down.
+    pub fn act(self, event: ClientEvent) {
+        if !self.socket.send(&event) {
+            self.last_error
+                .set(Some("Not connected; try again in a moment.".into()));
+        }
+    }
+
+    /// Tells the conversation that the user is typing (the server throttles it).
+    pub fn typing_in(self, conversation: ConversationId) {
+        self.socket.send(&ClientEvent::Typing { conversation });
+    }
+
+    fn deliver(self, conversation: ConversationId, client_id: String, body: String) {
         let event = ClientEvent::Send {
-            channel: channel.clone(),
+            conversation: Some(conversation),
+            channel: None,
             body: body.clone(),
             client_id: Some(client_id.clone()),
         };
         if self.socket.send(&event) {
             set_timeout(
                 move || {
-                    self.with_open_log(&channel, |l| {
+                    self.with_log(conversation, |l| {
                         if l.sending().iter().any(|p| p.client_id == client_id) {
                             l.set_pending_state(
                                 &client_id,
@@ -120,9 +175,9 @@ impl ChatClient {
             );
         } else {
             spawn_local(async move {
-                let result = post_message(channel.clone(), body, Some(client_id.clone())).await;
-                self.with_open_log(&channel, |l| match result {
-                    Ok(message) => l.apply_message(message),
+                let result = post_message(conversation.0, body, Some(client_id.clone())).await;
+                self.with_log(conversation, |l| match result {
+                    Ok(message) => l.apply(message),
                     Err(e) => l.set_pending_state(&client_id, PendingState::Failed(e.to_string())),
                 });
             });
@@ -133,15 +188,14 @@ impl ChatClient {
         let Some(log) = self.open.get_value() else {
             return;
         };
-        let Some((channel, after, oldest)) =
-            log.try_with_untracked(|l| (l.name().to_string(), l.seen_seq(), l.oldest_seq()))
+        let Some((conversation, after)) = log.try_with_untracked(|l| (l.id(), l.last_change()))
         else {
             return;
         };
         self.socket.send(&ClientEvent::Subscribe {
-            channel,
-            after_seq: Some(after),
-            oldest_seq: oldest,
+            conversation: Some(conversation),
+            channel: None,
+            after_change: Some(after),
         });
     }
 
@@ -151,56 +205,171 @@ impl ChatClient {
         let Some(log) = self.open.get_value() else {
             return;
         };
-        let Some((channel, waiting)) =
-            log.try_with_untracked(|l| (l.name().to_string(), l.sending()))
+        let Some((conversation, waiting)) = log.try_with_untracked(|l| (l.id(), l.sending()))
         else {
             return;
         };
         for pending in waiting {
             self.socket.send(&ClientEvent::Send {
-                channel: channel.clone(),
+                conversation: Some(conversation),
+                channel: None,
                 body: pending.body,
                 client_id: Some(pending.client_id),
             });
         }
     }
 
-    fn with_open_log(self, channel: &str, f: impl FnOnce(&mut ChannelLog)) {
+    fn with_log(self, conversation: ConversationId, f: impl FnOnce(&mut ConversationLog)) {
         if let Some(log) = self.open.get_value() {
             log.try_update(|l| {
-                if l.is_for(channel) {
+                if l.is_for(conversation) {
                     f(l)
                 }
             });
         }
     }
 
+    /// Marks the open conversation read up to its newest message, while the tab is seen.
+    fn mark_open_read(self) {
+        if notify::hidden() {
+            return;
+        }
+        let Some(log) = self.open.get_value() else {
+            return;
+        };
+        let Some((conversation, Some(newest))) =
+            log.try_with_untracked(|l| (l.id(), l.newest_seq()))
+        else {
+            return;
+        };
+        let sent = self.read_sent.get_value();
+        if sent.0 == conversation && sent.1 >= newest {
+            return;
+        }
+        self.read_sent.set_value((conversation, newest));
+        self.read_locally(conversation, newest);
+        self.socket.send(&ClientEvent::Read {
+            conversation,
+            seq: newest,
+        });
+    }
+
+    /// The sidebar shows a conversation read up to `seq`.
+    fn read_locally(self, conversation: ConversationId, seq: u64) {
+        self.sidebar.update(|list| {
+            if let Some(s) = list.iter_mut().find(|s| s.conversation.id == conversation) {
+                s.read_seq = s.read_seq.max(seq);
+                if s.read_seq >= s.last_seq {
+                    s.unread = 0;
+                    s.mentions = 0;
+                }
+            }
+        });
+    }
+
+    /// Reloads the sidebar's conversations from the server.
+    pub fn refresh_sidebar(self) {
+        spawn_local(async move {
+            if let Ok(list) = crate::api::list_conversations().await {
+                self.sidebar.set(list);
+            }
+        });
+    }
+
+    fn open_id(self) -> Option<ConversationId> {
+        self.open
+            .get_value()
+            .and_then(|log| log.try_with_untracked(|l| l.id()))
+    }
+
     fn handle(self, event: ServerEvent) {
         match event {
-            ServerEvent::Hello { .. } => {}
+            ServerEvent::Hello { user } => self.me.set_value(Some(user.id)),
             ServerEvent::Ack {
                 client_id: Some(client_id),
-                channel,
+                conversation,
                 ..
-            } => self.with_open_log(&channel, |l| {
+            } => self.with_log(conversation, |l| {
                 l.set_pending_state(&client_id, PendingState::Sent)
             }),
             ServerEvent::Ack { .. } => {}
             ServerEvent::Subscribed {
-                channel,
+                conversation,
                 messages,
-                removed,
+                last_change,
                 reset,
-            } => self.with_open_log(&channel, |l| l.apply_subscribed(messages, &removed, reset)),
-            ServerEvent::Message { message } => {
-                let channel = message.channel.clone();
-                self.with_open_log(&channel, |l| l.apply_message(message));
+                has_older,
+                members,
+            } => {
+                self.with_log(conversation.id, |l| {
+                    l.apply_subscribed(messages, last_change, reset, has_older)
+                });
+                if let Some(members) = members {
+                    self.members.set(Some((conversation.id, members)));
+                }
+                self.mark_open_read();
             }
-            ServerEvent::MessageDeleted {
-                channel,
-                message_id,
+            ServerEvent::Message { message } => {
+                let conversation = message.conversation;
+                self.with_log(conversation, |l| l.apply(message));
+                self.mark_open_read();
+            }
+            ServerEvent::Changed { message } => {
+                let bump = self.thread_parent.with_untracked(|p| {
+                    p.as_ref().is_some_and(|(id, _)| id == &message.id)
+                });
+                if bump {
+                    self.thread_parent
+                        .update(|p| p.iter_mut().for_each(|(_, n)| *n += 1));
+                }
+                self.with_log(message.conversation, |l| l.apply(message));
+            }
+            ServerEvent::Members {
+                conversation,
+                change,
+                members,
+            } => {
+                self.with_log(conversation, |l| l.saw_change(change));
+                self.members.set(Some((conversation, members)));
+            }
+            ServerEvent::Activity {
+                conversation,
+                seq,
+                author,
+                mentions,
+                mentions_all,
                 ..
-            } => self.with_open_log(&channel, |l| l.apply_deleted(&message_id)),
+            } => self.on_activity(conversation, seq, &author, &mentions, mentions_all),
+            ServerEvent::Joined { summary } => self.sidebar.update(|list| {
+                list.retain(|s| s.conversation.id != summary.conversation.id);
+                list.insert(0, summary);
+            }),
+            ServerEvent::Left { conversation } => self
+                .sidebar
+                .update(|list| list.retain(|s| s.conversation.id != conversation)),
+            ServerEvent::ReadMoved { conversation, seq } => self.read_locally(conversation, seq),
+            ServerEvent::Typing { conversation, user } => {
+                if self.is_me(&user.id) {
+                    return;
+                }
+                let until = notify::now_ms() + TYPING_SHOWN_MS;
+                self.typing.update(|list| {
+                    list.retain(|(c, a, _)| !(c == &conversation && a.id == user.id));
+                    list.push((conversation, user, until));
+                });
+                set_timeout(
+                    move || {
+                        let now = notify::now_ms();
+                        self.typing.update(|list| list.retain(|(_, _, t)| *t > now));
+                    },
+                    Duration::from_millis(TYPING_SHOWN_MS as u64 + 50),
+                );
+            }
+            ServerEvent::Presence { user, status } => self.presence.update(|list| {
+                list.retain(|(u, _)| u != &user);
+                list.push((user, status));
+            }),
+            ServerEvent::Refresh => self.refresh_sidebar(),
             ServerEvent::Error {
                 message,
                 client_id: Some(client_id),
@@ -213,6 +382,51 @@ impl ChatClient {
                 }
             }
             ServerEvent::Error { message, .. } => self.last_error.set(Some(message)),
+        }
+    }
+
+    /// A new message in one of the user's conversations that is not open here.
+    fn on_activity(
+        self,
+        conversation: ConversationId,
+        seq: u64,
+        author: &UserId,
+        mentions: &[UserId],
+        mentions_all: bool,
+    ) {
+        if self.open_id() == Some(conversation) {
+            return;
+        }
+        let mine = self.is_me(author);
+        let mentioned = !mine
+            && (mentions_all || self.me.with_value(|me| me.as_ref().is_some_and(|me| mentions.contains(me))));
+        let mut known = false;
+        let mut title = None;
+        self.sidebar.update(|list| {
+            if let Some(s) = list.iter_mut().find(|s| s.conversation.id == conversation) {
+                known = true;
+                s.last_seq = s.last_seq.max(seq);
+                if mine {
+                    s.read_seq = s.read_seq.max(seq);
+                } else if seq > s.read_seq {
+                    s.unread = (s.unread + 1).min(MAX_UNREAD_COUNT);
+                    if mentioned {
+                        s.mentions = (s.mentions + 1).min(MAX_UNREAD_COUNT);
+                    }
+                }
+                let direct = s.conversation.kind == ConversationKind::Direct;
+                if !mine && (mentioned || direct) {
+                    let me = self.me.get_value();
+                    title = Some((s.conversation.title(me.as_ref()), crate::paths::conversation_path(&s.conversation), direct));
+                }
+            }
+        });
+        if !known {
+            self.refresh_sidebar();
+        }
+        if let Some((title, path, direct)) = title {
+            let what = if direct { "New direct message" } else { "You were mentioned" };
+            notify::show(&format!("{what} in {title}"), &path);
         }
     }
 }

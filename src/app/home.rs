@@ -1,6 +1,6 @@
 //! The root page: returns to the channel this browser had open last.
 
-use super::{channel_path, prefs};
+use super::prefs;
 use leptos::prelude::*;
 use leptos_router::hooks::use_navigate;
 use leptos_router::NavigateOptions;
@@ -10,9 +10,9 @@ use leptos_router::NavigateOptions;
 pub fn Home() -> impl IntoView {
     let navigate = use_navigate();
     Effect::new(move |_| {
-        if let Some(channel) = prefs::last_channel() {
+        if let Some(path) = prefs::last_conversation() {
             navigate(
-                &channel_path(&channel),
+                &path,
                 NavigateOptions {
                     replace: true,
                     ..Default::default()
@@ -23,7 +23,7 @@ pub fn Home() -> impl IntoView {
     view! {
         <section class="empty">
             <h1>"Pick a channel"</h1>
-            <p>"Choose a channel on the left, or create a new one."</p>
+            <p>"Choose a conversation on the left, or create a new channel."</p>
         </section>
     }
 }

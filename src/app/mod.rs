@@ -6,8 +6,12 @@ mod channel;
 pub mod chat_state;
 mod client;
 mod home;
+mod message;
+pub mod notify;
+mod people;
 pub mod prefs;
 mod sidebar;
+mod url_error;
 pub mod socket;
 pub mod time;
 mod workspace;
@@ -18,11 +22,6 @@ use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, Link, MetaTags, Stylesheet, Title};
 use leptos_router::components::{ParentRoute, Route, Router, Routes};
 use leptos_router::{path, SsrMode};
-
-/// The URL of a channel's page.
-pub fn channel_path(name: &str) -> String {
-    format!("/c/{name}")
-}
 
 /// Becomes `true` once the page has hydrated (never on the server). Browser-only rendering,
 /// such as local times, waits for it so that hydration sees the server's markup.
@@ -93,7 +92,11 @@ pub fn App() -> impl IntoView {
                 <ParentRoute path=path!("") view=workspace::Workspace ssr=SsrMode::Async>
                     <Route path=path!("") view=home::Home ssr=SsrMode::Async/>
                     <Route path=path!("c/:name") view=channel::ChannelPage ssr=SsrMode::Async/>
+                    <Route path=path!("c/:name/t/:message") view=channel::ChannelPage ssr=SsrMode::Async/>
+                    <Route path=path!("d/:id") view=channel::DirectPage ssr=SsrMode::Async/>
+                    <Route path=path!("d/:id/t/:message") view=channel::DirectPage ssr=SsrMode::Async/>
                     <Route path=path!("channels") view=browse::BrowseChannels ssr=SsrMode::Async/>
+                    <Route path=path!("people") view=people::People ssr=SsrMode::Async/>
                 </ParentRoute>
             </Routes>
         </Router>

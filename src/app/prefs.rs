@@ -33,18 +33,25 @@ pub fn set_display_name(name: &str) {
     set(DISPLAY_NAME, name);
 }
 
-/// The channel that was open last.
-pub fn last_channel() -> Option<String> {
-    get(LAST_CHANNEL)
+/// The page of the conversation that was open last (a bare channel name from an older
+/// version means that channel).
+pub fn last_conversation() -> Option<String> {
+    get(LAST_CHANNEL).map(|v| {
+        if v.starts_with('/') {
+            v
+        } else {
+            crate::paths::channel_path(&v)
+        }
+    })
 }
 
-/// Remembers the open channel.
-pub fn set_last_channel(name: &str) {
-    set(LAST_CHANNEL, name);
+/// Remembers the open conversation's page.
+pub fn set_last_conversation(path: &str) {
+    set(LAST_CHANNEL, path);
 }
 
-/// Forgets the last channel (it no longer exists).
-pub fn forget_last_channel() {
+/// Forgets the last conversation (it no longer exists, or is no longer ours).
+pub fn forget_last_conversation() {
     if cfg!(target_arch = "wasm32") {
         BrowserStorage::delete(LAST_CHANNEL);
     }

@@ -1,53 +1,97 @@
-//! The channel list (a navigation landmark: the default channels and those you opened
-//! lately, with a link to browse them all) and the form that creates a channel.
+//! The conversation list (a navigation landmark): your channels and direct messages, unread
+//! ones in bold with a badge for mentions and direct messages, kept live by the client; links
+//! to browse channels and to start a direct message; the form that creates a channel; and
+//! "Enable notifications". The document title carries the unread count.
 
-use super::{channel_path, ChatClient};
-use crate::api::{list_channels, CreateChannel};
-use crate::protocol::{channel_key, ChannelInfo};
-use leptos::either::Either;
+use super::{notify, ChatClient};
+use crate::api::{list_conversations, CreateChannel};
+use crate::paths::conversation_path;
+use crate::protocol::{ConversationKind, ConversationSummary, PresenceStatus};
 use leptos::prelude::*;
+use leptos::server_fn::ServerFn;
 use leptos_router::components::A;
 
-/// Your channels, plus "Browse channels" and "create a channel".
+/// Your conversations, plus "Browse channels", "New message" and "create a channel".
 #[component]
 pub fn Sidebar() -> impl IntoView {
     let client = expect_context::<ChatClient>();
-    let create = ServerAction::<CreateChannel>::new();
-    let channels = Resource::new(|| (), |_| list_channels());
+    let loaded = Resource::new(|| (), |_| list_conversations());
+    let me = use_context::<super::workspace::Me>();
 
-    // A channel we just created is listed at once, even before the socket announces it.
-    Effect::new(move |_| {
-        if let Some(Ok(channel)) = create.value().get() {
-            client.new_channels.update(|list| {
-                if !list
-                    .iter()
-                    .any(|c| channel_key(&c.name) == channel_key(&channel.name))
-                {
-                    list.push(channel);
-                }
-            });
+    let summaries = move || {
+        let live = client.sidebar.get();
+        if live.is_empty() {
+            // Until the client takes over (and on the server): the page's own list.
+            loaded.get().and_then(Result::ok).unwrap_or_default()
+        } else {
+            live
         }
-    });
-
-    let listed = move |loaded: Vec<ChannelInfo>| {
-        let mut all = loaded;
-        for channel in client.new_channels.get() {
-            if !all
-                .iter()
-                .any(|c| channel_key(&c.name) == channel_key(&channel.name))
-            {
-                all.push(channel);
+    };
+    Effect::new(move |_| {
+        if let Some(Ok(list)) = loaded.get() {
+            if client.sidebar.with_untracked(Vec::is_empty) {
+                client.sidebar.set(list);
             }
         }
-        all.sort_by_key(|c| channel_key(&c.name));
-        all.into_iter()
-            .map(|c| {
-                let href = channel_path(&c.name);
+    });
+    // "(3) Flack": the unread conversations' count in the tab's title.
+    Effect::new(move |_| {
+        let unread: u32 = client.sidebar.with(|l| l.iter().map(|s| s.unread).sum());
+        let title = if unread > 0 {
+            format!("({unread}) Flack")
+        } else {
+            "Flack".to_string()
+        };
+        document().set_title(&title);
+    });
+
+    let section = move |direct: bool| {
+        let me_id = me.and_then(|m| m.get()).map(|u| u.id);
+        let mut list: Vec<ConversationSummary> = summaries()
+            .into_iter()
+            .filter(|s| (s.conversation.kind == ConversationKind::Direct) == direct)
+            .collect();
+        list.sort_by_key(|s| s.conversation.title(me_id.as_ref()).to_lowercase());
+        list.into_iter()
+            .map(|s| {
+                let title = s.conversation.title(me_id.as_ref());
+                let href = conversation_path(&s.conversation);
+                let private = s.conversation.kind == ConversationKind::Private;
+                let badge = if direct { s.unread } else { s.mentions };
+                let unread = s.unread > 0;
+                let other = s
+                    .conversation
+                    .people
+                    .iter()
+                    .find(|p| Some(&p.id) != me_id.as_ref())
+                    .map(|p| p.id.clone());
+                let dot = move || {
+                    let other = other.clone()?;
+                    let status = client.presence.with(|l| {
+                        l.iter().rev().find(|(u, _)| u == &other).map(|(_, s)| *s)
+                    });
+                    let status = status.unwrap_or(PresenceStatus::Offline);
+                    let label = match status {
+                        PresenceStatus::Online => "online",
+                        PresenceStatus::Away => "away",
+                        PresenceStatus::Offline => "offline",
+                    };
+                    Some(view! { <span class="presence" data-status=label title=label aria-label=label></span> })
+                };
+                let label = match (badge, direct) {
+                    (0, _) => String::new(),
+                    (n, true) => format!("{n} unread"),
+                    (n, false) => format!("{n} mentions"),
+                };
                 view! {
-                    <li>
+                    <li class:unread=unread>
                         <A href=href exact=true>
-                            "#"
-                            {c.name}
+                            {direct.then(dot)}
+                            {(!direct).then(|| if private { "🔒" } else { "#" })}
+                            {title.trim_start_matches('#').to_string()}
+                            {(badge > 0).then(|| view! {
+                                <span class="badge" aria-label=label.clone()>{badge.min(999)}</span>
+                            })}
                         </A>
                     </li>
                 }
@@ -57,49 +101,57 @@ pub fn Sidebar() -> impl IntoView {
 
     view! {
         <aside class="sidebar">
-            <nav aria-label="Channels">
+            <nav aria-label="Conversations">
                 <h2>"Channels"</h2>
                 <p class="browse-link"><a href="/channels">"Browse channels"</a></p>
                 <ul class="channels">
-                    <Transition fallback=|| ()>
-                        {move || Suspend::new(async move {
-                            match channels.await {
-                                Ok(loaded) => Either::Left(move || listed(loaded.clone())),
-                                Err(e) => Either::Right(view! { <li role="alert">{e.to_string()}</li> }),
-                            }
-                        })}
-                    </Transition>
+                    <Transition fallback=|| ()>{move || section(false)}</Transition>
+                </ul>
+                <h2>"Direct messages"</h2>
+                <p class="browse-link"><a href="/people">"New message"</a></p>
+                <ul class="directs">
+                    <Transition fallback=|| ()>{move || section(true)}</Transition>
                 </ul>
             </nav>
-            <CreateChannelForm create/>
+            <CreateChannelForm/>
+            <NotificationsButton/>
         </aside>
     }
 }
 
-/// Creates a channel; the server checks the name and opens the new channel.
+/// Creates a channel (a plain form: the server checks the name and opens the new channel).
 #[component]
-fn CreateChannelForm(create: ServerAction<CreateChannel>) -> impl IntoView {
-    let input = NodeRef::<leptos::html::Input>::new();
-    Effect::new(move |_| {
-        if let (Some(Ok(_)), Some(input)) = (create.value().get(), input.get_untracked()) {
-            input.set_value("");
-        }
-    });
-    let error = move || {
-        create
-            .value()
-            .get()
-            .and_then(Result::err)
-            .map(|e| view! { <p role="alert" class="error">{e.to_string()}</p> })
-    };
+fn CreateChannelForm() -> impl IntoView {
     view! {
-        <ActionForm action=create>
+        <form method="post" action=CreateChannel::url() class="create-channel">
             <div class="field">
                 <label for="new-channel">"Channel name"</label>
-                <input node_ref=input id="new-channel" name="name" placeholder="e.g. design" autocomplete="off"/>
+                <input id="new-channel" name="name" placeholder="e.g. design" autocomplete="off"/>
+                <label class="check">
+                    <input type="checkbox" name="private" value="on"/>
+                    "Private"
+                </label>
                 <button type="submit">"Create channel"</button>
             </div>
-            {error}
-        </ActionForm>
+            <super::url_error::UrlError path=CreateChannel::PATH/>
+        </form>
+    }
+}
+
+/// Asks for permission to notify, only when clicked (never on load).
+#[component]
+fn NotificationsButton() -> impl IntoView {
+    let (shown, set_shown) = signal(false);
+    Effect::new(move |_| set_shown.set(notify::askable()));
+    view! {
+        <Show when=move || shown.get()>
+            <button
+                type="button"
+                class="link enable-notifications"
+                on:click=move |_| notify::ask(move |_| set_shown.set(false))
+            >
+                "Enable notifications"
+            </button>
+        </Show>
     }
 }

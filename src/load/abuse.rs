@@ -1690,9 +1690,9 @@ enum Slow {
 
 fn subscribe_frame(channel: &str) -> Frame {
     let event = ClientEvent::Subscribe {
-        channel: channel.into(),
-        after_seq: None,
-        oldest_seq: None,
+        conversation: None,
+        channel: Some(channel.into()),
+        after_change: None,
     };
     Frame::text(serde_json::to_string(&event).expect("events serialize"))
 }

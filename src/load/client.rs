@@ -238,9 +238,9 @@ pub async fn flack_subscribe(ws: &mut Ws, channel: &str) -> Result<usize> {
     send_event(
         ws,
         &ClientEvent::Subscribe {
-            channel: channel.into(),
-            after_seq: None,
-            oldest_seq: None,
+            conversation: None,
+            channel: Some(channel.into()),
+            after_change: None,
         },
     )
     .await?;
@@ -300,7 +300,8 @@ pub async fn open(
 /// The send event both targets get: Flack's `send`; the reference relays the same bytes.
 pub fn send_event_for(channel: &str, body: &str, client_id: &str) -> ClientEvent {
     ClientEvent::Send {
-        channel: channel.into(),
+        conversation: None,
+        channel: Some(channel.into()),
         body: body.into(),
         client_id: Some(client_id.into()),
     }
@@ -381,7 +382,7 @@ impl Body {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Author, Message, MessageId, UserId};
+    use crate::protocol::{Author, ConversationId, Message, MessageId, UserId};
 
     #[test]
     fn bodies_round_trip() {
@@ -403,14 +404,21 @@ mod tests {
         let event = ServerEvent::Message {
             message: Message {
                 id: MessageId("m".into()),
-                channel: "c".into(),
+                conversation: ConversationId(1),
                 seq: 1,
+                change: 1,
                 author: Author {
                     id: UserId("u".into()),
                     name: "load-1".into(),
                 },
                 body: body.into(),
                 sent_at: chrono::Utc::now(),
+                edited_at: None,
+                deleted: false,
+                reactions: Vec::new(),
+                thread: None,
+                mentions: Vec::new(),
+                mentions_all: false,
                 client_id: Some("s1-2".into()),
             },
         };
@@ -419,16 +427,25 @@ mod tests {
         let ack = serde_json::to_string(&ServerEvent::Ack {
             client_id: Some("s1-2".into()),
             message_id: MessageId("m".into()),
-            channel: "c".into(),
+            conversation: ConversationId(1),
             seq: 1,
         })
         .unwrap();
         assert_eq!(classify(&flack, &ack), Incoming::Ack);
         let resync = serde_json::to_string(&ServerEvent::Subscribed {
-            channel: "c".into(),
+            conversation: crate::protocol::ConversationInfo {
+                id: ConversationId(1),
+                kind: crate::protocol::ConversationKind::Public,
+                name: Some("c".into()),
+                people: Vec::new(),
+                parent: None,
+                created_at: chrono::Utc::now(),
+            },
             messages: Vec::new(),
-            removed: Vec::new(),
+            last_change: 0,
             reset: false,
+            has_older: false,
+            members: None,
         })
         .unwrap();
         assert_eq!(classify(&flack, &resync), Incoming::Resync);

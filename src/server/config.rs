@@ -13,7 +13,7 @@ use std::time::Duration;
 pub enum StoreKind {
     /// A SQLite file: everything survives restarts.
     Sqlite,
-    /// Memory only: the last `history_window` messages per channel, gone on restart.
+    /// Nothing on disk: an SQLite database in memory, gone on restart.
     Memory,
 }
 
@@ -97,9 +97,8 @@ pub struct Config {
     pub new_channels_burst: u32,
     /// Channels the server holds at most; creating more is refused.
     pub max_channels: usize,
-    /// Bytes of recent messages kept in memory across all channels (SQLite store); the
-    /// least recently used windows are dropped past it and read from disk when next needed.
-    pub window_cache_bytes: usize,
+    /// Conversations one user may belong to at most (channels and direct messages).
+    pub max_memberships: usize,
     /// Users kept in memory (SQLite store); the least recently seen are read again from disk.
     pub user_cache_entries: usize,
     /// Bytes of serialized join answers (a channel's window as JSON) kept to share between
@@ -148,7 +147,7 @@ impl Default for Config {
             new_channels_per_hour: 30,
             new_channels_burst: 10,
             max_channels: 10_000,
-            window_cache_bytes: 16 * 1024 * 1024,
+            max_memberships: 1_000,
             user_cache_entries: 50_000,
             join_cache_bytes: 8 * 1024 * 1024,
             log: "info".into(),

@@ -1,6 +1,7 @@
 //! Fan-out: every event is serialized once and the same bytes go to every subscriber of its
 //! topic. [`Hub`] is the contract; [`MemoryHub`] fans out within this process.
 
+use crate::protocol::{ConversationId, UserId};
 use axum::extract::ws::Utf8Bytes;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -9,26 +10,42 @@ use tokio::sync::broadcast;
 /// Who receives an event.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Topic {
-    /// Sockets with this channel open (by [`crate::protocol::channel_key`]).
-    Channel(String),
+    /// Sockets with this conversation open: its changes, typing.
+    Conversation(ConversationId),
+    /// Every socket of this user: their own stream (activity elsewhere, joins, read moves).
+    User(UserId),
 }
 
 /// One serialized event, cheap to clone (the text is reference-counted).
 #[derive(Debug, Clone)]
 pub struct Frame {
-    /// The message's sequence number, for message events (lets a subscriber skip what it has).
-    pub seq: Option<u64>,
+    /// For a change of a conversation, its change number: a subscriber skips what it has
+    /// and replays a gap from the store.
+    pub change: Option<u64>,
+    /// On a user's stream, the conversation it is about (a socket that has it open hears
+    /// of it there instead).
+    pub about: Option<ConversationId>,
     /// The JSON text of a [`crate::protocol::ServerEvent`].
     pub text: Utf8Bytes,
 }
 
 impl Frame {
-    /// Serializes an event once.
-    pub fn new(seq: Option<u64>, event: &crate::protocol::ServerEvent) -> Self {
+    /// Serializes an event once: a change numbered `change`, or (`None`) a signal that takes
+    /// no number (typing, presence).
+    pub fn new(change: Option<u64>, event: &crate::protocol::ServerEvent) -> Self {
         let text = serde_json::to_string(event).expect("server events always serialize");
         Frame {
-            seq,
+            change,
+            about: None,
             text: text.into(),
+        }
+    }
+
+    /// Serializes an event for users' streams, about conversation `about`.
+    pub fn about(about: ConversationId, event: &crate::protocol::ServerEvent) -> Self {
+        Frame {
+            about: Some(about),
+            ..Frame::new(None, event)
         }
     }
 }
@@ -117,17 +134,17 @@ mod tests {
     #[tokio::test]
     async fn subscribers_get_the_same_bytes_in_order() {
         let hub = MemoryHub::new(16);
-        let topic = Topic::Channel("general".into());
+        let topic = Topic::Conversation(ConversationId(1));
         let mut a = hub.subscribe(&topic);
         let mut b = hub.subscribe(&topic);
-        let mut other = hub.subscribe(&Topic::Channel("random".into()));
+        let mut other = hub.subscribe(&Topic::User(UserId("u".into())));
         for seq in 1..=3 {
             hub.publish(&topic, frame(seq));
         }
         for seq in 1..=3 {
             let fa = a.recv().await.unwrap();
             let fb = b.recv().await.unwrap();
-            assert_eq!(fa.seq, Some(seq));
+            assert_eq!(fa.change, Some(seq));
             // One serialization shared: both point at the same buffer.
             assert_eq!(fa.text.as_str().as_ptr(), fb.text.as_str().as_ptr());
         }
@@ -137,26 +154,26 @@ mod tests {
     #[tokio::test]
     async fn a_lagging_subscriber_is_told_not_dropped() {
         let hub = MemoryHub::new(4);
-        let topic = Topic::Channel("c".into());
+        let topic = Topic::Conversation(ConversationId(3));
         let mut slow = hub.subscribe(&topic);
         for seq in 1..=10 {
             hub.publish(&topic, frame(seq));
         }
         assert!(matches!(slow.recv().await, Err(RecvError::Lagged(6))));
-        assert_eq!(slow.recv().await.unwrap().seq, Some(7));
+        assert_eq!(slow.recv().await.unwrap().change, Some(7));
     }
 
     #[tokio::test]
     async fn topics_without_subscribers_are_forgotten() {
         let hub = MemoryHub::new(4);
-        let topic = Topic::Channel("c".into());
+        let topic = Topic::Conversation(ConversationId(3));
         drop(hub.subscribe(&topic));
         assert_eq!(hub.topic_count(), 1);
         hub.publish(&topic, frame(1));
         assert_eq!(hub.topic_count(), 0);
         // Topics nobody publishes to are swept as the map grows.
         for i in 0..10_000 {
-            drop(hub.subscribe(&Topic::Channel(format!("c{i}"))));
+            drop(hub.subscribe(&Topic::Conversation(ConversationId(100 + i))));
         }
         assert!(hub.topic_count() <= 128, "{}", hub.topic_count());
     }

@@ -1,6 +1,7 @@
 //! Everything that runs only on the server: settings, identity, the store, the fan-out hub,
 //! the application service and the WebSocket endpoint.
 
+pub mod access;
 pub mod budgets;
 pub mod chat;
 pub mod client_addr;

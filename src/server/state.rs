@@ -8,7 +8,7 @@ use super::identity::Tokens;
 use super::serve::Connections;
 use super::site::Site;
 use super::sockets::Sockets;
-use super::store::{CacheLimits, MemoryStore, SqliteStore, Store};
+use super::store::{CacheLimits, SqliteStore, Store};
 use crate::error::AppError;
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
@@ -41,19 +41,12 @@ impl AppState {
     pub async fn new(config: Config, leptos_options: LeptosOptions) -> Result<Self, AppError> {
         let site = config.site().map_err(AppError::internal)?;
         let caches = CacheLimits {
-            window_bytes: config.window_cache_bytes,
             users: config.user_cache_entries,
         };
         let store: Arc<dyn Store> = match config.store {
-            StoreKind::Memory => Arc::new(MemoryStore::new(config.history_window)),
+            StoreKind::Memory => Arc::new(SqliteStore::in_memory(caches).await?),
             StoreKind::Sqlite => Arc::new(
-                SqliteStore::open(
-                    &config.database,
-                    config.history_window,
-                    config.sqlite_full_sync,
-                    caches,
-                )
-                .await?,
+                SqliteStore::open(&config.database, config.sqlite_full_sync, caches).await?,
             ),
         };
         let tokens = Tokens::new(store.secret().await?);
@@ -77,6 +70,7 @@ impl AppState {
             post: config.post_limit(),
             open: config.open_limit(),
             max_channels: config.max_channels,
+            max_memberships: config.max_memberships,
             join_cache_bytes: config.join_cache_bytes,
         };
         let chat = Arc::new(Chat::new(store, hub, limits, budgets));

@@ -7,9 +7,9 @@
 //! rate limit is closed (4029).
 
 use super::budgets::{budget_key, FrameBudget};
-use super::chat::settle;
+use super::chat::{settle, Chat};
 use super::client_addr::ClientIp;
-use super::hub::{Frame, Subscription};
+use super::hub::{Frame, Subscription, Topic};
 use super::identity::{CurrentUser, TokenHash};
 use super::serve::{Admitted, ConnectionSlot};
 use super::sockets::Registered;
@@ -17,8 +17,8 @@ use super::state::AppState;
 use super::store::Appended;
 use crate::error::AppError;
 use crate::protocol::{
-    decode_client_event, ClientEvent, ServerEvent, UserInfo, CLOSE_FLOOD, CLOSE_SIGNED_OUT,
-    CLOSE_SLOW_CONSUMER, MAX_FRAME_BYTES,
+    channel_key, decode_client_event, ClientEvent, ConversationId, ConversationInfo, ServerEvent, UserInfo,
+    CLOSE_FLOOD, CLOSE_SIGNED_OUT, CLOSE_SLOW_CONSUMER, MAX_FRAME_BYTES,
 };
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -154,12 +154,12 @@ fn text_len(message: &Message) -> usize {
     }
 }
 
-/// The channel a socket has open, followed by its writer.
+/// The conversation a socket has open, followed by its writer.
 struct Open {
-    name: String,
+    info: ConversationInfo,
     frames: Subscription,
-    /// The highest sequence number this socket has been sent.
-    last_seq: u64,
+    /// The last change number this socket has been sent: every change up to it.
+    last_change: u64,
     /// Where the writer hands the channel back if it falls behind (the session has dropped
     /// the other end once it opens another channel).
     give_back: Option<oneshot::Sender<Box<Open>>>,
@@ -173,18 +173,28 @@ impl Open {
         }
     }
 
-    /// Whether a frame of this channel is new to the socket (frames published while a join
-    /// read the store are already in its reply).
-    fn accepts(&mut self, frame: &Frame) -> bool {
-        match frame.seq {
-            Some(seq) if seq <= self.last_seq => false,
-            Some(seq) => {
-                self.last_seq = seq;
-                true
+    /// What to do with a frame of this conversation: changes it was sent already (frames
+    /// published while a join read the store are in its reply) are skipped, the next one is
+    /// written, and one past a missing number means a gap, replayed from the store.
+    fn accepts(&mut self, frame: &Frame) -> Accept {
+        match frame.change {
+            Some(change) if change <= self.last_change => Accept::Skip,
+            Some(change) if change == self.last_change + 1 => {
+                self.last_change = change;
+                Accept::Write
             }
-            None => true,
+            Some(_) => Accept::Gap,
+            None => Accept::Write,
         }
     }
+}
+
+/// See [`Open::accepts`].
+#[derive(PartialEq, Eq)]
+enum Accept {
+    Write,
+    Skip,
+    Gap,
 }
 
 /// What the session hands its writer, in order.
@@ -224,6 +234,10 @@ struct Session {
     in_flight: FuturesOrdered<InFlight>,
     /// Frames refused (over budget, rate limited, malformed) in a row.
     strikes: u32,
+    /// The client said its tab is hidden.
+    away: bool,
+    /// The open channel's key and id (a `send` may name its channel).
+    named: Option<(String, ConversationId)>,
 }
 
 async fn run(
@@ -242,10 +256,14 @@ async fn run(
         all: state.sockets.queued_bytes(),
     };
     let window: WindowSlot = Arc::default();
+    // The user's own stream, followed from the start (activity, joins, read positions).
+    let own = state.chat.hub().subscribe(&Topic::User(user.id.clone()));
+    state.chat.socket_opened(&user.id).await;
     let writer = tokio::spawn(write_loop(
         sink,
         queue,
         close_signal,
+        Some(own),
         Writer {
             timeout: state.config.write_timeout(),
             backlog: state.config.outgoing_queue.max(1),
@@ -265,12 +283,19 @@ async fn run(
         outgoing,
         in_flight: FuturesOrdered::new(),
         strikes: 0,
+        away: false,
+        named: None,
     };
     let end = tokio::select! {
         end = session.serve(&mut incoming) => end,
         _ = holds.registered.revoked.notified() => End::Close(CLOSE_SIGNED_OUT, "signed out"),
     };
     let end = session.settle_in_flight(end).await;
+    session
+        .state
+        .chat
+        .socket_closed(&session.user.id, session.away)
+        .await;
     let state_counters = session.state.sockets.counters.clone();
     let Session { user, outgoing, .. } = session;
     if let End::Close(code, reason) = end {
@@ -334,6 +359,7 @@ async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     mut queue: mpsc::Receiver<Out>,
     close: oneshot::Receiver<CloseFrame>,
+    mut own: Option<Subscription>,
     limits: Writer,
 ) {
     let timeout = limits.timeout;
@@ -402,6 +428,22 @@ async fn write_loop(
                     return;
                 }
             }
+            frame = next_own_frame(&mut own) => {
+                let text = match frame {
+                    // Activity in the open conversation: the socket hears the message itself.
+                    Ok(frame) if frame.about.is_some() && frame.about == open.as_ref().map(|o| o.info.id) => continue,
+                    Ok(frame) => frame.text,
+                    Err(RecvError::Lagged(_)) => Frame::new(None, &ServerEvent::Refresh).text,
+                    Err(RecvError::Closed) => {
+                        own = None;
+                        continue;
+                    }
+                };
+                let written = tokio::time::timeout(timeout, sink.send(Message::Text(text))).await;
+                if !matches!(written, Ok(Ok(()))) {
+                    return;
+                }
+            }
             frame = next_channel_frame(&mut open) => {
                 let Some(channel) = open.as_mut() else { continue };
                 let first = match frame {
@@ -424,12 +466,19 @@ async fn write_loop(
                     let _ = tokio::time::timeout(timeout, sink.send(Message::Close(Some(frame)))).await;
                     return;
                 }
-                // This frame and whatever else the channel has ready, then one flush.
+                // This frame and whatever else the conversation has ready, then one flush.
+                // Signals (typing, presence) are dropped first when the socket is behind.
+                let busy = channel.frames.len() > limits.backlog / 4;
                 let mut fell_behind = false;
                 let written = tokio::time::timeout(timeout, async {
                     let (mut next, mut count, mut fed) = (Some(first), 0, 0);
                     while let Some(frame) = next.take() {
-                        if channel.accepts(&frame) {
+                        let accept = channel.accepts(&frame);
+                        if accept == Accept::Gap {
+                            fell_behind = true;
+                            break;
+                        }
+                        if accept == Accept::Write && !(busy && frame.change.is_none()) {
                             if fed >= FLUSH_BYTES {
                                 sink.flush().await?;
                                 fed = 0;
@@ -578,7 +627,7 @@ impl Session {
                     Ok(appended) => ServerEvent::Ack {
                         client_id,
                         message_id: appended.message.id,
-                        channel: appended.message.channel,
+                        conversation: appended.message.conversation,
                         seq: appended.message.seq,
                     },
                     Err(error) => ServerEvent::error(error, client_id),
@@ -634,18 +683,23 @@ impl Session {
         let chat = self.state.chat.clone();
         match event {
             ClientEvent::Subscribe {
+                conversation,
                 channel,
-                after_seq,
-                oldest_seq,
+                after_change,
             } => {
                 // Subscribe first, then read the store: frames that arrive meanwhile are
-                // skipped by sequence number instead of being lost.
-                let (info, frames) = match chat.open_channel(&self.user, &channel).await {
+                // skipped by change number instead of being lost.
+                let opened = chat.open(&self.user, conversation, channel.as_deref()).await;
+                let (readable, frames) = match opened {
                     Ok(opened) => opened,
                     Err(error) => return self.strike(error, None),
                 };
                 self.strikes = 0;
-                let answer = chat.join_answer(&channel, after_seq, oldest_seq).await;
+                let info = readable.info;
+                if let Some(name) = &info.name {
+                    self.named = Some((channel_key(name), info.id));
+                }
+                let answer = chat.join_answer(&info, after_change).await;
                 let answer = answer.and_then(|joined| {
                     chat.budgets()
                         .join_bytes(self.ip, joined.text.len())
@@ -655,9 +709,9 @@ impl Session {
                     Err(error @ AppError::RateLimited { .. }) => self.strike(error, None),
                     Ok(joined) => {
                         let open = Open {
-                            name: info.name,
+                            info,
                             frames,
-                            last_seq: joined.last_seq,
+                            last_change: joined.last_change,
                             give_back: None,
                         };
                         // The reply first, then the live frames after it.
@@ -667,19 +721,29 @@ impl Session {
                 }
             }
             ClientEvent::Send {
+                conversation,
                 channel,
                 body,
                 client_id,
             } => {
-                // Re-read the user: the display name may have changed since the socket opened.
-                let user = match chat.store().user(&self.user.id).await {
-                    Ok(Some(user)) => user,
-                    _ => self.user.clone(),
+                let user = self.current_user().await;
+                let conversation = match (conversation, channel) {
+                    (Some(id), _) => id,
+                    (None, Some(name)) => match self.channel_id(&name).await {
+                        Ok(id) => id,
+                        Err(error) => return self.on_stored(client_id, Err(error)),
+                    },
+                    (None, None) => {
+                        let error = AppError::BadFrame {
+                            detail: "send needs a conversation or a channel".into(),
+                        };
+                        return self.strike(error, client_id);
+                    }
                 };
                 // Queue it now (keeping this socket's order) and answer once it is committed,
                 // reading further frames meanwhile.
                 match chat
-                    .submit_post(&user, &channel, &body, client_id.clone())
+                    .submit_post(&user, conversation, &body, client_id.clone())
                     .await
                 {
                     Ok(answer) => {
@@ -690,16 +754,88 @@ impl Session {
                     Err(error) => self.on_stored(client_id, Err(error)),
                 }
             }
-            ClientEvent::Delete { message_id } => {
-                match chat.delete(&self.user.id, &message_id).await {
-                    Ok(_) => {
-                        self.strikes = 0;
-                        Ok(())
-                    }
-                    Err(error @ AppError::RateLimited { .. }) => self.strike(error, None),
-                    Err(error) => self.send_error(error, None),
-                }
+            ClientEvent::Reply {
+                message_id,
+                body,
+                client_id,
+                also_to_channel,
+            } => {
+                let user = self.current_user().await;
+                let result = chat
+                    .reply(&user, &message_id, &body, client_id.clone(), also_to_channel)
+                    .await;
+                self.on_stored(client_id, result)
             }
+            ClientEvent::Edit { message_id, body } => {
+                let user = self.current_user().await;
+                let result = chat.edit(&user, &message_id, &body).await;
+                self.answered(result.map(|_| ()))
+            }
+            ClientEvent::Delete { message_id } => {
+                let result = chat.delete(&self.user, &message_id).await;
+                self.answered(result.map(|_| ()))
+            }
+            ClientEvent::React {
+                message_id,
+                emoji,
+                on,
+            } => {
+                let user = self.current_user().await;
+                let result = chat.react(&user, &message_id, &emoji, on).await;
+                self.answered(result.map(|_| ()))
+            }
+            ClientEvent::Read { conversation, seq } => {
+                let result = chat.mark_read(&self.user, conversation, seq).await;
+                self.answered(result)
+            }
+            ClientEvent::Typing { conversation } => {
+                let user = self.current_user().await;
+                let result = chat.typing(&user, conversation).await;
+                self.answered(result)
+            }
+            ClientEvent::Presence { away } => {
+                if away != self.away {
+                    self.away = away;
+                    chat.socket_away(&self.user.id, away).await;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The id of a channel named in a `send`: the open one's without asking the store.
+    async fn channel_id(&mut self, name: &str) -> Result<ConversationId, AppError> {
+        let key = channel_key(name);
+        if let Some((open, id)) = &self.named {
+            if open == &key {
+                return Ok(*id);
+            }
+        }
+        let readable = self.state.chat.channel_named(&self.user.id, name).await?;
+        Ok(readable.info.id)
+    }
+
+    /// The user as stored now: the display name may have changed since the socket opened.
+    fn current_user(&self) -> impl Future<Output = UserInfo> + Send + 'static {
+        let (chat, user) = (self.state.chat.clone(), self.user.clone());
+        async move {
+            match chat.store().user(&user.id).await {
+                Ok(Some(stored)) => stored,
+                _ => user,
+            }
+        }
+    }
+
+    /// Answers a request that has no answer of its own but its error, if any: rate-limit
+    /// refusals are strikes.
+    fn answered(&mut self, result: Result<(), AppError>) -> Result<(), End> {
+        match result {
+            Ok(()) => {
+                self.strikes = 0;
+                Ok(())
+            }
+            Err(error @ AppError::RateLimited { .. }) => self.strike(error, None),
+            Err(error) => self.send_error(error, None),
         }
     }
 
@@ -717,7 +853,7 @@ impl Session {
                 self.send_event(&ServerEvent::Ack {
                     client_id,
                     message_id: message.id,
-                    channel: message.channel,
+                    conversation: message.conversation,
                     seq: message.seq,
                 })
             }
@@ -726,85 +862,78 @@ impl Session {
         }
     }
 
-    /// Replays from the store what the writer missed of a channel it fell behind on, then
-    /// hands the channel back to it.
+    /// Replays from the store what the writer missed of a conversation it fell behind on
+    /// (or saw a gap in), a page at a time at the reader's pace, then hands it back.
     async fn replay(&mut self, mut open: Box<Open>) -> Result<(), End> {
         let counters = self.state.sockets.counters.clone();
         counters.lagged.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(user = %self.user.id.0, channel = %open.name, "resync");
+        tracing::debug!(user = %self.user.id.0, conversation = %open.info.id, "resync");
         let chat = self.state.chat.clone();
         loop {
-            let reply = match chat.catch_up(&open.name, Some(open.last_seq), None).await {
-                Ok(reply) => reply,
-                // The gap stays unfilled, but the channel goes on live (as it did before).
+            let changes = match chat.changes(open.info.id, open.last_change, REPLAY_PAGE).await {
+                Ok(changes) => changes,
+                // The gap stays unfilled for now, but the conversation goes on live.
                 Err(error) => {
-                    let reply = ServerEvent::Subscribed {
-                        channel: open.name.clone(),
-                        messages: Vec::new(),
-                        removed: Vec::new(),
-                        reset: false,
-                    };
                     self.send_error(error, None)?;
+                    let reply = Chat::caught_up(&open.info, Default::default());
                     return self.follow(Message::Text(Frame::new(None, &reply).text), open);
                 }
             };
-            let ServerEvent::Subscribed { reset, .. } = &reply else {
-                unreachable!("catch_up answers with Subscribed")
-            };
-            // Further behind than one catch-up replays: page through what was missed, at the
-            // reader's pace, rather than reset it (where the store still holds it all).
-            if *reset {
-                if let Ok(Some(page)) = chat
-                    .replay_page(&open.name, open.last_seq, REPLAY_PAGE)
-                    .await
-                {
-                    if !page.is_empty() {
-                        counters.replay_pages.fetch_add(1, Ordering::Relaxed);
-                        let (text, last_seq) = self.page_frame(&open.name, page);
-                        open.last_seq = last_seq;
-                        self.enqueue(Message::Text(text))?;
-                        let low = self.state.config.outgoing_queue_bytes / 4;
-                        let timeout = self.state.config.write_timeout();
-                        drained(self.queued.mine.clone(), low, timeout).await?;
-                        continue;
-                    }
-                }
+            let Some(mut changes) = changes else {
+                // A number the conversation never gave out: start again from its window.
                 counters.resets.fetch_add(1, Ordering::Relaxed);
-            }
-            counters.replays.fetch_add(1, Ordering::Relaxed);
-            if let ServerEvent::Subscribed { messages, .. } = &reply {
-                if let Some(last) = messages.last() {
-                    open.last_seq = open.last_seq.max(last.seq);
+                let reply = match chat.fresh_join(&open.info).await {
+                    Ok(reply) => reply,
+                    Err(error) => return self.send_error(error, None),
+                };
+                if let ServerEvent::Subscribed { last_change, .. } = &reply {
+                    open.last_change = *last_change;
                 }
+                return self.follow(Message::Text(Frame::new(None, &reply).text), open);
+            };
+            if !changes.more {
+                counters.replays.fetch_add(1, Ordering::Relaxed);
+                open.last_change = open.last_change.max(changes.last_change);
+                let reply = Chat::caught_up(&open.info, changes);
+                return self.follow(Message::Text(Frame::new(None, &reply).text), open);
             }
-            return self.follow(Message::Text(Frame::new(None, &reply).text), open);
+            counters.replay_pages.fetch_add(1, Ordering::Relaxed);
+            let page = std::mem::take(&mut changes.messages);
+            let (text, last_change) = self.page_frame(&open.info, page);
+            open.last_change = last_change;
+            self.enqueue(Message::Text(text))?;
+            let low = self.state.config.outgoing_queue_bytes / 4;
+            let timeout = self.state.config.write_timeout();
+            drained(self.queued.mine.clone(), low, timeout).await?;
         }
     }
 }
 
 impl Session {
     /// A replay page as a frame that fits in half the socket's queue (fewer messages if need
-    /// be, at least one), and the last sequence number it carries.
+    /// be, at least one), and the change number it brings the client to.
     fn page_frame(
         &self,
-        channel: &str,
+        info: &ConversationInfo,
         mut page: Vec<crate::protocol::Message>,
     ) -> (Utf8Bytes, u64) {
         let fits = self.state.config.outgoing_queue_bytes / 2;
         loop {
-            let last_seq = page.last().map_or(0, |m| m.seq);
+            let last_change = page.last().map_or(0, |m| m.change);
             let event = ServerEvent::Subscribed {
-                channel: channel.to_string(),
+                conversation: info.clone(),
                 messages: std::mem::take(&mut page),
-                removed: Vec::new(),
+                last_change,
                 reset: false,
+                has_older: false,
+                members: None,
             };
             let text = Frame::new(None, &event).text;
             let ServerEvent::Subscribed { messages, .. } = event else {
                 unreachable!("built above")
             };
             if text.len() <= fits || messages.len() <= 1 {
-                return (text, last_seq);
+                return (text, last_change);
             }
             page = messages;
             page.truncate(page.len() / 2);
@@ -823,6 +952,14 @@ async fn drained(queued: Arc<AtomicUsize>, low: usize, timeout: Duration) -> Res
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     Ok(())
+}
+
+/// The next frame of the user's own stream; never resolves once it is closed.
+async fn next_own_frame(own: &mut Option<Subscription>) -> Result<Frame, RecvError> {
+    match own {
+        Some(own) => own.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The next frame of the open channel; never resolves while no channel is open.

@@ -1,412 +1,497 @@
-//! The contract every [`Store`] driver must pass. A driver's test module calls
-//! [`store_contract_tests!`](crate::store_contract_tests) with an async constructor taking the
-//! window size.
+//! The contract every [`Store`] driver must pass: [`run_all`] runs each check, one after the
+//! other, on one store (each uses its own users and conversations, so they share it safely).
 
 use super::{Appended, NewMessage, Store};
 use crate::error::AppError;
-use crate::protocol::{Author, UserId, UserInfo};
+use crate::protocol::{Author, ConversationId, ConversationKind, UserId, UserInfo};
 
-/// Generates one `#[tokio::test]` per contract check for the store built by `$make(window).await`.
-#[macro_export]
-macro_rules! store_contract_tests {
-    ($make:expr) => {
-        $crate::store_contract_tests!(@each $make;
-            users_are_found_by_token_and_renamed,
-            provisional_users_are_stored_with_their_first_name,
-            channel_names_are_unique_case_insensitively,
-            sequence_numbers_are_dense_per_channel,
-            window_keeps_only_the_most_recent,
-            catch_up_returns_exactly_what_was_missed,
-            catch_up_reports_deletions,
-            catch_up_resets_when_the_gap_left_the_window,
-            only_the_author_deletes,
-            unknown_channels_are_errors,
-            a_retried_client_id_is_stored_once,
-            older_pages_have_no_gaps_or_repeats,
-            channels_are_listed_a_page_at_a_time,
-            recent_visits_are_remembered_per_user_and_bounded,
-            revoked_tokens_find_nobody,
-            the_secret_is_kept,
-            replay_pages_follow_each_other,
-        );
-    };
-    (@each $make:expr; $($name:ident),+ $(,)?) => {
-        $(
-            #[tokio::test]
-            async fn $name() {
-                let make = $make;
-                $crate::server::store::contract::$name(make(100).await).await;
-            }
-        )+
-    };
+/// Runs every check of the contract on `store`.
+pub async fn run_all<S: Store>(store: &S) {
+    users_are_found_by_token_and_renamed(store).await;
+    provisional_users_are_stored_with_their_first_name(store).await;
+    people_are_found_by_name_prefix(store).await;
+    revoked_tokens_find_nobody(store).await;
+    the_secret_is_kept(store).await;
+    channel_names_are_unique_case_insensitively(store).await;
+    public_channels_are_listed_a_page_at_a_time(store).await;
+    direct_conversations_are_one_per_set_of_people(store).await;
+    every_change_takes_the_next_number(store).await;
+    changes_after_a_number_are_exactly_what_was_missed(store).await;
+    changes_past_the_limit_come_a_page_at_a_time(store).await;
+    a_retried_client_id_is_stored_once(store).await;
+    windows_and_older_pages_have_no_gaps_or_repeats(store).await;
+    edits_and_deletions_keep_the_message_in_place(store).await;
+    reactions_toggle_and_are_bounded(store).await;
+    replies_start_a_thread_and_count_on_the_parent(store).await;
+    membership_and_read_positions(store).await;
+    unread_counts_and_mentions(store).await;
+    unknown_ids_are_errors(store).await;
 }
 
-async fn user(store: &dyn Store, token: &str, name: &str) -> UserInfo {
-    store
-        .create_user(token.to_string(), Some(name.to_string()))
-        .await
-        .unwrap()
+async fn user(store: &dyn Store, name: &str) -> UserInfo {
+    let token = format!("token-{name}-{}", uuid::Uuid::new_v4().simple());
+    store.create_user(token, Some(name.to_string())).await.unwrap()
 }
 
-fn new_message(channel: &str, who: &UserInfo, body: &str, client_id: Option<&str>) -> NewMessage {
+fn author(who: &UserInfo) -> Author {
+    Author {
+        id: who.id.clone(),
+        name: who.name.clone().unwrap_or_default(),
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+fn new_message(to: ConversationId, who: &UserInfo, body: &str, client_id: Option<&str>) -> NewMessage {
     NewMessage {
-        channel: channel.to_string(),
-        author: Author {
-            id: who.id.clone(),
-            name: who.name.clone().unwrap_or_default(),
-        },
+        conversation: to,
+        author: author(who),
         body: body.to_string(),
         client_id: client_id.map(str::to_string),
+        mentions: Vec::new(),
+        mentions_all: false,
     }
 }
 
-async fn send(
-    store: &dyn Store,
-    channel: &str,
-    who: &UserInfo,
-    body: &str,
-) -> crate::protocol::Message {
-    let appended = store
-        .append(new_message(channel, who, body, None))
-        .await
-        .unwrap();
-    assert!(appended.fresh);
-    appended.message
-}
-
-fn bodies(messages: &[crate::protocol::Message]) -> Vec<String> {
-    messages.iter().map(|m| m.body.clone()).collect()
-}
-
-/// Users: created with a token hash, found by it and by id, renamed.
-pub async fn users_are_found_by_token_and_renamed(store: impl Store) {
-    let ada = store.create_user("hash-a".into(), None).await.unwrap();
-    let bob = user(&store, "hash-b", "Bob").await;
-    assert_ne!(ada.id, bob.id);
-    assert_eq!(
-        store.user_by_token("hash-a").await.unwrap(),
-        Some(ada.clone())
-    );
-    assert_eq!(store.user_by_token("nope").await.unwrap(), None);
-    let renamed = store.set_display_name(&ada.id, "Ada".into()).await.unwrap();
-    assert_eq!(renamed.name.as_deref(), Some("Ada"));
-    assert_eq!(store.user(&ada.id).await.unwrap(), Some(renamed));
-}
-
-/// A provisional user is stored under the id and token it was given, once; storing it again
-/// (two requests racing) only sets the name.
-pub async fn provisional_users_are_stored_with_their_first_name(store: impl Store) {
-    let id = UserId("0123456789abcdef0123456789abcdef".into());
-    assert_eq!(store.user(&id).await.unwrap(), None);
-    let ada = store
-        .store_user(id.clone(), "hash-p".into(), "Ada".into())
-        .await
-        .unwrap();
-    assert_eq!(ada.id, id);
-    assert_eq!(ada.name.as_deref(), Some("Ada"));
-    assert_eq!(
-        store.user_by_token("hash-p").await.unwrap(),
-        Some(ada.clone())
-    );
-    let again = store
-        .store_user(id.clone(), "hash-p".into(), "Ada L.".into())
-        .await
-        .unwrap();
-    assert_eq!(again.name.as_deref(), Some("Ada L."));
-    assert_eq!(store.user(&id).await.unwrap(), Some(again.clone()));
-    assert_eq!(store.user_by_token("hash-p").await.unwrap(), Some(again));
-}
-
-/// Channels: a name taken in any case is refused and nothing changes.
-pub async fn channel_names_are_unique_case_insensitively(store: impl Store) {
-    store.create_channel("General".into()).await.unwrap();
-    store.create_channel("alpha".into()).await.unwrap();
-    let err = store.create_channel("gENERAL".into()).await.unwrap_err();
-    assert_eq!(
-        err,
-        AppError::ChannelTaken {
-            name: "General".into()
-        }
-    );
-    let names: Vec<String> = store
-        .channel_page(None, 10)
+async fn channel(store: &dyn Store, who: &UserInfo, kind: ConversationKind) -> ConversationId {
+    store
+        .create_channel(unique("c"), kind, Some(&author(who)))
         .await
         .unwrap()
-        .into_iter()
-        .map(|c| c.name)
-        .collect();
-    assert_eq!(names, ["alpha", "General"]);
-    assert_eq!(store.channel_count().await.unwrap(), 2);
-    assert_eq!(
-        store.channel("general").await.unwrap().unwrap().name,
-        "General"
-    );
-    assert_eq!(store.channel("missing").await.unwrap(), None);
+        .id
 }
 
-/// Each channel numbers its messages 1, 2, 3… on its own; time never goes backwards.
-pub async fn sequence_numbers_are_dense_per_channel(store: impl Store) {
-    let ada = user(&store, "a", "Ada").await;
-    store.create_channel("one".into()).await.unwrap();
-    store.create_channel("two".into()).await.unwrap();
-    let mut last = None;
-    for i in 1..=5u64 {
-        let m = send(&store, "one", &ada, &format!("m{i}")).await;
-        assert_eq!(m.seq, i);
-        assert_eq!(m.channel, "one");
-        assert_eq!(m.author.name, "Ada");
-        if let Some(prev) = last {
-            assert!(m.sent_at >= prev);
-        }
-        last = Some(m.sent_at);
-    }
-    assert_eq!(send(&store, "TWO", &ada, "x").await.seq, 1);
+async fn post(store: &dyn Store, to: ConversationId, who: &UserInfo, body: &str) -> Appended {
+    store.append(new_message(to, who, body, None)).await.unwrap()
 }
 
-/// Only the most recent `window` messages are kept, oldest first.
-pub async fn window_keeps_only_the_most_recent(store: impl Store) {
-    let ada = user(&store, "a", "Ada").await;
-    store.create_channel("busy".into()).await.unwrap();
-    for i in 1..=105 {
-        send(&store, "busy", &ada, &format!("msg {i}")).await;
-    }
-    let recent = store.recent("busy", 100).await.unwrap();
-    assert_eq!(recent.len(), 100);
-    assert_eq!(recent.first().unwrap().body, "msg 6");
-    assert_eq!(recent.last().unwrap().body, "msg 105");
-    assert!(recent.windows(2).all(|w| w[1].seq == w[0].seq + 1));
-    assert_eq!(
-        bodies(&store.recent("busy", 2).await.unwrap()),
-        ["msg 104", "msg 105"]
-    );
+async fn users_are_found_by_token_and_renamed(store: &dyn Store) {
+    let ada = store.create_user("t-ada".into(), None).await.unwrap();
+    assert_eq!(ada.name, None);
+    assert_eq!(store.user_by_token("t-ada").await.unwrap(), Some(ada.clone()));
+    let named = store.set_display_name(&ada.id, "Ada".into()).await.unwrap();
+    assert_eq!(store.user(&ada.id).await.unwrap(), Some(named));
+    assert_eq!(store.user_by_token("nobody").await.unwrap(), None);
 }
 
-/// A client that saw up to seq N gets exactly the messages after N, in order.
-pub async fn catch_up_returns_exactly_what_was_missed(store: impl Store) {
-    let ada = user(&store, "a", "Ada").await;
-    store.create_channel("c".into()).await.unwrap();
-    for i in 1..=10 {
-        send(&store, "c", &ada, &format!("m{i}")).await;
-    }
-    let up = store.since("c", 7, 1).await.unwrap();
-    assert!(!up.reset);
-    assert_eq!(bodies(&up.messages), ["m8", "m9", "m10"]);
-    assert!(up.removed.is_empty());
-    let none = store.since("c", 10, 1).await.unwrap();
-    assert!(none.messages.is_empty() && !none.reset);
-    // A client ahead of the channel saw another history (a restart without disk): reload.
-    let ahead = store.since("c", 99, 1).await.unwrap();
-    assert!(ahead.reset);
-    assert_eq!(ahead.messages.len(), 10);
-}
-
-/// Deletions among messages the client already has are reported by sequence number.
-pub async fn catch_up_reports_deletions(store: impl Store) {
-    let ada = user(&store, "a", "Ada").await;
-    store.create_channel("c".into()).await.unwrap();
-    let mut sent = Vec::new();
-    for i in 1..=6 {
-        sent.push(send(&store, "c", &ada, &format!("m{i}")).await);
-    }
-    store.delete(&sent[1].id, &ada.id).await.unwrap(); // seq 2, seen by the client
-    store.delete(&sent[4].id, &ada.id).await.unwrap(); // seq 5, not yet seen
-    let up = store.since("c", 3, 1).await.unwrap();
-    assert_eq!(up.removed, [2]);
-    assert_eq!(bodies(&up.messages), ["m4", "m6"]);
-}
-
-/// A gap older than the window is either replayed exactly (a store with older history) or
-/// answered with a reset to the whole window; never with part of it.
-pub async fn catch_up_resets_when_the_gap_left_the_window(store: impl Store) {
-    let ada = user(&store, "a", "Ada").await;
-    store.create_channel("c".into()).await.unwrap();
-    for i in 1..=120 {
-        send(&store, "c", &ada, &format!("m{i}")).await;
-    }
-    let up = store.since("c", 5, 1).await.unwrap();
-    if up.reset {
-        assert_eq!(up.messages.len(), 100);
-        assert_eq!(up.messages[0].body, "m21");
-    } else {
-        let want: Vec<String> = (6..=120).map(|i| format!("m{i}")).collect();
-        assert_eq!(bodies(&up.messages), want);
-    }
-    // Seq 20 was the last to leave the window: a client that saw it misses nothing it can't get.
-    let up = store.since("c", 20, 1).await.unwrap();
-    assert!(!up.reset);
-    assert_eq!(up.messages.len(), 100);
-}
-
-/// Only the author may delete; a deleted message is gone and can't be deleted again.
-pub async fn only_the_author_deletes(store: impl Store) {
-    let ada = user(&store, "a", "Ada").await;
-    let bob = user(&store, "b", "Bob").await;
-    store.create_channel("c".into()).await.unwrap();
-    let m = send(&store, "c", &ada, "mine").await;
-    assert_eq!(store.delete(&m.id, &bob.id).await, Err(AppError::NotAuthor));
-    assert_eq!(store.recent("c", 100).await.unwrap().len(), 1);
-    assert_eq!(store.delete(&m.id, &ada.id).await.unwrap().id, m.id);
-    assert!(store.recent("c", 100).await.unwrap().is_empty());
-    assert_eq!(
-        store.delete(&m.id, &ada.id).await,
-        Err(AppError::NoSuchMessage)
-    );
-}
-
-/// Appending to, reading or catching up on a missing channel is a typed error.
-pub async fn unknown_channels_are_errors(store: impl Store) {
-    let ada = user(&store, "a", "Ada").await;
-    let missing = AppError::NoSuchChannel {
-        name: "nowhere".into(),
-    };
-    let err = store
-        .append(new_message("nowhere", &ada, "x", None))
-        .await
-        .unwrap_err();
-    assert_eq!(err, missing);
-    assert_eq!(store.recent("nowhere", 10).await.unwrap_err(), missing);
-    assert_eq!(store.since("nowhere", 0, 0).await.unwrap_err(), missing);
-}
-
-/// Sending the same client id again (a retry after a lost ack) returns the original message
-/// and stores nothing new, in one batch or across batches; other authors may reuse the id.
-pub async fn a_retried_client_id_is_stored_once(store: impl Store) {
-    let ada = user(&store, "a", "Ada").await;
-    let bob = user(&store, "b", "Bob").await;
-    store.create_channel("c".into()).await.unwrap();
+async fn provisional_users_are_stored_with_their_first_name(store: &dyn Store) {
+    let id = UserId(uuid::Uuid::new_v4().simple().to_string());
     let first = store
-        .append(new_message("c", &ada, "hello", Some("k1")))
+        .store_user(id.clone(), "t-prov".into(), "First".into())
         .await
         .unwrap();
+    let again = store
+        .store_user(id.clone(), "t-prov".into(), "Second".into())
+        .await
+        .unwrap();
+    assert_eq!(first.id, again.id);
+    assert_eq!(store.user(&id).await.unwrap().unwrap().name.as_deref(), Some("Second"));
+}
+
+async fn people_are_found_by_name_prefix(store: &dyn Store) {
+    let tag = unique("Zed");
+    let a = user(store, &format!("{tag} Alpha")).await;
+    let b = user(store, &format!("{tag} beta")).await;
+    let _other = user(store, "Someone 100%_else").await;
+    let found = store.users_named(&tag.to_lowercase(), 10).await.unwrap();
+    assert_eq!(found, vec![a, b.clone()]);
+    assert_eq!(store.users_named(&tag, 1).await.unwrap().len(), 1);
+    // Wildcards in the prefix are literal.
+    assert!(store.users_named("%", 10).await.unwrap().is_empty());
+    assert!(store.users_named("Someone 100%_", 10).await.unwrap().len() == 1);
+}
+
+async fn revoked_tokens_find_nobody(store: &dyn Store) {
+    let ada = store.create_user("t-revoke".into(), Some("Ada".into())).await.unwrap();
+    assert!(!store.token_revoked("t-revoke").await.unwrap());
+    store.revoke_token(&ada.id, "t-revoke").await.unwrap();
+    assert_eq!(store.user_by_token("t-revoke").await.unwrap(), None);
+    assert!(store.token_revoked("t-revoke").await.unwrap());
+    assert!(store.user(&ada.id).await.unwrap().is_some(), "the person stays");
+}
+
+async fn the_secret_is_kept(store: &dyn Store) {
+    let secret = store.secret().await.unwrap();
+    assert!(secret.len() >= 32);
+    assert_eq!(store.secret().await.unwrap(), secret);
+}
+
+async fn channel_names_are_unique_case_insensitively(store: &dyn Store) {
+    let ada = user(store, "Ada").await;
+    let name = unique("Dev");
+    let made = store
+        .create_channel(name.clone(), ConversationKind::Public, Some(&author(&ada)))
+        .await
+        .unwrap();
+    assert_eq!(made.name.as_deref(), Some(name.as_str()));
+    let clash = store
+        .create_channel(name.to_uppercase(), ConversationKind::Private, Some(&author(&ada)))
+        .await;
+    assert_eq!(clash, Err(AppError::ChannelTaken { name: name.clone() }));
+    assert_eq!(store.channel_named(&name.to_lowercase()).await.unwrap(), Some(made.clone()));
+    assert_eq!(store.conversation(made.id).await.unwrap(), Some(made.clone()));
+    assert!(store.membership(made.id, &ada.id).await.unwrap().is_some(), "the creator is in");
+}
+
+async fn public_channels_are_listed_a_page_at_a_time(store: &dyn Store) {
+    let ada = user(store, "Ada").await;
+    let prefix = unique("page");
+    for i in 0..5 {
+        let kind = if i == 2 {
+            ConversationKind::Private
+        } else {
+            ConversationKind::Public
+        };
+        store
+            .create_channel(format!("{prefix}-{i}"), kind, Some(&author(&ada)))
+            .await
+            .unwrap();
+    }
+    let before = store.channel_count().await.unwrap();
+    assert!(before >= 5);
+    let first = store.channel_page(Some(&prefix), 2).await.unwrap();
+    let names: Vec<_> = first.iter().filter_map(|c| c.name.clone()).collect();
+    assert_eq!(names, [format!("{prefix}-0"), format!("{prefix}-1")]);
+    let next = store.channel_page(Some(&names[1]), 2).await.unwrap();
+    let names: Vec<_> = next.iter().filter_map(|c| c.name.clone()).collect();
+    // The private one is never listed.
+    assert_eq!(names, [format!("{prefix}-3"), format!("{prefix}-4")]);
+}
+
+async fn direct_conversations_are_one_per_set_of_people(store: &dyn Store) {
+    let (a, b, c) = (user(store, "A").await, user(store, "B").await, user(store, "C").await);
+    let (dm, created) = store.open_direct(&[author(&a), author(&b)]).await.unwrap();
+    assert!(created);
+    assert_eq!(dm.kind, ConversationKind::Direct);
+    assert_eq!(dm.people.len(), 2);
+    let (again, created) = store.open_direct(&[author(&b), author(&a)]).await.unwrap();
+    assert!(!created);
+    assert_eq!(again.id, dm.id);
+    let (group, _) = store
+        .open_direct(&[author(&a), author(&b), author(&c)])
+        .await
+        .unwrap();
+    assert_ne!(group.id, dm.id);
+    assert!(store.membership(dm.id, &b.id).await.unwrap().is_some());
+    assert!(store.membership(dm.id, &c.id).await.unwrap().is_none());
+    assert_eq!(store.channel_named(&format!("dm:{}", a.id.0)).await.unwrap(), None);
+}
+
+async fn every_change_takes_the_next_number(store: &dyn Store) {
+    let ada = user(store, "Ada").await;
+    let bo = user(store, "Bo").await;
+    let id = channel(store, &ada, ConversationKind::Public).await;
+    let start = store.recent(id, 10).await.unwrap().last_change;
+    let batch = vec![
+        new_message(id, &ada, "one", None),
+        new_message(id, &bo, "two", None),
+    ];
+    let stored: Vec<_> = store
+        .append_batch(batch)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(stored[0].message.seq, start + 1);
+    assert_eq!(stored[1].message.seq, start + 2);
+    let edited = store
+        .edit(&stored[0].message.id, "one!".into(), vec![], false)
+        .await
+        .unwrap();
+    assert_eq!(edited.change, start + 3);
+    let reacted = store
+        .react(&stored[1].message.id, &author(&ada), "👍", true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reacted.change, start + 4);
+    let joined = store.join(id, &author(&bo)).await.unwrap().unwrap();
+    assert_eq!(joined.change, start + 5);
+    let deleted = store.delete(&stored[1].message.id).await.unwrap();
+    assert_eq!(deleted.change, start + 6);
+    assert_eq!(store.recent(id, 10).await.unwrap().last_change, start + 6);
+}
+
+async fn changes_after_a_number_are_exactly_what_was_missed(store: &dyn Store) {
+    let ada = user(store, "Ada").await;
+    let bo = user(store, "Bo").await;
+    let id = channel(store, &ada, ConversationKind::Public).await;
+    let kept = post(store, id, &ada, "kept").await.message;
+    let edited = post(store, id, &ada, "to edit").await.message;
+    let gone = post(store, id, &ada, "to delete").await.message;
+    let seen = store.recent(id, 10).await.unwrap().last_change;
+    let fresh = post(store, id, &bo, "new").await.message;
+    store.edit(&edited.id, "edited".into(), vec![], false).await.unwrap();
+    store.delete(&gone.id).await.unwrap();
+    store.react(&kept.id, &author(&bo), "🎉", true).await.unwrap();
+    let changes = store.changes(id, seen, 100).await.unwrap().unwrap();
+    let got: Vec<(String, String, bool)> = changes
+        .messages
+        .iter()
+        .map(|m| (m.id.0.clone(), m.body.clone(), m.deleted))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (fresh.id.0.clone(), "new".into(), false),
+            (edited.id.0.clone(), "edited".into(), false),
+            (gone.id.0.clone(), String::new(), true),
+            (kept.id.0.clone(), "kept".into(), false),
+        ]
+    );
+    assert_eq!(changes.messages[3].reactions[0].emoji, "🎉");
+    assert!(changes.messages.windows(2).all(|w| w[0].change < w[1].change));
+    assert_eq!(changes.last_change, seen + 4);
+    assert_eq!(changes.members, None);
+    // Nothing after the last number; a membership change is reported with the members.
+    let none = store.changes(id, changes.last_change, 100).await.unwrap().unwrap();
+    assert!(none.messages.is_empty());
+    store.join(id, &author(&bo)).await.unwrap();
+    let joined = store.changes(id, changes.last_change, 100).await.unwrap().unwrap();
+    let members: Vec<_> = joined.members.unwrap().into_iter().map(|m| m.id).collect();
+    assert_eq!(members, [ada.id.clone(), bo.id.clone()]);
+}
+
+async fn changes_past_the_limit_come_a_page_at_a_time(store: &dyn Store) {
+    let ada = user(store, "Ada").await;
+    let id = channel(store, &ada, ConversationKind::Public).await;
+    let start = store.recent(id, 10).await.unwrap().last_change;
+    for i in 0..5 {
+        post(store, id, &ada, &format!("m{i}")).await;
+    }
+    let page = store.changes(id, start, 3).await.unwrap().unwrap();
+    assert!(page.more);
+    assert_eq!(page.messages.len(), 3);
+    assert_eq!(page.last_change, page.messages[2].change);
+    let rest = store.changes(id, page.last_change, 3).await.unwrap().unwrap();
+    assert!(!rest.more);
+    let bodies: Vec<_> = page.messages.iter().chain(&rest.messages).map(|m| m.body.clone()).collect();
+    assert_eq!(bodies, ["m0", "m1", "m2", "m3", "m4"]);
+    assert_eq!(rest.last_change, start + 5);
+    // A number never given out asks for a reset.
+    assert!(store.changes(id, 1_000_000, 10).await.unwrap().is_none());
+}
+
+async fn a_retried_client_id_is_stored_once(store: &dyn Store) {
+    let ada = user(store, "Ada").await;
+    let id = channel(store, &ada, ConversationKind::Public).await;
+    let first = store.append(new_message(id, &ada, "hi", Some("c-1"))).await.unwrap();
     assert!(first.fresh);
+    let again = store.append(new_message(id, &ada, "hi", Some("c-1"))).await.unwrap();
+    assert!(!again.fresh);
+    assert_eq!(again.message, first.message);
+    // Twice in one batch: stored once, both answered with it.
     let batch = store
         .append_batch(vec![
-            new_message("c", &ada, "hello", Some("k1")),
-            new_message("c", &ada, "again", Some("k2")),
-            new_message("c", &ada, "again", Some("k2")),
-            new_message("c", &bob, "mine", Some("k1")),
-            new_message("nowhere", &bob, "lost", Some("k3")),
+            new_message(id, &ada, "x", Some("c-2")),
+            new_message(id, &ada, "x", Some("c-2")),
         ])
         .await;
-    assert_eq!(batch.len(), 5);
-    let retry = batch[0].clone().unwrap();
-    assert!(!retry.fresh);
-    assert_eq!(retry.message, first.message);
-    let k2 = batch[1].clone().unwrap();
-    assert!(k2.fresh && k2.message.seq == 2);
-    assert_eq!(batch[2].clone().unwrap(), Appended { fresh: false, ..k2 });
-    assert!(batch[3].clone().unwrap().fresh);
-    assert!(batch[4].is_err());
-    let stored = store.recent("c", 100).await.unwrap();
-    assert_eq!(bodies(&stored), ["hello", "again", "mine"]);
-    assert_eq!(stored.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    let (a, b) = (batch[0].clone().unwrap(), batch[1].clone().unwrap());
+    assert!(a.fresh && !b.fresh);
+    assert_eq!(a.message, b.message);
+    assert_eq!(store.recent(id, 10).await.unwrap().messages.len(), 2);
 }
 
-/// Paging back with `before` walks the history in order, skipping deleted messages, with
-/// no message twice.
-pub async fn older_pages_have_no_gaps_or_repeats(store: impl Store) {
-    let ada = user(&store, "a", "Ada").await;
-    store.create_channel("c".into()).await.unwrap();
-    let mut sent = Vec::new();
-    for i in 1..=60 {
-        sent.push(send(&store, "c", &ada, &format!("m{i}")).await);
+async fn windows_and_older_pages_have_no_gaps_or_repeats(store: &dyn Store) {
+    let ada = user(store, "Ada").await;
+    let id = channel(store, &ada, ConversationKind::Public).await;
+    for i in 0..25 {
+        post(store, id, &ada, &format!("m{i}")).await;
     }
-    store.delete(&sent[29].id, &ada.id).await.unwrap();
-    let mut seen = store.recent("c", 25).await.unwrap();
-    while let Some(first) = seen.first().map(|m| m.seq) {
-        let page = store.before("c", first, 25).await.unwrap();
-        if page.is_empty() {
-            break;
-        }
-        assert!(page.len() <= 25);
-        seen.splice(0..0, page);
-    }
-    let want: Vec<String> = (1..=60)
-        .filter(|&i| i != 30)
-        .map(|i| format!("m{i}"))
-        .collect();
-    assert_eq!(bodies(&seen), want);
-}
-
-/// Browsing: pages in name order (case-insensitively), no gaps or repeats.
-pub async fn channels_are_listed_a_page_at_a_time(store: impl Store) {
-    for i in (0..25).rev() {
-        store.create_channel(format!("C{i:02}")).await.unwrap();
-    }
-    let mut seen = Vec::new();
-    let mut after: Option<String> = None;
+    let window = store.recent(id, 10).await.unwrap();
+    assert!(window.has_older);
+    let mut seen: Vec<String> = window.messages.iter().map(|m| m.body.clone()).collect();
+    let mut before = window.messages[0].seq;
     loop {
-        let page = store.channel_page(after.as_deref(), 10).await.unwrap();
-        assert!(page.len() <= 10);
-        if page.is_empty() {
+        let page = store.before(id, before, 10).await.unwrap();
+        let mut bodies: Vec<String> = page.messages.iter().map(|m| m.body.clone()).collect();
+        bodies.append(&mut seen);
+        seen = bodies;
+        if !page.has_older {
             break;
         }
-        after = page.last().map(|c| c.name.to_lowercase());
-        seen.extend(page.into_iter().map(|c| c.name));
+        before = page.messages[0].seq;
     }
-    let want: Vec<String> = (0..25).map(|i| format!("C{i:02}")).collect();
+    let want: Vec<String> = (0..25).map(|i| format!("m{i}")).collect();
     assert_eq!(seen, want);
+    assert!(!store.recent(id, 100).await.unwrap().has_older);
 }
 
-/// Visits: most recent first, once each, at most `RECENT_CHANNELS`, per user.
-pub async fn recent_visits_are_remembered_per_user_and_bounded(store: impl Store) {
-    use super::RECENT_CHANNELS;
-    let ada = user(&store, "a", "Ada").await;
-    let bob = user(&store, "b", "Bob").await;
-    for i in 0..RECENT_CHANNELS + 5 {
-        store.create_channel(format!("c{i}")).await.unwrap();
-        store.record_visit(&ada.id, &format!("c{i}")).await.unwrap();
+async fn edits_and_deletions_keep_the_message_in_place(store: &dyn Store) {
+    let ada = user(store, "Ada").await;
+    let id = channel(store, &ada, ConversationKind::Public).await;
+    let a = post(store, id, &ada, "a").await.message;
+    let b = post(store, id, &ada, "b").await.message;
+    let edited = store
+        .edit(&a.id, "a, edited".into(), vec![ada.id.clone()], false)
+        .await
+        .unwrap();
+    assert_eq!((edited.seq, edited.body.as_str()), (a.seq, "a, edited"));
+    assert!(edited.edited_at.is_some());
+    let deleted = store.delete(&b.id).await.unwrap();
+    assert!(deleted.deleted && deleted.body.is_empty());
+    let window = store.recent(id, 10).await.unwrap();
+    assert_eq!(window.messages, vec![edited]);
+    // A deleted message can be neither edited, deleted again nor reacted to.
+    assert_eq!(store.edit(&b.id, "x".into(), vec![], false).await, Err(AppError::NoSuchMessage));
+    assert_eq!(store.delete(&b.id).await, Err(AppError::NoSuchMessage));
+    assert_eq!(
+        store.react(&b.id, &author(&ada), "👍", true).await,
+        Err(AppError::NoSuchMessage)
+    );
+    assert!(store.message(&b.id).await.unwrap().unwrap().deleted);
+}
+
+async fn reactions_toggle_and_are_bounded(store: &dyn Store) {
+    let ada = user(store, "Ada").await;
+    let bo = user(store, "Bo").await;
+    let id = channel(store, &ada, ConversationKind::Public).await;
+    let m = post(store, id, &ada, "react to me").await.message;
+    let one = store.react(&m.id, &author(&ada), "👍", true).await.unwrap().unwrap();
+    assert_eq!(one.reactions[0].count, 1);
+    assert_eq!(store.react(&m.id, &author(&ada), "👍", true).await.unwrap(), None);
+    let two = store.react(&m.id, &author(&bo), "👍", true).await.unwrap().unwrap();
+    assert_eq!(two.reactions[0].count, 2);
+    assert_eq!(two.reactions[0].users.len(), 2);
+    let off = store.react(&m.id, &author(&ada), "👍", false).await.unwrap().unwrap();
+    assert_eq!((off.reactions[0].count, off.reactions[0].users[0].id.clone()), (1, bo.id.clone()));
+    assert_eq!(store.react(&m.id, &author(&ada), "👍", false).await.unwrap(), None);
+    let many = ["😀", "😃", "😄", "😁", "😆", "😅", "🤣", "😂", "🙂", "🙃", "😉", "😊", "😇",
+        "🥰", "😍", "🤩", "😘", "😗", "😚", "😙", "😋", "😛", "😜"];
+    for emoji in many {
+        store.react(&m.id, &author(&ada), emoji, true).await.unwrap();
     }
-    store.record_visit(&ada.id, "C3").await.unwrap_or(());
-    let recent = store.recent_channels(&ada.id).await.unwrap();
-    assert_eq!(recent.len(), RECENT_CHANNELS);
-    let last = RECENT_CHANNELS + 4;
-    assert_eq!(recent[1].name, format!("c{last}"));
-    assert!(recent.iter().all(|c| c.name != "c0"), "the oldest fell out");
-    assert!(store.recent_channels(&bob.id).await.unwrap().is_empty());
+    let full = store.message(&m.id).await.unwrap().unwrap();
+    assert_eq!(full.reactions.len(), crate::protocol::MAX_REACTIONS_PER_MESSAGE);
+    assert_eq!(
+        store.react(&m.id, &author(&ada), "🤪", true).await,
+        Err(AppError::TooManyReactions {
+            max: crate::protocol::MAX_REACTIONS_PER_MESSAGE
+        })
+    );
+    // An emoji already there can still be added by someone else.
+    assert!(store.react(&m.id, &author(&bo), "😜", true).await.unwrap().is_some());
 }
 
-/// Sign-out: a revoked token finds nobody, and says it was revoked.
-pub async fn revoked_tokens_find_nobody(store: impl Store) {
-    let ada = user(&store, "hash-a", "Ada").await;
-    assert!(!store.token_revoked("hash-a").await.unwrap());
-    store.revoke_token(&ada.id, "hash-a").await.unwrap();
-    assert_eq!(store.user_by_token("hash-a").await.unwrap(), None);
-    assert!(store.token_revoked("hash-a").await.unwrap());
-    // The user and their name stay (their messages keep an author).
-    assert_eq!(store.user(&ada.id).await.unwrap(), Some(ada));
+async fn replies_start_a_thread_and_count_on_the_parent(store: &dyn Store) {
+    let ada = user(store, "Ada").await;
+    let bo = user(store, "Bo").await;
+    let id = channel(store, &ada, ConversationKind::Public).await;
+    let parent = post(store, id, &ada, "question").await.message;
+    assert_eq!(store.thread_of(&parent.id).await.unwrap(), None);
+    let first = store
+        .reply(&parent.id, new_message(id, &bo, "answer", Some("r-1")))
+        .await
+        .unwrap();
+    let thread = store.thread_of(&parent.id).await.unwrap().unwrap();
+    assert_eq!(thread.kind, ConversationKind::Thread);
+    assert_eq!(thread.parent.as_ref().unwrap().message, parent.id);
+    assert_eq!(first.message.conversation, thread.id);
+    let counted = first.parent.unwrap();
+    assert_eq!(counted.thread.as_ref().unwrap().replies, 1);
+    assert!(counted.change > parent.change);
+    let again = store
+        .reply(&parent.id, new_message(id, &bo, "answer", Some("r-1")))
+        .await
+        .unwrap();
+    assert!(!again.fresh, "a retried reply is stored once");
+    store
+        .reply(&parent.id, new_message(id, &ada, "thanks", None))
+        .await
+        .unwrap();
+    let window = store.recent(thread.id, 10).await.unwrap();
+    let bodies: Vec<_> = window.messages.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["answer", "thanks"]);
+    let parent_now = store.message(&parent.id).await.unwrap().unwrap();
+    assert_eq!(parent_now.thread.unwrap().replies, 2);
+    // The channel's own window holds the parent only.
+    assert_eq!(store.recent(id, 10).await.unwrap().messages.len(), 1);
+    // No threads in threads.
+    assert_eq!(
+        store
+            .reply(&first.message.id, new_message(id, &ada, "nested", None))
+            .await,
+        Err(AppError::NestedThread)
+    );
 }
 
-/// The secret is created once and then always the same.
-pub async fn the_secret_is_kept(store: impl Store) {
-    let first = store.secret().await.unwrap();
-    assert!(first.len() >= 32);
-    assert_eq!(store.secret().await.unwrap(), first);
+async fn membership_and_read_positions(store: &dyn Store) {
+    let ada = user(store, "Ada").await;
+    let bo = user(store, "Bo").await;
+    let id = channel(store, &ada, ConversationKind::Private).await;
+    post(store, id, &ada, "before Bo").await;
+    assert!(store.membership(id, &bo.id).await.unwrap().is_none());
+    assert!(store.join(id, &author(&bo)).await.unwrap().is_some());
+    assert!(store.join(id, &author(&bo)).await.unwrap().is_none(), "joining twice");
+    // A newcomer has read what came before.
+    let summary = store.summary(id, &bo.id).await.unwrap().unwrap();
+    assert_eq!(summary.unread, 0);
+    assert_eq!(store.members(id, 10).await.unwrap().len(), 2);
+    let count = store.membership_count(&bo.id).await.unwrap();
+    assert!(store.leave(id, &bo.id).await.unwrap().is_some());
+    assert!(store.leave(id, &bo.id).await.unwrap().is_none());
+    assert_eq!(store.membership_count(&bo.id).await.unwrap(), count - 1);
+    assert!(store.summary(id, &bo.id).await.unwrap().is_none());
+    assert!(!store.conversations_of(&bo.id).await.unwrap().iter().any(|s| s.conversation.id == id));
+    // Read positions only move forward, and only for members.
+    let m = post(store, id, &ada, "later").await.message;
+    assert!(store.mark_read(id, &ada.id, m.seq).await.unwrap());
+    assert!(!store.mark_read(id, &ada.id, m.seq - 1).await.unwrap());
+    assert!(!store.mark_read(id, &bo.id, m.seq).await.unwrap());
+    assert_eq!(store.membership(id, &ada.id).await.unwrap().unwrap().read_seq, m.seq);
 }
 
-/// Replay pages: what comes after a sequence number, in order, a page at a time; `None` only
-/// when the store no longer holds it.
-pub async fn replay_pages_follow_each_other(store: impl Store) {
-    store.create_channel("general".into()).await.unwrap();
-    let ada = user(&store, "a", "Ada").await;
-    let mut sent = Vec::new();
-    for i in 0..30 {
-        sent.push(send(&store, "general", &ada, &format!("m{i}")).await);
-    }
-    store.delete(&sent[12].id, &ada.id).await.unwrap();
-    let mut after = sent[4].seq;
-    let mut got = Vec::new();
-    while let Some(page) = store.after("general", after, 7).await.unwrap() {
-        assert!(page.len() <= 7);
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        got.extend(page);
-    }
-    let want: Vec<_> = sent[5..]
-        .iter()
-        .filter(|m| m.id != sent[12].id)
-        .cloned()
-        .collect();
-    assert_eq!(got, want);
-    assert!(store.after("nowhere", 0, 7).await.is_err());
+async fn unread_counts_and_mentions(store: &dyn Store) {
+    let ada = user(store, "Ada").await;
+    let bo = user(store, "Bo").await;
+    let id = channel(store, &ada, ConversationKind::Public).await;
+    store.join(id, &author(&bo)).await.unwrap();
+    post(store, id, &ada, "one").await;
+    let mut mention = new_message(id, &ada, "hey @Bo", None);
+    mention.mentions = vec![bo.id.clone()];
+    let mentioned = store.append(mention).await.unwrap().message;
+    let mut all = new_message(id, &ada, "@here lunch", None);
+    all.mentions_all = true;
+    let last = store.append(all).await.unwrap().message;
+    post(store, id, &bo, "my own").await;
+    let mine = store.conversations_of(&bo.id).await.unwrap();
+    let s = mine.iter().find(|s| s.conversation.id == id).unwrap();
+    assert_eq!((s.unread, s.mentions), (3, 2), "own messages are not unread");
+    store.mark_read(id, &bo.id, mentioned.seq).await.unwrap();
+    let s = store.summary(id, &bo.id).await.unwrap().unwrap();
+    assert_eq!((s.unread, s.mentions), (1, 1));
+    store.mark_read(id, &bo.id, last.seq).await.unwrap();
+    let s = store.summary(id, &bo.id).await.unwrap().unwrap();
+    assert_eq!((s.unread, s.mentions), (0, 0));
+    // Direct conversations are listed too, most recently active first.
+    let (dm, _) = store.open_direct(&[author(&ada), author(&bo)]).await.unwrap();
+    post(store, dm.id, &ada, "psst").await;
+    let mine = store.conversations_of(&bo.id).await.unwrap();
+    assert_eq!(mine[0].conversation.id, dm.id);
+    assert_eq!(mine[0].unread, 1);
+    assert_eq!(mine[0].conversation.people.len(), 2);
+}
+
+async fn unknown_ids_are_errors(store: &dyn Store) {
+    let ada = user(store, "Ada").await;
+    let nowhere = ConversationId(9_999_999);
+    assert_eq!(store.conversation(nowhere).await.unwrap(), None);
+    assert_eq!(
+        store.append(new_message(nowhere, &ada, "x", None)).await,
+        Err(AppError::NoSuchConversation)
+    );
+    assert_eq!(store.recent(nowhere, 10).await, Err(AppError::NoSuchConversation));
+    assert_eq!(store.changes(nowhere, 0, 10).await, Err(AppError::NoSuchConversation));
+    let ghost = crate::protocol::MessageId("no-such-message".into());
+    assert_eq!(store.message(&ghost).await.unwrap(), None);
+    assert_eq!(store.edit(&ghost, "x".into(), vec![], false).await, Err(AppError::NoSuchMessage));
+    assert_eq!(store.delete(&ghost).await, Err(AppError::NoSuchMessage));
+    assert_eq!(
+        store.reply(&ghost, new_message(nowhere, &ada, "x", None)).await,
+        Err(AppError::NoSuchMessage)
+    );
+    assert_eq!(store.join(nowhere, &author(&ada)).await, Err(AppError::NoSuchConversation));
 }

@@ -1,0 +1,338 @@
+//! Flack's application service: validation, access, rate limits, ordering and fan-out.
+//! Pages, server functions, form posts and the WebSocket all go through [`Chat`], so they
+//! behave the same. Each capability has its own file: [`conversations`] (channels, direct
+//! messages, membership, the sidebar), [`reading`] (opening, history, catch-up, read
+//! positions), [`posting`] (messages and replies, mentions), [`changes`] (edits, deletions,
+//! reactions) and [`signals`] (typing, presence).
+//!
+//! Every change to a conversation passes through one pipeline task: it stores whatever has
+//! queued up (posts as one batch, one commit), then publishes each change in number order,
+//! then answers the callers. So an acknowledgement always means "committed", subscribers see
+//! each conversation's changes in order, and durability costs one commit per batch.
+
+mod changes;
+mod conversations;
+mod people;
+mod posting;
+mod reading;
+mod signals;
+
+pub use signals::Presence;
+
+use super::budgets::Budgets;
+use super::hub::{Frame, Hub, Topic};
+use super::store::{Appended, NewMessage, Store};
+use super::window_frames::WindowFrames;
+use crate::error::AppError;
+use crate::protocol::{ConversationId, ServerEvent, UserId};
+use futures_util::future::BoxFuture;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+/// The most posts stored in one batch.
+const MAX_BATCH: usize = 512;
+/// Writes waiting for the pipeline before callers wait for room.
+const QUEUE: usize = 8192;
+/// Conversations whose member ids are kept for the users' streams.
+const MEMBER_LISTS: usize = 4096;
+/// Members of one conversation told of its activity on their own streams at most.
+const MAX_STREAM_MEMBERS: usize = 10_000;
+
+/// How fast one user may do something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PostLimit {
+    /// Actions per second, sustained.
+    pub per_second: u32,
+    /// Actions allowed at once before the rate applies.
+    pub burst: u32,
+}
+
+/// The limits [`Chat`] enforces besides the budgets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// How many recent messages a join returns.
+    pub window: usize,
+    /// How fast one user may write (post, reply, edit, delete, react, join, leave, invite).
+    pub post: PostLimit,
+    /// How fast one user may open conversations over sockets.
+    pub open: PostLimit,
+    /// Channels the server holds at most.
+    pub max_channels: usize,
+    /// Conversations one user may belong to at most.
+    pub max_memberships: usize,
+    /// Bytes of serialized join answers kept to share between joins.
+    pub join_cache_bytes: usize,
+}
+
+impl PostLimit {
+    fn quota(&self) -> Quota {
+        let per_second = NonZeroU32::new(self.per_second.max(1)).expect("at least one");
+        let burst = NonZeroU32::new(self.burst.max(1)).expect("at least one");
+        Quota::per_second(per_second).allow_burst(burst)
+    }
+}
+
+/// A [`Store`] and a [`Hub`] kept in step.
+pub struct Chat {
+    store: Arc<dyn Store>,
+    hub: Arc<dyn Hub>,
+    limits: Limits,
+    writes: mpsc::Sender<Write>,
+    limiter: DefaultKeyedRateLimiter<UserId>,
+    opens: DefaultKeyedRateLimiter<UserId>,
+    /// Typing signals, one per user per few seconds.
+    typing: DefaultKeyedRateLimiter<UserId>,
+    budgets: Budgets,
+    frames: Arc<WindowFrames>,
+    /// The default channels (everyone's sidebar lists them; opening one joins it).
+    defaults: std::sync::RwLock<Vec<ConversationId>>,
+    presence: Presence,
+}
+
+/// Member ids by conversation, a bounded cache dropped on every membership change.
+type MemberIds = Mutex<lru::LruCache<ConversationId, Arc<Vec<UserId>>>>;
+
+/// Something to publish once a write has committed.
+pub struct Publish {
+    topic: Topic,
+    frame: Frame,
+    /// The conversation's membership changed: its cached member ids are stale.
+    members_changed: bool,
+}
+
+impl Publish {
+    /// A numbered change of a conversation, for the sockets that have it open.
+    fn change(conversation: ConversationId, change: u64, event: &ServerEvent) -> Self {
+        Publish {
+            topic: Topic::Conversation(conversation),
+            frame: Frame::new(Some(change), event),
+            members_changed: false,
+        }
+    }
+
+    /// A membership change of a conversation (numbered like any change).
+    fn members(conversation: ConversationId, change: u64, event: &ServerEvent) -> Self {
+        Publish {
+            members_changed: true,
+            ..Publish::change(conversation, change, event)
+        }
+    }
+
+    /// An event on one user's own stream.
+    fn to_user(user: &UserId, frame: Frame) -> Self {
+        Publish {
+            topic: Topic::User(user.clone()),
+            frame,
+            members_changed: false,
+        }
+    }
+}
+
+/// A write other than a post: it runs in turn, and what it returns is published in order.
+type Job = Box<dyn FnOnce(Arc<dyn Store>) -> BoxFuture<'static, Vec<Publish>> + Send>;
+
+enum Write {
+    Post {
+        message: NewMessage,
+        reply: oneshot::Sender<Result<Appended, AppError>>,
+    },
+    Job(Job),
+}
+
+impl Chat {
+    /// Wires a store and a hub and starts the write pipeline (needs a Tokio runtime).
+    pub fn new(store: Arc<dyn Store>, hub: Arc<dyn Hub>, limits: Limits, budgets: Budgets) -> Self {
+        let (writes, queue) = mpsc::channel(QUEUE);
+        let frames = Arc::new(WindowFrames::new(limits.join_cache_bytes));
+        let member_ids = Arc::new(Mutex::new(lru::LruCache::new(
+            std::num::NonZeroUsize::new(MEMBER_LISTS).expect("not zero"),
+        )));
+        tokio::spawn(pipeline(
+            store.clone(),
+            hub.clone(),
+            frames.clone(),
+            member_ids.clone(),
+            queue,
+        ));
+        Chat {
+            frames,
+            store,
+            hub,
+            limits,
+            writes,
+            limiter: DefaultKeyedRateLimiter::keyed(limits.post.quota()),
+            opens: DefaultKeyedRateLimiter::keyed(limits.open.quota()),
+            typing: DefaultKeyedRateLimiter::keyed(
+                Quota::with_period(std::time::Duration::from_secs(3)).expect("not zero"),
+            ),
+            budgets,
+            defaults: Default::default(),
+            presence: Presence::default(),
+        }
+    }
+
+    /// The hub (for tests and metrics).
+    pub fn hub(&self) -> &dyn Hub {
+        self.hub.as_ref()
+    }
+
+    /// The store, for identity look-ups.
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// The budgets (for `POST /auth/session`).
+    pub fn budgets(&self) -> &Budgets {
+        &self.budgets
+    }
+
+    /// Spends one of the user's writes (every kind of write shares the rate).
+    fn spend_write(&self, user: &UserId) -> Result<(), AppError> {
+        self.limiter.check_key(user).map_err(refusal)
+    }
+
+    async fn enqueue(&self, write: Write) -> Result<(), AppError> {
+        self.writes
+            .send(write)
+            .await
+            .map_err(|_| AppError::internal("the write pipeline has stopped"))
+    }
+
+    /// Runs `write` in the pipeline's turn, publishes what it returns, and answers with its
+    /// result.
+    async fn run<T, F>(&self, write: F) -> Result<T, AppError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<dyn Store>) -> BoxFuture<'static, (Result<T, AppError>, Vec<Publish>)>
+            + Send
+            + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |store| {
+            Box::pin(async move {
+                let (result, publish) = write(store).await;
+                let _ = reply.send(result);
+                publish
+            })
+        });
+        self.enqueue(Write::Job(job)).await?;
+        settle(answer).await
+    }
+
+    /// Forgets rate-limit state of users and addresses idle long enough to be back at full
+    /// burst.
+    pub fn forget_idle_limits(&self) {
+        self.limiter.retain_recent();
+        self.opens.retain_recent();
+        self.typing.retain_recent();
+        self.budgets.forget_idle();
+    }
+}
+
+/// A rate limit's refusal, saying when to try again.
+fn refusal(not_until: governor::NotUntil<governor::clock::QuantaInstant>) -> AppError {
+    let wait = not_until.wait_time_from(DefaultClock::default().now());
+    AppError::RateLimited {
+        retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
+    }
+}
+
+/// The pipeline's answer to one queued write.
+pub type Answer<T> = oneshot::Receiver<Result<T, AppError>>;
+
+/// Waits for the pipeline's answer.
+pub async fn settle<T>(answer: Answer<T>) -> Result<T, AppError> {
+    answer
+        .await
+        .map_err(|_| AppError::internal("the write pipeline dropped a write"))?
+}
+
+/// The member ids of a conversation, cached.
+async fn member_ids(
+    store: &dyn Store,
+    cache: &MemberIds,
+    id: ConversationId,
+) -> Arc<Vec<UserId>> {
+    if let Some(ids) = cache.lock().expect("members lock").get(&id) {
+        return ids.clone();
+    }
+    let ids = match store.members(id, MAX_STREAM_MEMBERS).await {
+        Ok(members) => Arc::new(members.into_iter().map(|m| m.id).collect::<Vec<_>>()),
+        Err(_) => return Arc::default(),
+    };
+    cache.lock().expect("members lock").put(id, ids.clone());
+    ids
+}
+
+/// Stores queued writes in turn (posts in batches), then publishes and answers, in order.
+async fn pipeline(
+    store: Arc<dyn Store>,
+    hub: Arc<dyn Hub>,
+    frames: Arc<WindowFrames>,
+    members: Arc<MemberIds>,
+    mut queue: mpsc::Receiver<Write>,
+) {
+    let mut held: Option<Write> = None;
+    loop {
+        let first = match held.take() {
+            Some(write) => write,
+            None => match queue.recv().await {
+                Some(write) => write,
+                None => return,
+            },
+        };
+        match first {
+            Write::Post { message, reply } => {
+                let mut messages = vec![message];
+                let mut replies = vec![reply];
+                while messages.len() < MAX_BATCH {
+                    match queue.try_recv() {
+                        Ok(Write::Post { message, reply }) => {
+                            messages.push(message);
+                            replies.push(reply);
+                        }
+                        Ok(other) => {
+                            held = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let results = store.append_batch(messages).await;
+                for result in &results {
+                    if let Ok(appended) = result {
+                        if appended.fresh {
+                            let ids = member_ids(store.as_ref(), &members, appended.message.conversation).await;
+                            for publish in posting::published(appended, &ids) {
+                                hub.publish(&publish.topic, publish.frame);
+                            }
+                            frames.invalidate(appended.message.conversation);
+                        }
+                    }
+                }
+                for (result, reply) in results.into_iter().zip(replies) {
+                    let _ = reply.send(result);
+                }
+            }
+            Write::Job(job) => {
+                for publish in job(store.clone()).await {
+                    if let Topic::Conversation(id) = &publish.topic {
+                        if publish.frame.change.is_some() {
+                            frames.invalidate(*id);
+                        }
+                        if publish.members_changed {
+                            members.lock().expect("members lock").pop(id);
+                        }
+                    }
+                    hub.publish(&publish.topic, publish.frame);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

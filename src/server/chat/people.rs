@@ -1,0 +1,28 @@
+//! People: choosing a display name (which is when a provisional identity is stored).
+
+use super::Chat;
+use crate::error::AppError;
+use crate::protocol::{validate_display_name, UserId, UserInfo};
+use std::net::IpAddr;
+
+impl Chat {
+    /// Sets a user's display name after checking it. A provisional user (`provisional` holds
+    /// its token's hash) is stored now, with its first name, spending one of its address's
+    /// new identities.
+    pub async fn set_display_name(
+        &self,
+        user: &UserId,
+        provisional: Option<String>,
+        raw: &str,
+        ip: IpAddr,
+    ) -> Result<UserInfo, AppError> {
+        let name = validate_display_name(raw)?;
+        match provisional {
+            Some(token_hash) => {
+                self.budgets.new_identity(ip)?;
+                self.store.store_user(user.clone(), token_hash, name).await
+            }
+            None => self.store.set_display_name(user, name).await,
+        }
+    }
+}

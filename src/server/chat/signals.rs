@@ -1,0 +1,165 @@
+//! Signals that take no change number and are never stored: "someone is typing" (throttled,
+//! and the first thing a busy socket drops) and presence (online, away, offline), kept in
+//! memory per user from their open sockets.
+
+use super::Chat;
+use crate::error::AppError;
+use crate::protocol::{ConversationId, ConversationKind, PresenceStatus, ServerEvent, UserId, UserInfo};
+use crate::server::access;
+use crate::server::hub::{Frame, Topic};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Who is connected: per user, their open sockets and how many of those are away. Bounded
+/// by the connection caps (an entry lives only while its user has a socket).
+#[derive(Default)]
+pub struct Presence {
+    users: Mutex<HashMap<UserId, (u32, u32)>>,
+}
+
+impl Presence {
+    fn status(sockets: u32, away: u32) -> PresenceStatus {
+        match (sockets, away) {
+            (0, _) => PresenceStatus::Offline,
+            (s, a) if a >= s => PresenceStatus::Away,
+            _ => PresenceStatus::Online,
+        }
+    }
+
+    /// Applies a change to a user's counts; returns the new status if it changed.
+    fn update(&self, user: &UserId, f: impl FnOnce(&mut (u32, u32))) -> Option<PresenceStatus> {
+        let mut users = self.users.lock().expect("presence lock");
+        let entry = users.entry(user.clone()).or_default();
+        let before = Self::status(entry.0, entry.1);
+        f(entry);
+        let after = Self::status(entry.0, entry.1);
+        if entry.0 == 0 {
+            users.remove(user);
+        }
+        (before != after).then_some(after)
+    }
+
+    /// Whether the user has a socket open that is not away.
+    pub fn is_online(&self, user: &UserId) -> bool {
+        let users = self.users.lock().expect("presence lock");
+        users
+            .get(user)
+            .is_some_and(|&(s, a)| Self::status(s, a) == PresenceStatus::Online)
+    }
+
+    /// The user's status now.
+    pub fn status_of(&self, user: &UserId) -> PresenceStatus {
+        let users = self.users.lock().expect("presence lock");
+        users
+            .get(user)
+            .map_or(PresenceStatus::Offline, |&(s, a)| Self::status(s, a))
+    }
+}
+
+impl Chat {
+    /// Tells the conversation's open sockets that `user` is typing, at most once every few
+    /// seconds per user; more often is ignored, not an error.
+    pub async fn typing(&self, user: &UserInfo, id: ConversationId) -> Result<(), AppError> {
+        let author = Self::author(user)?;
+        access::readable(self.store.as_ref(), &user.id, id).await?;
+        if self.typing.check_key(&user.id).is_err() {
+            return Ok(());
+        }
+        let event = ServerEvent::Typing {
+            conversation: id,
+            user: author,
+        };
+        self.hub.publish(&Topic::Conversation(id), Frame::new(None, &event));
+        Ok(())
+    }
+
+    /// A socket of `user` opened.
+    pub async fn socket_opened(&self, user: &UserId) {
+        let status = self.presence.update(user, |c| c.0 += 1);
+        self.announce(user, status).await;
+    }
+
+    /// A socket of `user` closed (`away`: it was away).
+    pub async fn socket_closed(&self, user: &UserId, away: bool) {
+        let status = self.presence.update(user, |c| {
+            c.0 = c.0.saturating_sub(1);
+            if away {
+                c.1 = c.1.saturating_sub(1);
+            }
+        });
+        self.announce(user, status).await;
+    }
+
+    /// A socket of `user` went away or came back.
+    pub async fn socket_away(&self, user: &UserId, away: bool) {
+        let status = self.presence.update(user, |c| {
+            if away {
+                c.1 += 1;
+            } else {
+                c.1 = c.1.saturating_sub(1);
+            }
+        });
+        self.announce(user, status).await;
+    }
+
+    /// The user's status now.
+    pub fn presence_of(&self, user: &UserId) -> PresenceStatus {
+        self.presence.status_of(user)
+    }
+
+    /// Tells those who would show it that `user`'s status changed: the open sockets of the
+    /// user's conversations, and the people of their direct conversations (sidebar dots).
+    async fn announce(&self, user: &UserId, status: Option<PresenceStatus>) {
+        let Some(status) = status else { return };
+        let Ok(conversations) = self.store.conversations_of(user).await else {
+            return;
+        };
+        let frame = Frame::new(
+            None,
+            &ServerEvent::Presence {
+                user: user.clone(),
+                status,
+            },
+        );
+        for summary in conversations {
+            let info = summary.conversation;
+            self.hub.publish(&Topic::Conversation(info.id), frame.clone());
+            if info.kind == ConversationKind::Direct {
+                for person in info.people.iter().filter(|p| &p.id != user) {
+                    self.hub.publish(&Topic::User(person.id.clone()), frame.clone());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presence_follows_the_sockets() {
+        let presence = Presence::default();
+        let ada = UserId("ada".into());
+        assert_eq!(presence.update(&ada, |c| c.0 += 1), Some(PresenceStatus::Online));
+        assert_eq!(presence.update(&ada, |c| c.0 += 1), None, "a second tab");
+        assert_eq!(presence.update(&ada, |c| c.1 += 1), None, "one tab away");
+        assert_eq!(presence.update(&ada, |c| c.1 += 1), Some(PresenceStatus::Away));
+        assert!(!presence.is_online(&ada));
+        assert_eq!(
+            presence.update(&ada, |c| {
+                c.0 -= 1;
+                c.1 -= 1;
+            }),
+            None
+        );
+        assert_eq!(
+            presence.update(&ada, |c| {
+                c.0 -= 1;
+                c.1 -= 1;
+            }),
+            Some(PresenceStatus::Offline)
+        );
+        assert!(presence.users.lock().unwrap().is_empty(), "nothing kept for the gone");
+    }
+}

@@ -1,0 +1,207 @@
+//! People: identities, names, the server's secret and signed-out tokens.
+
+use super::{db_error, first, new_id, new_secret, SqliteStore};
+use crate::error::AppError;
+use crate::protocol::{UserId, UserInfo};
+use crate::server::store::Users;
+use async_trait::async_trait;
+use chrono::Utc;
+use sqlx::Row;
+
+impl SqliteStore {
+    fn cache_user(&self, token_hash: Option<String>, user: &UserInfo) {
+        self.users
+            .lock()
+            .expect("users lock")
+            .insert(token_hash, user);
+    }
+
+    /// A user row looked up by `column` (`id` or `token_hash`), cached on the way.
+    async fn load_user(&self, column: &str, value: &str) -> Result<Option<UserInfo>, AppError> {
+        let sql = format!("SELECT id, name, token_hash FROM users WHERE {column} = ?");
+        let row = sqlx::query(&sql)
+            .bind(value)
+            .fetch_all(&self.pool)
+            .await
+            .map(first)
+            .map_err(db_error)?;
+        Ok(row.map(|row| {
+            let user = UserInfo {
+                id: UserId(row.get("id")),
+                name: row.get("name"),
+            };
+            self.cache_user(Some(row.get("token_hash")), &user);
+            user
+        }))
+    }
+}
+
+#[async_trait]
+impl Users for SqliteStore {
+    async fn create_user(
+        &self,
+        token_hash: String,
+        name: Option<String>,
+    ) -> Result<UserInfo, AppError> {
+        let user = UserInfo {
+            id: UserId(new_id()),
+            name,
+        };
+        sqlx::query("INSERT INTO users (id, token_hash, name, created_at) VALUES (?, ?, ?, ?)")
+            .bind(&user.id.0)
+            .bind(&token_hash)
+            .bind(&user.name)
+            .bind(Utc::now())
+            .execute(&self.writes)
+            .await
+            .map_err(db_error)?;
+        self.cache_user(Some(token_hash), &user);
+        Ok(user)
+    }
+
+    async fn store_user(
+        &self,
+        id: UserId,
+        token_hash: String,
+        name: String,
+    ) -> Result<UserInfo, AppError> {
+        sqlx::query(
+            "INSERT INTO users (id, token_hash, name, created_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+        )
+        .bind(&id.0)
+        .bind(&token_hash)
+        .bind(&name)
+        .bind(Utc::now())
+        .execute(&self.writes)
+        .await
+        .map_err(db_error)?;
+        let user = UserInfo {
+            id,
+            name: Some(name),
+        };
+        self.cache_user(Some(token_hash), &user);
+        Ok(user)
+    }
+
+    async fn user_by_token(&self, token_hash: &str) -> Result<Option<UserInfo>, AppError> {
+        let cached = self.users.lock().expect("users lock").by_token(token_hash);
+        match cached {
+            Some(user) => Ok(Some(user)),
+            None => self.load_user("token_hash", token_hash).await,
+        }
+    }
+
+    async fn user(&self, id: &UserId) -> Result<Option<UserInfo>, AppError> {
+        let cached = self.users.lock().expect("users lock").by_id(id);
+        match cached {
+            Some(user) => Ok(Some(user)),
+            None => self.load_user("id", &id.0).await,
+        }
+    }
+
+    async fn set_display_name(&self, id: &UserId, name: String) -> Result<UserInfo, AppError> {
+        let done = sqlx::query("UPDATE users SET name = ? WHERE id = ?")
+            .bind(&name)
+            .bind(&id.0)
+            .execute(&self.writes)
+            .await
+            .map_err(db_error)?;
+        if done.rows_affected() == 0 {
+            return Err(AppError::Unauthenticated);
+        }
+        let user = UserInfo {
+            id: id.clone(),
+            name: Some(name),
+        };
+        self.cache_user(None, &user);
+        Ok(user)
+    }
+
+    async fn users_named(&self, prefix: &str, limit: usize) -> Result<Vec<UserInfo>, AppError> {
+        // LIKE ignores ASCII case; the prefix's own wildcards are escaped.
+        let pattern: String = prefix
+            .chars()
+            .flat_map(|c| match c {
+                '%' | '_' | '\\' => vec!['\\', c],
+                c => vec![c],
+            })
+            .chain(std::iter::once('%'))
+            .collect();
+        let rows = sqlx::query(
+            "SELECT id, name FROM users WHERE name IS NOT NULL AND name LIKE ? ESCAPE '\\'
+             ORDER BY name, id LIMIT ?",
+        )
+        .bind(pattern)
+        .bind(super::limit_of(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(rows
+            .iter()
+            .map(|row| UserInfo {
+                id: UserId(row.get("id")),
+                name: row.get("name"),
+            })
+            .collect())
+    }
+
+    async fn secret(&self) -> Result<Vec<u8>, AppError> {
+        let _turn = self.writer.lock().await;
+        let found: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = 'token_secret'")
+                .fetch_all(&self.writes)
+                .await
+                .map(first)
+                .map_err(db_error)?;
+        if let Some(secret) = found {
+            return Ok(secret);
+        }
+        let secret = new_secret();
+        sqlx::query("INSERT INTO settings (key, value) VALUES ('token_secret', ?)")
+            .bind(&secret)
+            .execute(&self.writes)
+            .await
+            .map_err(db_error)?;
+        Ok(secret)
+    }
+
+    async fn revoke_token(&self, id: &UserId, token_hash: &str) -> Result<(), AppError> {
+        let mut tx = self.writes.begin().await.map_err(db_error)?;
+        sqlx::query(
+            "INSERT INTO revoked_tokens (token_hash, revoked_at) VALUES (?, ?)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(token_hash)
+        .bind(Utc::now())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        // The user keeps their id and messages; no token reaches them any more.
+        sqlx::query(
+            "UPDATE users SET token_hash = 'revoked:' || id WHERE id = ? AND token_hash = ?",
+        )
+        .bind(&id.0)
+        .bind(token_hash)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        self.users
+            .lock()
+            .expect("users lock")
+            .forget_token(token_hash);
+        Ok(())
+    }
+
+    async fn token_revoked(&self, token_hash: &str) -> Result<bool, AppError> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM revoked_tokens WHERE token_hash = ?")
+                .bind(token_hash)
+                .fetch_all(&self.pool)
+                .await
+                .map(first)
+                .map_err(db_error)?;
+        Ok(found.is_some())
+    }
+}
