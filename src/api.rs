@@ -181,7 +181,10 @@ pub async fn get_thread(message_id: String) -> Result<ThreadView, AppError> {
 
 /// Up to a window of messages older than `before_seq`, oldest first (scrolling back).
 #[server(endpoint = "get_older")]
-pub async fn get_older(conversation: u64, before_seq: u64) -> Result<ConversationHistory, AppError> {
+pub async fn get_older(
+    conversation: u64,
+    before_seq: u64,
+) -> Result<ConversationHistory, AppError> {
     ssr::with_status(
         async {
             let (state, user) = ssr::caller().await?;
@@ -243,7 +246,10 @@ pub async fn edit_message(message_id: String, body: String) -> Result<(), AppErr
     ssr::with_status(
         async {
             let (state, user) = ssr::caller().await?;
-            let message = state.chat.edit(&user, &MessageId(message_id), &body).await?;
+            let message = state
+                .chat
+                .edit(&user, &MessageId(message_id), &body)
+                .await?;
             if let Some(path) = state.chat.path_of(&user, &message).await {
                 leptos_axum::redirect(&path);
             }
@@ -300,7 +306,10 @@ pub async fn open_direct(people: String) -> Result<ConversationInfo, AppError> {
                 .take(crate::protocol::MAX_DIRECT_MEMBERS + 1)
                 .map(|id| UserId(id.to_string()))
                 .collect();
-            let info = state.chat.open_direct(&user, &ids, ssr::client_ip()).await?;
+            let info = state
+                .chat
+                .open_direct(&user, &ids, ssr::client_ip())
+                .await?;
             leptos_axum::redirect(&crate::paths::conversation_path(&info));
             Ok(info)
         }
@@ -338,9 +347,7 @@ pub async fn membership(
                     leptos_axum::redirect("/");
                     return Ok(());
                 }
-                (None, Some(invitee)) => {
-                    state.chat.invite(&user, id, &UserId(invitee)).await?
-                }
+                (None, Some(invitee)) => state.chat.invite(&user, id, &UserId(invitee)).await?,
                 (None, None) => state.chat.join(&user, id).await?,
             }
             Ok(())
@@ -355,7 +362,10 @@ pub async fn get_members(conversation: u64) -> Result<Vec<Member>, AppError> {
     ssr::with_status(
         async {
             let (state, user) = ssr::caller().await?;
-            state.chat.members(&user.id, ConversationId(conversation)).await
+            state
+                .chat
+                .members(&user.id, ConversationId(conversation))
+                .await
         }
         .await,
     )

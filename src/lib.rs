@@ -7,9 +7,9 @@
 pub mod api;
 pub mod app;
 pub mod error;
-pub mod paths;
 #[cfg(feature = "load")]
 pub mod load;
+pub mod paths;
 pub mod protocol;
 #[cfg(feature = "ssr")]
 pub mod server;

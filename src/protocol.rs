@@ -714,9 +714,9 @@ pub fn validate_emoji(raw: &str) -> Result<String, AppError> {
     let ok = !emoji.is_empty()
         && emoji.len() <= MAX_EMOJI_BYTES
         && emoji.chars().count() <= 10
-        && emoji.chars().all(|c| {
-            is_emoji_part(c) || (keycap && (c.is_ascii_digit() || c == '#' || c == '*'))
-        })
+        && emoji
+            .chars()
+            .all(|c| is_emoji_part(c) || (keycap && (c.is_ascii_digit() || c == '#' || c == '*')))
         && emoji
             .chars()
             .any(|c| !matches!(c, '\u{200D}' | '\u{FE0F}' | '\u{E0020}'..='\u{E007F}'));
@@ -947,7 +947,17 @@ mod tests {
         for good in ["👍", "❤️", "👩‍💻", "🇫🇷", "1️⃣", "👍🏽", "✅"] {
             assert!(validate_emoji(good).is_ok(), "{good:?}");
         }
-        for bad in ["", " ", "a", "ok", "<b>", "👍 a", "\u{200D}", &"😀".repeat(9), "1"] {
+        for bad in [
+            "",
+            " ",
+            "a",
+            "ok",
+            "<b>",
+            "👍 a",
+            "\u{200D}",
+            &"😀".repeat(9),
+            "1",
+        ] {
             assert_eq!(
                 validate_emoji(bad),
                 Err(AppError::ReactionInvalid {
@@ -1014,7 +1024,10 @@ mod tests {
         let json = serde_json::to_value(&ev).unwrap();
         assert_eq!(json["type"], "error");
         assert_eq!(json["error"]["code"], "not_author");
-        assert_eq!(json["message"], "Only its author can edit or delete a message.");
+        assert_eq!(
+            json["message"],
+            "Only its author can edit or delete a message."
+        );
     }
 
     #[test]

@@ -160,8 +160,8 @@ async fn subscribing_to_made_up_channels_holds_nothing() {
     assert_eq!(refused, 3000);
     assert_eq!(
         state.chat.hub().topic_count(),
-        0,
-        "no topic for a made-up name"
+        1,
+        "no topic for a made-up name: only the socket's own stream"
     );
     // With the default budget the same flood is cut off (strikes), having held nothing.
     let (addr, state) = common::serve_with_state(config()).await;
@@ -173,7 +173,8 @@ async fn subscribing_to_made_up_channels_holds_nothing() {
         }
     }
     assert_eq!(close_code(&mut ws).await, Some(CLOSE_FLOOD));
-    assert_eq!(state.chat.hub().topic_count(), 0);
+    // At most the closed socket's own stream, until the next sweep.
+    assert!(state.chat.hub().topic_count() <= 1);
     a_fresh_browser_is_served(addr).await;
 }
 
@@ -350,6 +351,8 @@ async fn channel_creation_is_budgeted_and_the_page_does_not_grow_with_it() {
             .unwrap()
             .len()
     };
+    // The first visit joins the default channel (its page then offers "Leave"): measure after.
+    page().await;
     let before = page().await;
     let mallory = format!(
         "flack_session={}",
@@ -401,7 +404,12 @@ async fn join_answers_are_a_bounded_cache() {
             .ensure_channels(std::slice::from_ref(&name))
             .await
             .unwrap();
-        let info = state.chat.channel_named(&user.id, &name).await.unwrap().info;
+        let info = state
+            .chat
+            .channel_named(&user.id, &name)
+            .await
+            .unwrap()
+            .info;
         for i in 0..100 {
             state
                 .chat
@@ -410,8 +418,15 @@ async fn join_answers_are_a_bounded_cache() {
                 .unwrap();
         }
         let joined = state.chat.join_answer(&info, None).await.unwrap();
-        assert!(joined.text.len() > 400_000, "a whole window of big messages");
-        assert!(state.chat.join_cache_bytes() <= budget, "{}", state.chat.join_cache_bytes());
+        assert!(
+            joined.text.len() > 400_000,
+            "a whole window of big messages"
+        );
+        assert!(
+            state.chat.join_cache_bytes() <= budget,
+            "{}",
+            state.chat.join_cache_bytes()
+        );
         channels.push(info);
     }
     for info in &channels {
@@ -570,7 +585,13 @@ async fn floods_of_any_frame_are_closed_and_committed_sends_are_acknowledged() {
         .unwrap()
         .unwrap();
     let general = state.chat.channel_named(&ada.id, "general").await.unwrap();
-    let stored = state.chat.history(&ada, general).await.unwrap().messages.len();
+    let stored = state
+        .chat
+        .history(&ada, general)
+        .await
+        .unwrap()
+        .messages
+        .len();
     assert_eq!(acked, stored, "every stored message was acknowledged");
     assert!(stored >= 30);
 

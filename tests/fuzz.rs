@@ -114,7 +114,11 @@ async fn no_partial_state(store: Arc<dyn Store>, frames: Vec<String>) -> Result<
         .await
         .unwrap();
     let general = chat.channel_named(&user.id, "general").await.unwrap();
-    async fn window(chat: &Chat, user: &flack::protocol::UserInfo, general: &flack::server::access::Readable) -> Vec<flack::protocol::Message> {
+    async fn window(
+        chat: &Chat,
+        user: &flack::protocol::UserInfo,
+        general: &flack::server::access::Readable,
+    ) -> Vec<flack::protocol::Message> {
         chat.history(user, general.clone()).await.unwrap().messages
     }
     for text in frames {
@@ -130,7 +134,11 @@ async fn no_partial_state(store: Arc<dyn Store>, frames: Vec<String>) -> Result<
         };
         let target = match (conversation, channel) {
             (Some(id), _) => Some(id),
-            (None, Some(name)) => chat.channel_named(&user.id, &name).await.ok().map(|r| r.info.id),
+            (None, Some(name)) => chat
+                .channel_named(&user.id, &name)
+                .await
+                .ok()
+                .map(|r| r.info.id),
             (None, None) => None,
         };
         let Some(target) = target else { continue };

@@ -534,7 +534,11 @@ async fn a_reconnecting_client_hears_of_deletions_it_missed() {
         .map(|m| (m.id.0.as_str(), m.body.as_str(), m.deleted))
         .collect();
     assert_eq!(got.len(), 2, "{got:?}");
-    assert_eq!(got[0], (sent[1].id.0.as_str(), "", true), "the deletion, as a tombstone");
+    assert_eq!(
+        got[0],
+        (sent[1].id.0.as_str(), "", true),
+        "the deletion, as a tombstone"
+    );
     assert_eq!((got[1].1, got[1].2), ("m4", false));
 }
 
@@ -642,7 +646,9 @@ async fn a_client_that_stops_reading_is_cut_off_while_others_keep_up() {
         loop {
             match slow.next().await {
                 Some(Ok(Frame::Text(text))) if text.as_str().contains(r#""type":"message""#) => {
-                    if let Ok(ServerEvent::Message { message }) = serde_json::from_str(text.as_str()) {
+                    if let Ok(ServerEvent::Message { message }) =
+                        serde_json::from_str(text.as_str())
+                    {
                         slow_last = message.change;
                     }
                     delivered += 1
@@ -689,7 +695,13 @@ async fn channels_and_messages_survive_a_restart() {
             .await
             .unwrap();
         state.chat.ensure_channels(&["Ops".into()]).await.unwrap();
-        let ops = state.chat.channel_named(&ada.id, "ops").await.unwrap().info.id;
+        let ops = state
+            .chat
+            .channel_named(&ada.id, "ops")
+            .await
+            .unwrap()
+            .info
+            .id;
         for i in 1..=3 {
             state
                 .chat
@@ -711,7 +723,10 @@ async fn channels_and_messages_survive_a_restart() {
     let readable = state.chat.channel_named(&user.id, "OPS").await.unwrap();
     let history = state.chat.history(&user, readable).await.unwrap();
     assert_eq!(history.conversation.name.as_deref(), Some("Ops"));
-    assert!(history.member, "posting joined the channel, and that was kept");
+    assert!(
+        history.member,
+        "posting joined the channel, and that was kept"
+    );
     let bodies: Vec<&str> = history.messages.iter().map(|m| m.body.as_str()).collect();
     assert_eq!(bodies, ["m1", "m2", "m3"]);
 }

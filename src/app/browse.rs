@@ -1,8 +1,8 @@
 //! `/channels`: every channel, a page at a time, by name ("Browse channels"). The sidebar
 //! lists only the channels you use, so it stays short however many exist.
 
-use crate::paths::channel_path;
 use crate::api::browse_channels;
+use crate::paths::channel_path;
 use crate::protocol::CHANNEL_PAGE;
 use leptos::either::Either;
 use leptos::prelude::*;

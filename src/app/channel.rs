@@ -14,8 +14,8 @@ use crate::api::{
 use crate::error::AppError;
 use crate::paths::{conversation_path, thread_path};
 use crate::protocol::{
-    mention_candidates, Author, ClientEvent, ConversationHistory, ConversationId,
-    ConversationInfo, ConversationKind, MessageId,
+    mention_candidates, Author, ClientEvent, ConversationHistory, ConversationId, ConversationInfo,
+    ConversationKind, MessageId,
 };
 use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
@@ -42,7 +42,10 @@ pub fn ChannelPage() -> impl IntoView {
     let query = use_query_map();
     let page = move || {
         let name = params.read().get("name").unwrap_or_default();
-        let before = query.read().get("before").and_then(|b| b.parse::<u64>().ok());
+        let before = query
+            .read()
+            .get("before")
+            .and_then(|b| b.parse::<u64>().ok());
         (name, before)
     };
     let history = Resource::new(page, |(name, before)| async move {
@@ -58,7 +61,10 @@ pub fn DirectPage() -> impl IntoView {
     let query = use_query_map();
     let page = move || {
         let id = params.read().get("id").and_then(|i| i.parse::<u64>().ok());
-        let before = query.read().get("before").and_then(|b| b.parse::<u64>().ok());
+        let before = query
+            .read()
+            .get("before")
+            .and_then(|b| b.parse::<u64>().ok());
         (id, before)
     };
     let history = Resource::new(page, |(id, before)| async move {
@@ -178,7 +184,11 @@ fn ConversationHeader(info: ConversationInfo, title: String, member: bool) -> im
     };
     // A membership change heard over the socket refreshes an open panel.
     Effect::new(move |_| {
-        if client.members.with(|m| m.as_ref().is_some_and(|(c, _)| *c == id)) && open.get_untracked() {
+        if client
+            .members
+            .with(|m| m.as_ref().is_some_and(|(c, _)| *c == id))
+            && open.get_untracked()
+        {
             load_members();
         }
     });
@@ -422,7 +432,11 @@ fn ThreadPanel(parent: MessageId, conversation: ConversationInfo) -> impl IntoVi
         Effect::new(move |_| client.thread_parent.set(Some((parent.clone(), 0))));
     }
     on_cleanup(move || client.thread_parent.set(None));
-    let bump = move || client.thread_parent.with(|p| p.as_ref().map_or(0, |(_, n)| *n));
+    let bump = move || {
+        client
+            .thread_parent
+            .with(|p| p.as_ref().map_or(0, |(_, n)| *n))
+    };
     let thread = {
         let parent = parent.clone();
         Resource::new(bump, move |_| get_thread(parent.0.clone()))
@@ -574,7 +588,11 @@ fn Composer(
     let mention_prefix = move || -> Option<String> {
         let el = textarea.get_untracked()?;
         let value = el.value();
-        let caret = el.selection_start().ok().flatten().unwrap_or(value.len() as u32) as usize;
+        let caret = el
+            .selection_start()
+            .ok()
+            .flatten()
+            .unwrap_or(value.len() as u32) as usize;
         let before = value.get(..caret.min(value.len()))?;
         let at = before.rfind('@')?;
         let typed = &before[at + 1..];
@@ -608,7 +626,11 @@ fn Composer(
             return;
         };
         let value = el.value();
-        let caret = el.selection_start().ok().flatten().unwrap_or(value.len() as u32) as usize;
+        let caret = el
+            .selection_start()
+            .ok()
+            .flatten()
+            .unwrap_or(value.len() as u32) as usize;
         let caret = caret.min(value.len());
         if let Some(at) = value[..caret].rfind('@') {
             let text = format!("{}@{name} {}", &value[..at], &value[caret..]);
@@ -643,10 +665,14 @@ fn Composer(
             send();
             return;
         }
-        if key == "ArrowUp" && textarea.get_untracked().is_some_and(|el| el.value().is_empty()) {
-            let mine = me.and_then(|m| m.get_untracked()).and_then(|u| {
-                log.with_untracked(|l| l.last_by(&u.id).map(|m| m.id.clone()))
-            });
+        if key == "ArrowUp"
+            && textarea
+                .get_untracked()
+                .is_some_and(|el| el.value().is_empty())
+        {
+            let mine = me
+                .and_then(|m| m.get_untracked())
+                .and_then(|u| log.with_untracked(|l| l.last_by(&u.id).map(|m| m.id.clone())));
             if let Some(id) = mine {
                 ev.prevent_default();
                 editing.0.set(Some(id));

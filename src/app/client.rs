@@ -116,7 +116,9 @@ impl ChatClient {
     /// is open, over HTTP when not. Its client id makes any retry safe.
     pub fn send_message(self, conversation: ConversationId, body: String) {
         let client_id = uuid::Uuid::new_v4().simple().to_string();
-        self.with_log(conversation, |l| l.add_pending(client_id.clone(), body.clone()));
+        self.with_log(conversation, |l| {
+            l.add_pending(client_id.clone(), body.clone())
+        });
         self.deliver(conversation, client_id, body);
     }
 
@@ -315,9 +317,9 @@ impl ChatClient {
                 self.mark_open_read();
             }
             ServerEvent::Changed { message } => {
-                let bump = self.thread_parent.with_untracked(|p| {
-                    p.as_ref().is_some_and(|(id, _)| id == &message.id)
-                });
+                let bump = self
+                    .thread_parent
+                    .with_untracked(|p| p.as_ref().is_some_and(|(id, _)| id == &message.id));
                 if bump {
                     self.thread_parent
                         .update(|p| p.iter_mut().for_each(|(_, n)| *n += 1));
@@ -399,7 +401,10 @@ impl ChatClient {
         }
         let mine = self.is_me(author);
         let mentioned = !mine
-            && (mentions_all || self.me.with_value(|me| me.as_ref().is_some_and(|me| mentions.contains(me))));
+            && (mentions_all
+                || self
+                    .me
+                    .with_value(|me| me.as_ref().is_some_and(|me| mentions.contains(me))));
         let mut known = false;
         let mut title = None;
         self.sidebar.update(|list| {
@@ -417,7 +422,11 @@ impl ChatClient {
                 let direct = s.conversation.kind == ConversationKind::Direct;
                 if !mine && (mentioned || direct) {
                     let me = self.me.get_value();
-                    title = Some((s.conversation.title(me.as_ref()), crate::paths::conversation_path(&s.conversation), direct));
+                    title = Some((
+                        s.conversation.title(me.as_ref()),
+                        crate::paths::conversation_path(&s.conversation),
+                        direct,
+                    ));
                 }
             }
         });
@@ -425,7 +434,11 @@ impl ChatClient {
             self.refresh_sidebar();
         }
         if let Some((title, path, direct)) = title {
-            let what = if direct { "New direct message" } else { "You were mentioned" };
+            let what = if direct {
+                "New direct message"
+            } else {
+                "You were mentioned"
+            };
             notify::show(&format!("{what} in {title}"), &path);
         }
     }

@@ -11,9 +11,9 @@ pub mod notify;
 mod people;
 pub mod prefs;
 mod sidebar;
-mod url_error;
 pub mod socket;
 pub mod time;
+mod url_error;
 mod workspace;
 
 pub use client::ChatClient;

@@ -17,8 +17,10 @@ mod browser {
     /// Calls `f(hidden)` whenever the page is hidden or shown again.
     pub fn on_visibility(f: impl Fn(bool) + 'static) {
         let listener = Closure::<dyn Fn()>::new(move || f(hidden()));
-        let _ = document()
-            .add_event_listener_with_callback("visibilitychange", listener.as_ref().unchecked_ref());
+        let _ = document().add_event_listener_with_callback(
+            "visibilitychange",
+            listener.as_ref().unchecked_ref(),
+        );
         listener.forget(); // for the life of the page
     }
 

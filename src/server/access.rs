@@ -160,13 +160,23 @@ pub async fn leavable(
 mod tests {
     use super::*;
     use crate::protocol::Author;
-    use crate::server::store::{CacheLimits, Conversations, Messages, NewMessage, SqliteStore, Users};
+    use crate::server::store::{
+        CacheLimits, Conversations, Messages, NewMessage, SqliteStore, Users,
+    };
 
     async fn setup() -> (SqliteStore, Vec<UserId>) {
-        let store = SqliteStore::in_memory(CacheLimits::default()).await.unwrap();
+        let store = SqliteStore::in_memory(CacheLimits::default())
+            .await
+            .unwrap();
         let mut users = Vec::new();
         for name in ["Ada", "Bo", "Cy"] {
-            users.push(store.create_user(format!("t-{name}"), Some(name.into())).await.unwrap().id);
+            users.push(
+                store
+                    .create_user(format!("t-{name}"), Some(name.into()))
+                    .await
+                    .unwrap()
+                    .id,
+            );
         }
         (store, users)
     }
@@ -182,31 +192,66 @@ mod tests {
     async fn outsiders_cannot_tell_private_conversations_from_made_up_ids() {
         let (store, u) = setup().await;
         let private = store
-            .create_channel("secret".into(), ConversationKind::Private, Some(&author(&u[0])))
+            .create_channel(
+                "secret".into(),
+                ConversationKind::Private,
+                Some(&author(&u[0])),
+            )
             .await
             .unwrap();
-        let (dm, _) = store.open_direct(&[author(&u[0]), author(&u[1])]).await.unwrap();
+        let (dm, _) = store
+            .open_direct(&[author(&u[0]), author(&u[1])])
+            .await
+            .unwrap();
         for id in [private.id, dm.id, ConversationId(987_654)] {
-            assert_eq!(readable(&store, &u[2], id).await, Err(AppError::NoSuchConversation));
-            assert_eq!(sendable(&store, &u[2], id).await, Err(AppError::NoSuchConversation));
-            assert_eq!(invitable(&store, &u[2], id).await, Err(AppError::NoSuchConversation));
-            assert_eq!(joinable(&store, &u[2], id).await, Err(AppError::NoSuchConversation));
+            assert_eq!(
+                readable(&store, &u[2], id).await,
+                Err(AppError::NoSuchConversation)
+            );
+            assert_eq!(
+                sendable(&store, &u[2], id).await,
+                Err(AppError::NoSuchConversation)
+            );
+            assert_eq!(
+                invitable(&store, &u[2], id).await,
+                Err(AppError::NoSuchConversation)
+            );
+            assert_eq!(
+                joinable(&store, &u[2], id).await,
+                Err(AppError::NoSuchConversation)
+            );
         }
         assert!(readable(&store, &u[0], private.id).await.is_ok());
         assert!(readable(&store, &u[1], dm.id).await.is_ok());
-        assert_eq!(invitable(&store, &u[0], dm.id).await, Err(AppError::WrongKind));
-        assert_eq!(leavable(&store, &u[0], dm.id).await, Err(AppError::WrongKind));
-        assert_eq!(joinable(&store, &u[0], private.id).await, Err(AppError::WrongKind));
+        assert_eq!(
+            invitable(&store, &u[0], dm.id).await,
+            Err(AppError::WrongKind)
+        );
+        assert_eq!(
+            leavable(&store, &u[0], dm.id).await,
+            Err(AppError::WrongKind)
+        );
+        assert_eq!(
+            joinable(&store, &u[0], private.id).await,
+            Err(AppError::WrongKind)
+        );
     }
 
     #[tokio::test]
     async fn messages_are_seen_by_readers_and_changed_by_their_author() {
         let (store, u) = setup().await;
         let public = store
-            .create_channel("open".into(), ConversationKind::Public, Some(&author(&u[0])))
+            .create_channel(
+                "open".into(),
+                ConversationKind::Public,
+                Some(&author(&u[0])),
+            )
             .await
             .unwrap();
-        let (dm, _) = store.open_direct(&[author(&u[0]), author(&u[1])]).await.unwrap();
+        let (dm, _) = store
+            .open_direct(&[author(&u[0]), author(&u[1])])
+            .await
+            .unwrap();
         let post = |to| NewMessage {
             conversation: to,
             author: author(&u[0]),
@@ -218,13 +263,21 @@ mod tests {
         let open = store.append(post(public.id)).await.unwrap().message;
         let hidden = store.append(post(dm.id)).await.unwrap().message;
         assert!(readable_message(&store, &u[2], &open.id).await.is_ok());
-        assert_eq!(own_message(&store, &u[2], &open.id).await, Err(AppError::NotAuthor));
+        assert_eq!(
+            own_message(&store, &u[2], &open.id).await,
+            Err(AppError::NotAuthor)
+        );
         assert!(own_message(&store, &u[0], &open.id).await.is_ok());
         assert_eq!(
-            readable_message(&store, &u[2], &hidden.id).await.map(|_| ()),
+            readable_message(&store, &u[2], &hidden.id)
+                .await
+                .map(|_| ()),
             Err(AppError::NoSuchMessage)
         );
-        assert_eq!(own_message(&store, &u[2], &hidden.id).await, Err(AppError::NoSuchMessage));
+        assert_eq!(
+            own_message(&store, &u[2], &hidden.id).await,
+            Err(AppError::NoSuchMessage)
+        );
         // A thread under a direct message is as private as the direct message.
         let reply = store.reply(&hidden.id, post(dm.id)).await.unwrap().message;
         assert_eq!(
@@ -235,12 +288,19 @@ mod tests {
         assert_eq!(thread.governing.id, dm.id);
         // Leaving a private channel ends access.
         let private = store
-            .create_channel("club".into(), ConversationKind::Private, Some(&author(&u[0])))
+            .create_channel(
+                "club".into(),
+                ConversationKind::Private,
+                Some(&author(&u[0])),
+            )
             .await
             .unwrap();
         store.join(private.id, &author(&u[1])).await.unwrap();
         assert!(leavable(&store, &u[1], private.id).await.is_ok());
         store.leave(private.id, &u[1]).await.unwrap();
-        assert_eq!(readable(&store, &u[1], private.id).await, Err(AppError::NoSuchConversation));
+        assert_eq!(
+            readable(&store, &u[1], private.id).await,
+            Err(AppError::NoSuchConversation)
+        );
     }
 }

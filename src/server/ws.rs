@@ -17,8 +17,8 @@ use super::state::AppState;
 use super::store::Appended;
 use crate::error::AppError;
 use crate::protocol::{
-    channel_key, decode_client_event, ClientEvent, ConversationId, ConversationInfo, ServerEvent, UserInfo,
-    CLOSE_FLOOD, CLOSE_SIGNED_OUT, CLOSE_SLOW_CONSUMER, MAX_FRAME_BYTES,
+    channel_key, decode_client_event, ClientEvent, ConversationId, ConversationInfo, ServerEvent,
+    UserInfo, CLOSE_FLOOD, CLOSE_SIGNED_OUT, CLOSE_SLOW_CONSUMER, MAX_FRAME_BYTES,
 };
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -689,7 +689,9 @@ impl Session {
             } => {
                 // Subscribe first, then read the store: frames that arrive meanwhile are
                 // skipped by change number instead of being lost.
-                let opened = chat.open(&self.user, conversation, channel.as_deref()).await;
+                let opened = chat
+                    .open(&self.user, conversation, channel.as_deref())
+                    .await;
                 let (readable, frames) = match opened {
                     Ok(opened) => opened,
                     Err(error) => return self.strike(error, None),
@@ -747,6 +749,8 @@ impl Session {
                     .await
                 {
                     Ok(answer) => {
+                        // Accepted: the run of refusals is broken (a late ack is not).
+                        self.strikes = 0;
                         self.in_flight
                             .push_back(Box::pin(async move { (client_id, settle(answer).await) }));
                         Ok(())
@@ -762,7 +766,13 @@ impl Session {
             } => {
                 let user = self.current_user().await;
                 let result = chat
-                    .reply(&user, &message_id, &body, client_id.clone(), also_to_channel)
+                    .reply(
+                        &user,
+                        &message_id,
+                        &body,
+                        client_id.clone(),
+                        also_to_channel,
+                    )
                     .await;
                 self.on_stored(client_id, result)
             }
@@ -848,7 +858,6 @@ impl Session {
     ) -> Result<(), End> {
         match result {
             Ok(appended) => {
-                self.strikes = 0;
                 let message = appended.message;
                 self.send_event(&ServerEvent::Ack {
                     client_id,
@@ -870,7 +879,10 @@ impl Session {
         tracing::debug!(user = %self.user.id.0, conversation = %open.info.id, "resync");
         let chat = self.state.chat.clone();
         loop {
-            let changes = match chat.changes(open.info.id, open.last_change, REPLAY_PAGE).await {
+            let changes = match chat
+                .changes(open.info.id, open.last_change, REPLAY_PAGE)
+                .await
+            {
                 Ok(changes) => changes,
                 // The gap stays unfilled for now, but the conversation goes on live.
                 Err(error) => {

@@ -4,7 +4,9 @@
 
 use super::{Chat, Publish};
 use crate::error::AppError;
-use crate::protocol::{validate_emoji, validate_message_body, Message, MessageId, ServerEvent, UserInfo};
+use crate::protocol::{
+    validate_emoji, validate_message_body, Message, MessageId, ServerEvent, UserInfo,
+};
 use crate::server::access;
 
 /// What a changed message tells its conversation.

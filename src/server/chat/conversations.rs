@@ -120,10 +120,12 @@ impl Chat {
                 .await
             {
                 Ok(info) => info.id,
-                Err(AppError::ChannelTaken { .. }) => match self.store.channel_named(&name).await? {
-                    Some(info) => info.id,
-                    None => continue,
-                },
+                Err(AppError::ChannelTaken { .. }) => {
+                    match self.store.channel_named(&name).await? {
+                        Some(info) => info.id,
+                        None => continue,
+                    }
+                }
                 Err(e) => return Err(e),
             };
             ids.push(id);
@@ -162,10 +164,7 @@ impl Chat {
             }
             let other = self.store.user(id).await?.ok_or(AppError::NoSuchUser)?;
             let name = other.name.ok_or(AppError::NoSuchUser)?;
-            people.push(Author {
-                id: other.id,
-                name,
-            });
+            people.push(Author { id: other.id, name });
             if people.len() > MAX_DIRECT_MEMBERS {
                 return Err(AppError::TooManyPeople {
                     max: MAX_DIRECT_MEMBERS,
@@ -209,7 +208,9 @@ impl Chat {
         for summary in self.store.conversations_of(first).await? {
             let info = summary.conversation;
             if info.kind == ConversationKind::Direct && info.people.len() == people.len() {
-                let all = people.iter().all(|p| info.people.iter().any(|q| q.id == p.id));
+                let all = people
+                    .iter()
+                    .all(|p| info.people.iter().any(|q| q.id == p.id));
                 if all {
                     return Ok(Some(info));
                 }
@@ -242,7 +243,8 @@ impl Chat {
             Box::pin(async move {
                 match store.join(id, &author).await {
                     Ok(Some(change)) => {
-                        let publish = membership_published(store.as_ref(), &change, &author.id, true).await;
+                        let publish =
+                            membership_published(store.as_ref(), &change, &author.id, true).await;
                         (Ok(()), publish)
                     }
                     Ok(None) => (Ok(()), Vec::new()),
@@ -262,7 +264,8 @@ impl Chat {
             Box::pin(async move {
                 match store.leave(id, &me).await {
                     Ok(Some(change)) => {
-                        let publish = membership_published(store.as_ref(), &change, &me, false).await;
+                        let publish =
+                            membership_published(store.as_ref(), &change, &me, false).await;
                         (Ok(()), publish)
                     }
                     Ok(None) => (Ok(()), Vec::new()),
@@ -282,13 +285,14 @@ impl Chat {
     ) -> Result<(), AppError> {
         Self::author(user)?;
         let readable = access::invitable(self.store.as_ref(), &user.id, id).await?;
-        let other = self.store.user(invitee).await?.ok_or(AppError::NoSuchUser)?;
+        let other = self
+            .store
+            .user(invitee)
+            .await?
+            .ok_or(AppError::NoSuchUser)?;
         let name = other.name.ok_or(AppError::NoSuchUser)?;
         self.spend_write(&user.id)?;
-        let author = Author {
-            id: other.id,
-            name,
-        };
+        let author = Author { id: other.id, name };
         self.join_unchecked(&readable, &author).await
     }
 
@@ -341,7 +345,10 @@ impl Chat {
         id: ConversationId,
     ) -> Result<Vec<Member>, AppError> {
         let readable = access::readable(self.store.as_ref(), user, id).await?;
-        let members = self.store.members(readable.governing.id, MEMBERS_SHOWN).await?;
+        let members = self
+            .store
+            .members(readable.governing.id, MEMBERS_SHOWN)
+            .await?;
         Ok(members
             .into_iter()
             .map(|user| Member {
@@ -352,11 +359,7 @@ impl Chat {
     }
 
     /// The channel named `name` (any case), if `user` may read it.
-    pub async fn channel_named(
-        &self,
-        user: &UserId,
-        name: &str,
-    ) -> Result<Readable, AppError> {
+    pub async fn channel_named(&self, user: &UserId, name: &str) -> Result<Readable, AppError> {
         let missing = || AppError::NoSuchChannel {
             name: name.to_string(),
         };

@@ -251,11 +251,7 @@ pub async fn settle<T>(answer: Answer<T>) -> Result<T, AppError> {
 }
 
 /// The member ids of a conversation, cached.
-async fn member_ids(
-    store: &dyn Store,
-    cache: &MemberIds,
-    id: ConversationId,
-) -> Arc<Vec<UserId>> {
+async fn member_ids(store: &dyn Store, cache: &MemberIds, id: ConversationId) -> Arc<Vec<UserId>> {
     if let Some(ids) = cache.lock().expect("members lock").get(&id) {
         return ids.clone();
     }
@@ -305,7 +301,9 @@ async fn pipeline(
                 for result in &results {
                     if let Ok(appended) = result {
                         if appended.fresh {
-                            let ids = member_ids(store.as_ref(), &members, appended.message.conversation).await;
+                            let ids =
+                                member_ids(store.as_ref(), &members, appended.message.conversation)
+                                    .await;
                             for publish in posting::published(appended, &ids) {
                                 hub.publish(&publish.topic, publish.frame);
                             }

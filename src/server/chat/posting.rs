@@ -20,7 +20,10 @@ pub fn resolve_mentions(body: &str, members: &[Author], author: &UserId) -> (Vec
     by_length.sort_by_key(|m| std::cmp::Reverse(m.name.len()));
     let (mut ids, mut all) = (Vec::new(), false);
     for text in mention_candidates(body) {
-        if EVERYONE_MENTIONS.iter().any(|word| mention_matches(text, word)) {
+        if EVERYONE_MENTIONS
+            .iter()
+            .any(|word| mention_matches(text, word))
+        {
             all = true;
             continue;
         }
@@ -67,7 +70,11 @@ pub(super) fn published(appended: &Appended, members: &[UserId]) -> Vec<Publish>
                 mentions_all: message.mentions_all,
             },
         );
-        out.extend(members.iter().map(|id| Publish::to_user(id, activity.clone())));
+        out.extend(
+            members
+                .iter()
+                .map(|id| Publish::to_user(id, activity.clone())),
+        );
     }
     out
 }
@@ -92,7 +99,10 @@ impl Chat {
         if !body.contains('@') {
             return Ok((Vec::new(), false));
         }
-        let members = self.store.members(readable.governing.id, MEMBERS_SHOWN).await?;
+        let members = self
+            .store
+            .members(readable.governing.id, MEMBERS_SHOWN)
+            .await?;
         Ok(resolve_mentions(body, &members, author))
     }
 
@@ -106,7 +116,9 @@ impl Chat {
         body: &str,
         client_id: Option<String>,
     ) -> Result<Appended, AppError> {
-        let answer = self.submit_post(user, conversation, body, client_id).await?;
+        let answer = self
+            .submit_post(user, conversation, body, client_id)
+            .await?;
         settle(answer).await
     }
 
@@ -188,7 +200,8 @@ impl Chat {
         if also_to_channel && appended.fresh {
             let echo = client_id.map(|id| format!("{id}:channel"));
             let echo = echo.filter(|id| validate_client_id(id).is_ok());
-            self.post(user, parent_message.conversation, &body, echo).await?;
+            self.post(user, parent_message.conversation, &body, echo)
+                .await?;
         }
         Ok(appended)
     }
@@ -214,13 +227,20 @@ mod tests {
             member("4", "Cy"),
         ];
         let me = UserId("4".into());
-        let (ids, all) = resolve_mentions("hi @ada lovelace and @Bo, not @Bob or me@Bo or @Cy", &members, &me);
+        let (ids, all) = resolve_mentions(
+            "hi @ada lovelace and @Bo, not @Bob or me@Bo or @Cy",
+            &members,
+            &me,
+        );
         assert_eq!(ids, [UserId("2".into()), UserId("3".into())]);
         assert!(!all);
         let (ids, all) = resolve_mentions("@here lunch? @channel", &members, &me);
         assert!(ids.is_empty() && all);
         let (ids, _) = resolve_mentions("@Ada, @Ada again", &members, &me);
         assert_eq!(ids, [UserId("1".into())], "once each");
-        assert_eq!(resolve_mentions("no mentions", &members, &me), (vec![], false));
+        assert_eq!(
+            resolve_mentions("no mentions", &members, &me),
+            (vec![], false)
+        );
     }
 }

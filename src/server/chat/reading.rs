@@ -52,7 +52,10 @@ impl Chat {
         user: &UserInfo,
         readable: Readable,
     ) -> Result<ConversationHistory, AppError> {
-        let window = self.store.recent(readable.info.id, self.limits.window).await?;
+        let window = self
+            .store
+            .recent(readable.info.id, self.limits.window)
+            .await?;
         let _ = user;
         Ok(ConversationHistory {
             conversation: readable.info,

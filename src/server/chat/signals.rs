@@ -4,7 +4,9 @@
 
 use super::Chat;
 use crate::error::AppError;
-use crate::protocol::{ConversationId, ConversationKind, PresenceStatus, ServerEvent, UserId, UserInfo};
+use crate::protocol::{
+    ConversationId, ConversationKind, PresenceStatus, ServerEvent, UserId, UserInfo,
+};
 use crate::server::access;
 use crate::server::hub::{Frame, Topic};
 use std::collections::HashMap;
@@ -69,7 +71,8 @@ impl Chat {
             conversation: id,
             user: author,
         };
-        self.hub.publish(&Topic::Conversation(id), Frame::new(None, &event));
+        self.hub
+            .publish(&Topic::Conversation(id), Frame::new(None, &event));
         Ok(())
     }
 
@@ -123,10 +126,12 @@ impl Chat {
         );
         for summary in conversations {
             let info = summary.conversation;
-            self.hub.publish(&Topic::Conversation(info.id), frame.clone());
+            self.hub
+                .publish(&Topic::Conversation(info.id), frame.clone());
             if info.kind == ConversationKind::Direct {
                 for person in info.people.iter().filter(|p| &p.id != user) {
-                    self.hub.publish(&Topic::User(person.id.clone()), frame.clone());
+                    self.hub
+                        .publish(&Topic::User(person.id.clone()), frame.clone());
                 }
             }
         }
@@ -141,10 +146,16 @@ mod tests {
     fn presence_follows_the_sockets() {
         let presence = Presence::default();
         let ada = UserId("ada".into());
-        assert_eq!(presence.update(&ada, |c| c.0 += 1), Some(PresenceStatus::Online));
+        assert_eq!(
+            presence.update(&ada, |c| c.0 += 1),
+            Some(PresenceStatus::Online)
+        );
         assert_eq!(presence.update(&ada, |c| c.0 += 1), None, "a second tab");
         assert_eq!(presence.update(&ada, |c| c.1 += 1), None, "one tab away");
-        assert_eq!(presence.update(&ada, |c| c.1 += 1), Some(PresenceStatus::Away));
+        assert_eq!(
+            presence.update(&ada, |c| c.1 += 1),
+            Some(PresenceStatus::Away)
+        );
         assert!(!presence.is_online(&ada));
         assert_eq!(
             presence.update(&ada, |c| {
@@ -160,6 +171,9 @@ mod tests {
             }),
             Some(PresenceStatus::Offline)
         );
-        assert!(presence.users.lock().unwrap().is_empty(), "nothing kept for the gone");
+        assert!(
+            presence.users.lock().unwrap().is_empty(),
+            "nothing kept for the gone"
+        );
     }
 }

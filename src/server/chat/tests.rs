@@ -23,7 +23,9 @@ async fn chat_with(limit: PostLimit) -> Chat {
         per_hour: 1000,
         burst: 1000,
     };
-    let store = SqliteStore::in_memory(CacheLimits::default()).await.unwrap();
+    let store = SqliteStore::in_memory(CacheLimits::default())
+        .await
+        .unwrap();
     Chat::new(
         Arc::new(store),
         Arc::new(MemoryHub::new(1024)),
@@ -59,14 +61,19 @@ async fn general(chat: &Chat, user: &UserInfo) -> ConversationInfo {
 fn drain(sub: &mut Subscription) -> Vec<(Option<u64>, ServerEvent)> {
     let mut out = Vec::new();
     while let Ok(frame) = sub.try_recv() {
-        out.push((frame.change, serde_json::from_str(frame.text.as_str()).unwrap()));
+        out.push((
+            frame.change,
+            serde_json::from_str(frame.text.as_str()).unwrap(),
+        ));
     }
     out
 }
 
 async fn settle_pipeline(chat: &Chat, user: &UserInfo) {
     // A write that goes through the pipeline after everything queued before it.
-    let _ = chat.react(user, &MessageId("none".into()), "👍", true).await;
+    let _ = chat
+        .react(user, &MessageId("none".into()), "👍", true)
+        .await;
 }
 
 #[tokio::test]
@@ -75,7 +82,11 @@ async fn posting_validates_and_fans_out_once_serialized() {
     let ada = named(&chat, "Ada").await;
     let general = general(&chat, &ada).await;
     let mut sub = chat.hub().subscribe(&Topic::Conversation(general.id));
-    let m = chat.post(&ada, general.id, "hi <b>", None).await.unwrap().message;
+    let m = chat
+        .post(&ada, general.id, "hi <b>", None)
+        .await
+        .unwrap()
+        .message;
     let events = drain(&mut sub);
     let posted: Vec<_> = events
         .iter()
@@ -98,8 +109,14 @@ async fn a_retried_send_is_acknowledged_but_not_broadcast_again() {
     let general = general(&chat, &ada).await;
     chat.post(&ada, general.id, "warm", None).await.unwrap();
     let mut sub = chat.hub().subscribe(&Topic::Conversation(general.id));
-    let first = chat.post(&ada, general.id, "once", Some("k".into())).await.unwrap();
-    let again = chat.post(&ada, general.id, "once", Some("k".into())).await.unwrap();
+    let first = chat
+        .post(&ada, general.id, "once", Some("k".into()))
+        .await
+        .unwrap();
+    let again = chat
+        .post(&ada, general.id, "once", Some("k".into()))
+        .await
+        .unwrap();
     assert!(first.fresh && !again.fresh);
     assert_eq!(first.message, again.message);
     assert_eq!(drain(&mut sub).len(), 1);
@@ -113,17 +130,27 @@ async fn joins_share_one_window_until_the_conversation_changes() {
     let first = chat.post(&ada, info.id, "one", None).await.unwrap().message;
     let a = chat.join_answer(&info, None).await.unwrap();
     let b = chat.join_answer(&info, None).await.unwrap();
-    assert_eq!(a.text.as_str().as_ptr(), b.text.as_str().as_ptr(), "built once");
+    assert_eq!(
+        a.text.as_str().as_ptr(),
+        b.text.as_str().as_ptr(),
+        "built once"
+    );
     assert_eq!(a.last_change, first.change);
     chat.edit(&ada, &first.id, "one, edited").await.unwrap();
     let c = chat.join_answer(&info, None).await.unwrap();
-    assert!(c.text.as_str().contains("one, edited"), "an edit shows at once");
+    assert!(
+        c.text.as_str().contains("one, edited"),
+        "an edit shows at once"
+    );
     chat.react(&ada, &first.id, "🎉", true).await.unwrap();
     let d = chat.join_answer(&info, None).await.unwrap();
     assert!(d.text.as_str().contains("🎉"), "a reaction shows at once");
     chat.delete(&ada, &first.id).await.unwrap();
     let e = chat.join_answer(&info, None).await.unwrap();
-    assert!(!e.text.as_str().contains("one, edited"), "a deletion shows at once");
+    assert!(
+        !e.text.as_str().contains("one, edited"),
+        "a deletion shows at once"
+    );
     assert!(e.last_change > d.last_change);
 }
 
@@ -149,14 +176,22 @@ async fn flooding_is_refused_per_user_on_every_kind_of_write() {
     let ada = named(&chat, "Ada").await;
     let bob = named(&chat, "Bob").await;
     let general = general(&chat, &ada).await;
-    let m = chat.post(&ada, general.id, "0", None).await.unwrap().message;
+    let m = chat
+        .post(&ada, general.id, "0", None)
+        .await
+        .unwrap()
+        .message;
     chat.edit(&ada, &m.id, "0!").await.unwrap();
     chat.react(&ada, &m.id, "👍", true).await.unwrap();
     for refused in [
-        chat.post(&ada, general.id, "too many", None).await.map(|_| ()),
+        chat.post(&ada, general.id, "too many", None)
+            .await
+            .map(|_| ()),
         chat.edit(&ada, &m.id, "again").await.map(|_| ()),
         chat.react(&ada, &m.id, "👀", true).await.map(|_| ()),
-        chat.reply(&ada, &m.id, "reply", None, false).await.map(|_| ()),
+        chat.reply(&ada, &m.id, "reply", None, false)
+            .await
+            .map(|_| ()),
     ] {
         assert!(
             matches!(refused, Err(AppError::RateLimited { retry_after_ms }) if retry_after_ms > 0),
@@ -177,22 +212,36 @@ async fn channels_need_a_name_and_stop_at_the_cap_and_private_ones_stay_hidden()
     );
     let ada = named(&chat, "Ada").await;
     let bob = named(&chat, "Bob").await;
-    let made = chat.create_channel(&ada, " #Random ", false, HERE).await.unwrap();
+    let made = chat
+        .create_channel(&ada, " #Random ", false, HERE)
+        .await
+        .unwrap();
     assert_eq!(made.name.as_deref(), Some("Random"));
     assert!(matches!(
         chat.create_channel(&ada, "random", false, HERE).await,
         Err(AppError::ChannelTaken { .. })
     ));
-    let secret = chat.create_channel(&ada, "Secret", true, HERE).await.unwrap();
+    let secret = chat
+        .create_channel(&ada, "Secret", true, HERE)
+        .await
+        .unwrap();
     assert_eq!(secret.kind, ConversationKind::Private);
     // The creator's sidebar lists both; Bob's neither; browsing shows the public one only.
     let listed = |list: Vec<crate::protocol::ConversationSummary>| -> Vec<String> {
-        list.into_iter().filter_map(|s| s.conversation.name).collect()
+        list.into_iter()
+            .filter_map(|s| s.conversation.name)
+            .collect()
     };
     let mine = listed(chat.sidebar(&ada).await.unwrap());
     assert!(mine.contains(&"Random".into()) && mine.contains(&"Secret".into()));
     assert!(listed(chat.sidebar(&bob).await.unwrap()).is_empty());
-    let browsed: Vec<_> = chat.browse(None).await.unwrap().into_iter().filter_map(|c| c.name).collect();
+    let browsed: Vec<_> = chat
+        .browse(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|c| c.name)
+        .collect();
     assert_eq!(browsed, ["Random"]);
     // A clash with a private name does not tell Bob how it is spelled.
     assert_eq!(
@@ -202,7 +251,9 @@ async fn channels_need_a_name_and_stop_at_the_cap_and_private_ones_stay_hidden()
         })
     );
     for i in 2..5 {
-        chat.create_channel(&ada, &format!("c{i}"), false, HERE).await.unwrap();
+        chat.create_channel(&ada, &format!("c{i}"), false, HERE)
+            .await
+            .unwrap();
     }
     assert_eq!(
         chat.create_channel(&ada, "one-too-many", false, HERE).await,
@@ -218,12 +269,22 @@ async fn outsiders_reach_nothing_of_private_conversations() {
     let ada = named(&chat, "Ada").await;
     let bob = named(&chat, "Bob").await;
     let eve = named(&chat, "Eve").await;
-    let secret = chat.create_channel(&ada, "secret", true, HERE).await.unwrap();
-    let dm = chat.open_direct(&ada, &[bob.id.clone()], HERE).await.unwrap();
+    let secret = chat
+        .create_channel(&ada, "secret", true, HERE)
+        .await
+        .unwrap();
+    let dm = chat
+        .open_direct(&ada, &[bob.id.clone()], HERE)
+        .await
+        .unwrap();
     let mut eve_stream = chat.hub().subscribe(&Topic::User(eve.id.clone()));
     for conversation in [secret.clone(), dm.clone()] {
         let id = conversation.id;
-        let m = chat.post(&ada, id, "for members only", None).await.unwrap().message;
+        let m = chat
+            .post(&ada, id, "for members only", None)
+            .await
+            .unwrap()
+            .message;
         let hidden = Err(AppError::NoSuchConversation);
         assert_eq!(chat.open(&eve, Some(id), None).await.map(|_| ()), hidden);
         assert_eq!(chat.post(&eve, id, "hi", None).await.map(|_| ()), hidden);
@@ -238,12 +299,21 @@ async fn outsiders_reach_nothing_of_private_conversations() {
         assert_eq!(chat.react(&eve, &m.id, "👍", true).await.map(|_| ()), gone);
         assert_eq!(chat.edit(&eve, &m.id, "x").await.map(|_| ()), gone);
         assert_eq!(chat.delete(&eve, &m.id).await.map(|_| ()), gone);
-        assert_eq!(chat.reply(&eve, &m.id, "x", None, false).await.map(|_| ()), gone);
+        assert_eq!(
+            chat.reply(&eve, &m.id, "x", None, false).await.map(|_| ()),
+            gone
+        );
         assert_eq!(chat.thread(&eve, &m.id).await.map(|_| ()), gone);
         // A thread under it is as closed as the conversation.
-        let reply = chat.reply(&ada, &m.id, "in the thread", None, false).await.unwrap();
+        let reply = chat
+            .reply(&ada, &m.id, "in the thread", None, false)
+            .await
+            .unwrap();
         let thread = reply.message.conversation;
-        assert_eq!(chat.open(&eve, Some(thread), None).await.map(|_| ()), hidden);
+        assert_eq!(
+            chat.open(&eve, Some(thread), None).await.map(|_| ()),
+            hidden
+        );
         assert_eq!(chat.post(&eve, thread, "x", None).await.map(|_| ()), hidden);
         assert_eq!(chat.older(&eve, thread, u64::MAX).await.map(|_| ()), hidden);
     }
@@ -265,7 +335,10 @@ async fn members_hear_activity_and_mentions_on_their_own_stream() {
     let ada = named(&chat, "Ada").await;
     let bob = named(&chat, "Bob Smith").await;
     let cy = named(&chat, "Cy").await;
-    let team = chat.create_channel(&ada, "team", false, HERE).await.unwrap();
+    let team = chat
+        .create_channel(&ada, "team", false, HERE)
+        .await
+        .unwrap();
     chat.join(&bob, team.id).await.unwrap();
     let mut bob_stream = chat.hub().subscribe(&Topic::User(bob.id.clone()));
     let mut cy_stream = chat.hub().subscribe(&Topic::User(cy.id.clone()));
@@ -301,7 +374,9 @@ async fn members_hear_activity_and_mentions_on_their_own_stream() {
         .unwrap();
     assert_eq!((summary.unread, summary.mentions), (2, 2));
     // Reading on one device moves it on the others.
-    chat.mark_read(&bob, team.id, summary.last_seq).await.unwrap();
+    chat.mark_read(&bob, team.id, summary.last_seq)
+        .await
+        .unwrap();
     let moved = drain(&mut bob_stream);
     assert!(moved
         .iter()
@@ -326,13 +401,14 @@ async fn direct_messages_have_two_to_eight_named_people_and_tell_each_of_them() 
     );
     let group = chat.open_direct(&ada, &ids[..7], HERE).await.unwrap();
     assert_eq!(group.people.len(), 8);
-    assert!(drain(&mut p0)
-        .iter()
-        .any(|(_, e)| matches!(e, ServerEvent::Joined { summary } if summary.conversation.id == group.id)));
+    assert!(drain(&mut p0).iter().any(
+        |(_, e)| matches!(e, ServerEvent::Joined { summary } if summary.conversation.id == group.id)
+    ));
     let again = chat.open_direct(&ada, &ids[..7], HERE).await.unwrap();
     assert_eq!(again.id, group.id, "the same people, the same conversation");
     assert_eq!(
-        chat.open_direct(&ada, &[UserId("nobody".into())], HERE).await,
+        chat.open_direct(&ada, &[UserId("nobody".into())], HERE)
+            .await,
         Err(AppError::NoSuchUser)
     );
     let anon = chat.store().create_user("anon".into(), None).await.unwrap();
@@ -350,26 +426,43 @@ async fn edits_and_reactions_are_checked_and_live() {
     let ada = named(&chat, "Ada").await;
     let bob = named(&chat, "Bob").await;
     let general = general(&chat, &ada).await;
-    let m = chat.post(&ada, general.id, "tpyo", None).await.unwrap().message;
+    let m = chat
+        .post(&ada, general.id, "tpyo", None)
+        .await
+        .unwrap()
+        .message;
     let mut sub = chat.hub().subscribe(&Topic::Conversation(general.id));
-    assert_eq!(chat.edit(&bob, &m.id, "mine now").await, Err(AppError::NotAuthor));
+    assert_eq!(
+        chat.edit(&bob, &m.id, "mine now").await,
+        Err(AppError::NotAuthor)
+    );
     assert_eq!(chat.delete(&bob, &m.id).await, Err(AppError::NotAuthor));
     assert!(matches!(
         chat.edit(&ada, &m.id, &"x".repeat(4001)).await,
         Err(AppError::MessageTooLong { .. })
     ));
-    assert!(drain(&mut sub).is_empty(), "refused changes publish nothing");
+    assert!(
+        drain(&mut sub).is_empty(),
+        "refused changes publish nothing"
+    );
     let edited = chat.edit(&ada, &m.id, "typo").await.unwrap();
     assert!(edited.edited_at.is_some());
     for bad in ["", "a", "<b>", "👍👍👍👍👍👍👍👍👍👍👍"] {
         assert!(
-            matches!(chat.react(&bob, &m.id, bad, true).await, Err(AppError::ReactionInvalid { .. })),
+            matches!(
+                chat.react(&bob, &m.id, bad, true).await,
+                Err(AppError::ReactionInvalid { .. })
+            ),
             "{bad:?}"
         );
     }
     let reacted = chat.react(&bob, &m.id, "👍", true).await.unwrap().unwrap();
     assert_eq!(reacted.reactions[0].users[0].id, bob.id);
-    assert_eq!(chat.react(&bob, &m.id, "👍", true).await, Ok(None), "twice is once");
+    assert_eq!(
+        chat.react(&bob, &m.id, "👍", true).await,
+        Ok(None),
+        "twice is once"
+    );
     let changes: Vec<(Option<u64>, Message)> = drain(&mut sub)
         .into_iter()
         .filter_map(|(c, e)| match e {
@@ -382,14 +475,20 @@ async fn edits_and_reactions_are_checked_and_live() {
     assert_eq!(changes[1].0, Some(changes[0].1.change + 1));
     let deleted = chat.delete(&ada, &m.id).await.unwrap();
     assert!(deleted.deleted);
-    assert_eq!(chat.edit(&ada, &m.id, "back").await, Err(AppError::NoSuchMessage));
+    assert_eq!(
+        chat.edit(&ada, &m.id, "back").await,
+        Err(AppError::NoSuchMessage)
+    );
 }
 
 #[tokio::test]
 async fn every_change_is_published_with_the_next_number_in_order() {
     let chat = Arc::new(chat().await);
     let ada = named(&chat, "Ada").await;
-    let race = chat.create_channel(&ada, "race", false, HERE).await.unwrap();
+    let race = chat
+        .create_channel(&ada, "race", false, HERE)
+        .await
+        .unwrap();
     let start = chat.store().recent(race.id, 1).await.unwrap().last_change;
     let mut sub = chat.hub().subscribe(&Topic::Conversation(race.id));
     let mut tasks = Vec::new();
@@ -426,7 +525,11 @@ async fn replies_count_on_the_parent_and_can_echo_to_the_channel() {
     let ada = named(&chat, "Ada").await;
     let bob = named(&chat, "Bob").await;
     let general = general(&chat, &ada).await;
-    let parent = chat.post(&ada, general.id, "question", None).await.unwrap().message;
+    let parent = chat
+        .post(&ada, general.id, "question", None)
+        .await
+        .unwrap()
+        .message;
     let mut sub = chat.hub().subscribe(&Topic::Conversation(general.id));
     let reply = chat
         .reply(&bob, &parent.id, "answer", Some("r1".into()), true)
@@ -436,14 +539,19 @@ async fn replies_count_on_the_parent_and_can_echo_to_the_channel() {
     assert!(events.iter().any(|(_, e)| matches!(e,
         ServerEvent::Changed { message } if message.id == parent.id
             && message.thread.as_ref().is_some_and(|t| t.replies == 1))));
-    assert!(events.iter().any(|(_, e)| matches!(e,
-        ServerEvent::Message { message } if message.body == "answer")), "also sent to the channel");
+    assert!(
+        events.iter().any(|(_, e)| matches!(e,
+        ServerEvent::Message { message } if message.body == "answer")),
+        "also sent to the channel"
+    );
     let view = chat.thread(&ada, &parent.id).await.unwrap();
     let replies = view.thread.unwrap().messages;
     assert_eq!(replies.len(), 1);
     assert_eq!(replies[0].id, reply.message.id);
     assert_eq!(
-        chat.reply(&ada, &reply.message.id, "nested", None, false).await.map(|_| ()),
+        chat.reply(&ada, &reply.message.id, "nested", None, false)
+            .await
+            .map(|_| ()),
         Err(AppError::NestedThread)
     );
 }

@@ -30,7 +30,10 @@ pub async fn run_all<S: Store>(store: &S) {
 
 async fn user(store: &dyn Store, name: &str) -> UserInfo {
     let token = format!("token-{name}-{}", uuid::Uuid::new_v4().simple());
-    store.create_user(token, Some(name.to_string())).await.unwrap()
+    store
+        .create_user(token, Some(name.to_string()))
+        .await
+        .unwrap()
 }
 
 fn author(who: &UserInfo) -> Author {
@@ -41,10 +44,18 @@ fn author(who: &UserInfo) -> Author {
 }
 
 fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
 }
 
-fn new_message(to: ConversationId, who: &UserInfo, body: &str, client_id: Option<&str>) -> NewMessage {
+fn new_message(
+    to: ConversationId,
+    who: &UserInfo,
+    body: &str,
+    client_id: Option<&str>,
+) -> NewMessage {
     NewMessage {
         conversation: to,
         author: author(who),
@@ -64,13 +75,19 @@ async fn channel(store: &dyn Store, who: &UserInfo, kind: ConversationKind) -> C
 }
 
 async fn post(store: &dyn Store, to: ConversationId, who: &UserInfo, body: &str) -> Appended {
-    store.append(new_message(to, who, body, None)).await.unwrap()
+    store
+        .append(new_message(to, who, body, None))
+        .await
+        .unwrap()
 }
 
 async fn users_are_found_by_token_and_renamed(store: &dyn Store) {
     let ada = store.create_user("t-ada".into(), None).await.unwrap();
     assert_eq!(ada.name, None);
-    assert_eq!(store.user_by_token("t-ada").await.unwrap(), Some(ada.clone()));
+    assert_eq!(
+        store.user_by_token("t-ada").await.unwrap(),
+        Some(ada.clone())
+    );
     let named = store.set_display_name(&ada.id, "Ada".into()).await.unwrap();
     assert_eq!(store.user(&ada.id).await.unwrap(), Some(named));
     assert_eq!(store.user_by_token("nobody").await.unwrap(), None);
@@ -87,7 +104,10 @@ async fn provisional_users_are_stored_with_their_first_name(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(first.id, again.id);
-    assert_eq!(store.user(&id).await.unwrap().unwrap().name.as_deref(), Some("Second"));
+    assert_eq!(
+        store.user(&id).await.unwrap().unwrap().name.as_deref(),
+        Some("Second")
+    );
 }
 
 async fn people_are_found_by_name_prefix(store: &dyn Store) {
@@ -104,12 +124,18 @@ async fn people_are_found_by_name_prefix(store: &dyn Store) {
 }
 
 async fn revoked_tokens_find_nobody(store: &dyn Store) {
-    let ada = store.create_user("t-revoke".into(), Some("Ada".into())).await.unwrap();
+    let ada = store
+        .create_user("t-revoke".into(), Some("Ada".into()))
+        .await
+        .unwrap();
     assert!(!store.token_revoked("t-revoke").await.unwrap());
     store.revoke_token(&ada.id, "t-revoke").await.unwrap();
     assert_eq!(store.user_by_token("t-revoke").await.unwrap(), None);
     assert!(store.token_revoked("t-revoke").await.unwrap());
-    assert!(store.user(&ada.id).await.unwrap().is_some(), "the person stays");
+    assert!(
+        store.user(&ada.id).await.unwrap().is_some(),
+        "the person stays"
+    );
 }
 
 async fn the_secret_is_kept(store: &dyn Store) {
@@ -127,12 +153,25 @@ async fn channel_names_are_unique_case_insensitively(store: &dyn Store) {
         .unwrap();
     assert_eq!(made.name.as_deref(), Some(name.as_str()));
     let clash = store
-        .create_channel(name.to_uppercase(), ConversationKind::Private, Some(&author(&ada)))
+        .create_channel(
+            name.to_uppercase(),
+            ConversationKind::Private,
+            Some(&author(&ada)),
+        )
         .await;
     assert_eq!(clash, Err(AppError::ChannelTaken { name: name.clone() }));
-    assert_eq!(store.channel_named(&name.to_lowercase()).await.unwrap(), Some(made.clone()));
-    assert_eq!(store.conversation(made.id).await.unwrap(), Some(made.clone()));
-    assert!(store.membership(made.id, &ada.id).await.unwrap().is_some(), "the creator is in");
+    assert_eq!(
+        store.channel_named(&name.to_lowercase()).await.unwrap(),
+        Some(made.clone())
+    );
+    assert_eq!(
+        store.conversation(made.id).await.unwrap(),
+        Some(made.clone())
+    );
+    assert!(
+        store.membership(made.id, &ada.id).await.unwrap().is_some(),
+        "the creator is in"
+    );
 }
 
 async fn public_channels_are_listed_a_page_at_a_time(store: &dyn Store) {
@@ -161,7 +200,11 @@ async fn public_channels_are_listed_a_page_at_a_time(store: &dyn Store) {
 }
 
 async fn direct_conversations_are_one_per_set_of_people(store: &dyn Store) {
-    let (a, b, c) = (user(store, "A").await, user(store, "B").await, user(store, "C").await);
+    let (a, b, c) = (
+        user(store, "A").await,
+        user(store, "B").await,
+        user(store, "C").await,
+    );
     let (dm, created) = store.open_direct(&[author(&a), author(&b)]).await.unwrap();
     assert!(created);
     assert_eq!(dm.kind, ConversationKind::Direct);
@@ -176,7 +219,13 @@ async fn direct_conversations_are_one_per_set_of_people(store: &dyn Store) {
     assert_ne!(group.id, dm.id);
     assert!(store.membership(dm.id, &b.id).await.unwrap().is_some());
     assert!(store.membership(dm.id, &c.id).await.unwrap().is_none());
-    assert_eq!(store.channel_named(&format!("dm:{}", a.id.0)).await.unwrap(), None);
+    assert_eq!(
+        store
+            .channel_named(&format!("dm:{}", a.id.0))
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 async fn every_change_takes_the_next_number(store: &dyn Store) {
@@ -223,9 +272,15 @@ async fn changes_after_a_number_are_exactly_what_was_missed(store: &dyn Store) {
     let gone = post(store, id, &ada, "to delete").await.message;
     let seen = store.recent(id, 10).await.unwrap().last_change;
     let fresh = post(store, id, &bo, "new").await.message;
-    store.edit(&edited.id, "edited".into(), vec![], false).await.unwrap();
+    store
+        .edit(&edited.id, "edited".into(), vec![], false)
+        .await
+        .unwrap();
     store.delete(&gone.id).await.unwrap();
-    store.react(&kept.id, &author(&bo), "🎉", true).await.unwrap();
+    store
+        .react(&kept.id, &author(&bo), "🎉", true)
+        .await
+        .unwrap();
     let changes = store.changes(id, seen, 100).await.unwrap().unwrap();
     let got: Vec<(String, String, bool)> = changes
         .messages
@@ -242,14 +297,25 @@ async fn changes_after_a_number_are_exactly_what_was_missed(store: &dyn Store) {
         ]
     );
     assert_eq!(changes.messages[3].reactions[0].emoji, "🎉");
-    assert!(changes.messages.windows(2).all(|w| w[0].change < w[1].change));
+    assert!(changes
+        .messages
+        .windows(2)
+        .all(|w| w[0].change < w[1].change));
     assert_eq!(changes.last_change, seen + 4);
     assert_eq!(changes.members, None);
     // Nothing after the last number; a membership change is reported with the members.
-    let none = store.changes(id, changes.last_change, 100).await.unwrap().unwrap();
+    let none = store
+        .changes(id, changes.last_change, 100)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(none.messages.is_empty());
     store.join(id, &author(&bo)).await.unwrap();
-    let joined = store.changes(id, changes.last_change, 100).await.unwrap().unwrap();
+    let joined = store
+        .changes(id, changes.last_change, 100)
+        .await
+        .unwrap()
+        .unwrap();
     let members: Vec<_> = joined.members.unwrap().into_iter().map(|m| m.id).collect();
     assert_eq!(members, [ada.id.clone(), bo.id.clone()]);
 }
@@ -265,9 +331,18 @@ async fn changes_past_the_limit_come_a_page_at_a_time(store: &dyn Store) {
     assert!(page.more);
     assert_eq!(page.messages.len(), 3);
     assert_eq!(page.last_change, page.messages[2].change);
-    let rest = store.changes(id, page.last_change, 3).await.unwrap().unwrap();
+    let rest = store
+        .changes(id, page.last_change, 3)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!rest.more);
-    let bodies: Vec<_> = page.messages.iter().chain(&rest.messages).map(|m| m.body.clone()).collect();
+    let bodies: Vec<_> = page
+        .messages
+        .iter()
+        .chain(&rest.messages)
+        .map(|m| m.body.clone())
+        .collect();
     assert_eq!(bodies, ["m0", "m1", "m2", "m3", "m4"]);
     assert_eq!(rest.last_change, start + 5);
     // A number never given out asks for a reset.
@@ -277,9 +352,15 @@ async fn changes_past_the_limit_come_a_page_at_a_time(store: &dyn Store) {
 async fn a_retried_client_id_is_stored_once(store: &dyn Store) {
     let ada = user(store, "Ada").await;
     let id = channel(store, &ada, ConversationKind::Public).await;
-    let first = store.append(new_message(id, &ada, "hi", Some("c-1"))).await.unwrap();
+    let first = store
+        .append(new_message(id, &ada, "hi", Some("c-1")))
+        .await
+        .unwrap();
     assert!(first.fresh);
-    let again = store.append(new_message(id, &ada, "hi", Some("c-1"))).await.unwrap();
+    let again = store
+        .append(new_message(id, &ada, "hi", Some("c-1")))
+        .await
+        .unwrap();
     assert!(!again.fresh);
     assert_eq!(again.message, first.message);
     // Twice in one batch: stored once, both answered with it.
@@ -336,7 +417,10 @@ async fn edits_and_deletions_keep_the_message_in_place(store: &dyn Store) {
     let window = store.recent(id, 10).await.unwrap();
     assert_eq!(window.messages, vec![edited]);
     // A deleted message can be neither edited, deleted again nor reacted to.
-    assert_eq!(store.edit(&b.id, "x".into(), vec![], false).await, Err(AppError::NoSuchMessage));
+    assert_eq!(
+        store.edit(&b.id, "x".into(), vec![], false).await,
+        Err(AppError::NoSuchMessage)
+    );
     assert_eq!(store.delete(&b.id).await, Err(AppError::NoSuchMessage));
     assert_eq!(
         store.react(&b.id, &author(&ada), "👍", true).await,
@@ -350,22 +434,54 @@ async fn reactions_toggle_and_are_bounded(store: &dyn Store) {
     let bo = user(store, "Bo").await;
     let id = channel(store, &ada, ConversationKind::Public).await;
     let m = post(store, id, &ada, "react to me").await.message;
-    let one = store.react(&m.id, &author(&ada), "👍", true).await.unwrap().unwrap();
+    let one = store
+        .react(&m.id, &author(&ada), "👍", true)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(one.reactions[0].count, 1);
-    assert_eq!(store.react(&m.id, &author(&ada), "👍", true).await.unwrap(), None);
-    let two = store.react(&m.id, &author(&bo), "👍", true).await.unwrap().unwrap();
+    assert_eq!(
+        store.react(&m.id, &author(&ada), "👍", true).await.unwrap(),
+        None
+    );
+    let two = store
+        .react(&m.id, &author(&bo), "👍", true)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(two.reactions[0].count, 2);
     assert_eq!(two.reactions[0].users.len(), 2);
-    let off = store.react(&m.id, &author(&ada), "👍", false).await.unwrap().unwrap();
-    assert_eq!((off.reactions[0].count, off.reactions[0].users[0].id.clone()), (1, bo.id.clone()));
-    assert_eq!(store.react(&m.id, &author(&ada), "👍", false).await.unwrap(), None);
-    let many = ["😀", "😃", "😄", "😁", "😆", "😅", "🤣", "😂", "🙂", "🙃", "😉", "😊", "😇",
-        "🥰", "😍", "🤩", "😘", "😗", "😚", "😙", "😋", "😛", "😜"];
+    let off = store
+        .react(&m.id, &author(&ada), "👍", false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (off.reactions[0].count, off.reactions[0].users[0].id.clone()),
+        (1, bo.id.clone())
+    );
+    assert_eq!(
+        store
+            .react(&m.id, &author(&ada), "👍", false)
+            .await
+            .unwrap(),
+        None
+    );
+    let many = [
+        "😀", "😃", "😄", "😁", "😆", "😅", "🤣", "😂", "🙂", "🙃", "😉", "😊", "😇", "🥰", "😍",
+        "🤩", "😘", "😗", "😚", "😙", "😋", "😛", "😜",
+    ];
     for emoji in many {
-        store.react(&m.id, &author(&ada), emoji, true).await.unwrap();
+        store
+            .react(&m.id, &author(&ada), emoji, true)
+            .await
+            .unwrap();
     }
     let full = store.message(&m.id).await.unwrap().unwrap();
-    assert_eq!(full.reactions.len(), crate::protocol::MAX_REACTIONS_PER_MESSAGE);
+    assert_eq!(
+        full.reactions.len(),
+        crate::protocol::MAX_REACTIONS_PER_MESSAGE
+    );
     assert_eq!(
         store.react(&m.id, &author(&ada), "🤪", true).await,
         Err(AppError::TooManyReactions {
@@ -373,7 +489,11 @@ async fn reactions_toggle_and_are_bounded(store: &dyn Store) {
         })
     );
     // An emoji already there can still be added by someone else.
-    assert!(store.react(&m.id, &author(&bo), "😜", true).await.unwrap().is_some());
+    assert!(store
+        .react(&m.id, &author(&bo), "😜", true)
+        .await
+        .unwrap()
+        .is_some());
 }
 
 async fn replies_start_a_thread_and_count_on_the_parent(store: &dyn Store) {
@@ -425,7 +545,10 @@ async fn membership_and_read_positions(store: &dyn Store) {
     post(store, id, &ada, "before Bo").await;
     assert!(store.membership(id, &bo.id).await.unwrap().is_none());
     assert!(store.join(id, &author(&bo)).await.unwrap().is_some());
-    assert!(store.join(id, &author(&bo)).await.unwrap().is_none(), "joining twice");
+    assert!(
+        store.join(id, &author(&bo)).await.unwrap().is_none(),
+        "joining twice"
+    );
     // A newcomer has read what came before.
     let summary = store.summary(id, &bo.id).await.unwrap().unwrap();
     assert_eq!(summary.unread, 0);
@@ -435,13 +558,26 @@ async fn membership_and_read_positions(store: &dyn Store) {
     assert!(store.leave(id, &bo.id).await.unwrap().is_none());
     assert_eq!(store.membership_count(&bo.id).await.unwrap(), count - 1);
     assert!(store.summary(id, &bo.id).await.unwrap().is_none());
-    assert!(!store.conversations_of(&bo.id).await.unwrap().iter().any(|s| s.conversation.id == id));
+    assert!(!store
+        .conversations_of(&bo.id)
+        .await
+        .unwrap()
+        .iter()
+        .any(|s| s.conversation.id == id));
     // Read positions only move forward, and only for members.
     let m = post(store, id, &ada, "later").await.message;
     assert!(store.mark_read(id, &ada.id, m.seq).await.unwrap());
     assert!(!store.mark_read(id, &ada.id, m.seq - 1).await.unwrap());
     assert!(!store.mark_read(id, &bo.id, m.seq).await.unwrap());
-    assert_eq!(store.membership(id, &ada.id).await.unwrap().unwrap().read_seq, m.seq);
+    assert_eq!(
+        store
+            .membership(id, &ada.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .read_seq,
+        m.seq
+    );
 }
 
 async fn unread_counts_and_mentions(store: &dyn Store) {
@@ -459,7 +595,11 @@ async fn unread_counts_and_mentions(store: &dyn Store) {
     post(store, id, &bo, "my own").await;
     let mine = store.conversations_of(&bo.id).await.unwrap();
     let s = mine.iter().find(|s| s.conversation.id == id).unwrap();
-    assert_eq!((s.unread, s.mentions), (3, 2), "own messages are not unread");
+    assert_eq!(
+        (s.unread, s.mentions),
+        (3, 2),
+        "own messages are not unread"
+    );
     store.mark_read(id, &bo.id, mentioned.seq).await.unwrap();
     let s = store.summary(id, &bo.id).await.unwrap().unwrap();
     assert_eq!((s.unread, s.mentions), (1, 1));
@@ -467,7 +607,10 @@ async fn unread_counts_and_mentions(store: &dyn Store) {
     let s = store.summary(id, &bo.id).await.unwrap().unwrap();
     assert_eq!((s.unread, s.mentions), (0, 0));
     // Direct conversations are listed too, most recently active first.
-    let (dm, _) = store.open_direct(&[author(&ada), author(&bo)]).await.unwrap();
+    let (dm, _) = store
+        .open_direct(&[author(&ada), author(&bo)])
+        .await
+        .unwrap();
     post(store, dm.id, &ada, "psst").await;
     let mine = store.conversations_of(&bo.id).await.unwrap();
     assert_eq!(mine[0].conversation.id, dm.id);
@@ -483,15 +626,29 @@ async fn unknown_ids_are_errors(store: &dyn Store) {
         store.append(new_message(nowhere, &ada, "x", None)).await,
         Err(AppError::NoSuchConversation)
     );
-    assert_eq!(store.recent(nowhere, 10).await, Err(AppError::NoSuchConversation));
-    assert_eq!(store.changes(nowhere, 0, 10).await, Err(AppError::NoSuchConversation));
+    assert_eq!(
+        store.recent(nowhere, 10).await,
+        Err(AppError::NoSuchConversation)
+    );
+    assert_eq!(
+        store.changes(nowhere, 0, 10).await,
+        Err(AppError::NoSuchConversation)
+    );
     let ghost = crate::protocol::MessageId("no-such-message".into());
     assert_eq!(store.message(&ghost).await.unwrap(), None);
-    assert_eq!(store.edit(&ghost, "x".into(), vec![], false).await, Err(AppError::NoSuchMessage));
-    assert_eq!(store.delete(&ghost).await, Err(AppError::NoSuchMessage));
     assert_eq!(
-        store.reply(&ghost, new_message(nowhere, &ada, "x", None)).await,
+        store.edit(&ghost, "x".into(), vec![], false).await,
         Err(AppError::NoSuchMessage)
     );
-    assert_eq!(store.join(nowhere, &author(&ada)).await, Err(AppError::NoSuchConversation));
+    assert_eq!(store.delete(&ghost).await, Err(AppError::NoSuchMessage));
+    assert_eq!(
+        store
+            .reply(&ghost, new_message(nowhere, &ada, "x", None))
+            .await,
+        Err(AppError::NoSuchMessage)
+    );
+    assert_eq!(
+        store.join(nowhere, &author(&ada)).await,
+        Err(AppError::NoSuchConversation)
+    );
 }

@@ -203,8 +203,12 @@ pub trait Conversations: Send + Sync {
         user: &UserId,
     ) -> Result<Option<ConversationSummary>, AppError>;
     /// Moves a member's read position forward to `seq` (never back); `true` if it moved.
-    async fn mark_read(&self, id: ConversationId, user: &UserId, seq: u64)
-        -> Result<bool, AppError>;
+    async fn mark_read(
+        &self,
+        id: ConversationId,
+        user: &UserId,
+        seq: u64,
+    ) -> Result<bool, AppError>;
 }
 
 /// Messages, their edits, deletions, reactions and threads, each numbered by its

@@ -61,7 +61,8 @@ impl SqliteStore {
             query.push_values(chunk, |mut row, (author, id)| {
                 row.push_bind(*author).push_bind(*id);
             });
-            query.push(") v JOIN messages m ON m.author_id = v.column1 AND m.client_id = v.column2");
+            query
+                .push(") v JOIN messages m ON m.author_id = v.column1 AND m.client_id = v.column2");
             for row in query.build().fetch_all(&mut **tx).await.map_err(db_error)? {
                 let message = message_from_row(&row)?;
                 let id = message.client_id.clone().unwrap_or_default();
@@ -123,7 +124,11 @@ impl SqliteStore {
     ) -> Result<Vec<Result<Appended, AppError>>, AppError> {
         let pairs: Vec<(&str, &str)> = batch
             .iter()
-            .filter_map(|new| new.client_id.as_deref().map(|id| (new.author.id.0.as_str(), id)))
+            .filter_map(|new| {
+                new.client_id
+                    .as_deref()
+                    .map(|id| (new.author.id.0.as_str(), id))
+            })
             .collect();
         let mut stored = Self::sent_before(tx, &pairs).await?;
 
@@ -278,7 +283,11 @@ impl Messages for SqliteStore {
         let mut tx = self.writes.begin().await.map_err(db_error)?;
         if let Some(client_id) = &new.client_id {
             let pair = [(new.author.id.0.as_str(), client_id.as_str())];
-            if let Some(message) = Self::sent_before(&mut tx, &pair).await?.into_values().next() {
+            if let Some(message) = Self::sent_before(&mut tx, &pair)
+                .await?
+                .into_values()
+                .next()
+            {
                 return Ok(Appended {
                     message,
                     fresh: false,
@@ -391,12 +400,13 @@ impl Messages for SqliteStore {
     ) -> Result<Window, AppError> {
         // The number first: a commit landing between the two reads makes it lower than the
         // messages show, which a resuming client only sees again, never misses.
-        let last: Option<i64> = sqlx::query_scalar("SELECT last_change FROM conversations WHERE id = ?")
-            .bind(to_i64(id.0))
-            .fetch_all(&self.pool)
-            .await
-            .map(first)
-            .map_err(db_error)?;
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT last_change FROM conversations WHERE id = ?")
+                .bind(to_i64(id.0))
+                .fetch_all(&self.pool)
+                .await
+                .map(first)
+                .map_err(db_error)?;
         let Some(last) = last else {
             return Err(AppError::NoSuchConversation);
         };
@@ -542,9 +552,7 @@ impl Messages for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        for sql in [
-            "DELETE FROM mentions WHERE conversation_id = ? AND seq = ?",
-        ] {
+        for sql in ["DELETE FROM mentions WHERE conversation_id = ? AND seq = ?"] {
             sqlx::query(sql)
                 .bind(to_i64(message.conversation.0))
                 .bind(to_i64(message.seq))
@@ -624,7 +632,9 @@ impl Messages for SqliteStore {
             .await?
             .ok_or(AppError::NoSuchConversation)?;
         sqlx::query("UPDATE messages SET reactions = ?, change = ? WHERE id = ?")
-            .bind((!summary.is_empty()).then(|| serde_json::to_string(&summary).expect("serializes")))
+            .bind(
+                (!summary.is_empty()).then(|| serde_json::to_string(&summary).expect("serializes")),
+            )
             .bind(to_i64(change))
             .bind(&id.0)
             .execute(&mut *tx)

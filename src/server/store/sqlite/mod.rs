@@ -294,7 +294,12 @@ mod tests {
 
     #[tokio::test]
     async fn passes_the_contract_in_memory() {
-        contract::run_all(&SqliteStore::in_memory(CacheLimits::default()).await.unwrap()).await;
+        contract::run_all(
+            &SqliteStore::in_memory(CacheLimits::default())
+                .await
+                .unwrap(),
+        )
+        .await;
     }
 
     #[tokio::test]
@@ -302,7 +307,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (ada, channel, message) = {
             let store = on_disk(dir.path()).await;
-            let ada = store.create_user("hash".into(), Some("Ada".into())).await.unwrap();
+            let ada = store
+                .create_user("hash".into(), Some("Ada".into()))
+                .await
+                .unwrap();
             let author = Author {
                 id: ada.id.clone(),
                 name: "Ada".into(),
@@ -326,11 +334,21 @@ mod tests {
             (ada, channel, message)
         };
         let store = on_disk(dir.path()).await;
-        assert_eq!(store.user_by_token("hash").await.unwrap(), Some(ada.clone()));
-        assert_eq!(store.channel_named("keep").await.unwrap(), Some(channel.clone()));
+        assert_eq!(
+            store.user_by_token("hash").await.unwrap(),
+            Some(ada.clone())
+        );
+        assert_eq!(
+            store.channel_named("keep").await.unwrap(),
+            Some(channel.clone())
+        );
         let window = store.recent(channel.id, 10).await.unwrap();
         assert_eq!(window.messages, vec![message.clone()]);
-        assert!(store.membership(channel.id, &ada.id).await.unwrap().is_some());
+        assert!(store
+            .membership(channel.id, &ada.id)
+            .await
+            .unwrap()
+            .is_some());
         // Numbers continue where they stopped: the next message is not a reused number.
         let next = store
             .append(NewMessage {
@@ -363,7 +381,9 @@ mod tests {
                 .unwrap();
             for file in ["0001_init.sql", "0002_identity_and_visits.sql"] {
                 let sql = std::fs::read_to_string(
-                    Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(file),
+                    Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("migrations")
+                        .join(file),
                 )
                 .unwrap();
                 sqlx::raw_sql(&sql).execute(&pool).await.unwrap();
@@ -400,7 +420,9 @@ mod tests {
                     .unwrap();
             }
         }
-        let store = SqliteStore::open(&path, false, CacheLimits::default()).await.unwrap();
+        let store = SqliteStore::open(&path, false, CacheLimits::default())
+            .await
+            .unwrap();
         let general = store.channel_named("GENERAL").await.unwrap().unwrap();
         assert_eq!(general.kind, ConversationKind::Public);
         assert_eq!(general.name.as_deref(), Some("General"));
