@@ -87,7 +87,7 @@ pub fn Sidebar() -> impl IntoView {
                     <li class:unread=unread>
                         <A href=href exact=true>
                             {direct.then(dot)}
-                            {(!direct).then(|| if private { "🔒" } else { "#" })}
+                            {(!direct).then_some(if private { "🔒" } else { "#" })}
                             {title.trim_start_matches('#').to_string()}
                             {(badge > 0).then(|| view! {
                                 <span class="badge" aria-label=label.clone()>{badge.min(999)}</span>

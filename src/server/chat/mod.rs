@@ -298,18 +298,13 @@ async fn pipeline(
                     }
                 }
                 let results = store.append_batch(messages).await;
-                for result in &results {
-                    if let Ok(appended) = result {
-                        if appended.fresh {
-                            let ids =
-                                member_ids(store.as_ref(), &members, appended.message.conversation)
-                                    .await;
-                            for publish in posting::published(appended, &ids) {
-                                hub.publish(&publish.topic, publish.frame);
-                            }
-                            frames.invalidate(appended.message.conversation);
-                        }
+                for appended in results.iter().flatten().filter(|a| a.fresh) {
+                    let conversation = appended.message.conversation;
+                    let ids = member_ids(store.as_ref(), &members, conversation).await;
+                    for publish in posting::published(appended, &ids) {
+                        hub.publish(&publish.topic, publish.frame);
                     }
+                    frames.invalidate(conversation);
                 }
                 for (result, reply) in results.into_iter().zip(replies) {
                     let _ = reply.send(result);

@@ -274,7 +274,7 @@ async fn outsiders_reach_nothing_of_private_conversations() {
         .await
         .unwrap();
     let dm = chat
-        .open_direct(&ada, &[bob.id.clone()], HERE)
+        .open_direct(&ada, std::slice::from_ref(&bob.id), HERE)
         .await
         .unwrap();
     let mut eve_stream = chat.hub().subscribe(&Topic::User(eve.id.clone()));
@@ -347,7 +347,7 @@ async fn members_hear_activity_and_mentions_on_their_own_stream() {
         .await
         .unwrap()
         .message;
-    assert_eq!(m.mentions, [bob.id.clone()]);
+    assert_eq!(m.mentions, std::slice::from_ref(&bob.id));
     chat.post(&ada, team.id, "@here lunch", None).await.unwrap();
     let heard = drain(&mut bob_stream);
     let activity: Vec<(bool, bool)> = heard

@@ -144,11 +144,11 @@ impl SqliteStore {
                 }
                 first_of.insert(key.clone(), slots.len());
                 if let Some(message) = stored.remove(&key) {
-                    slots.push(Slot::Done(Ok(Appended {
+                    slots.push(Slot::Done(Box::new(Ok(Appended {
                         message,
                         fresh: false,
                         parent: None,
-                    })));
+                    }))));
                     continue;
                 }
             }
@@ -172,7 +172,7 @@ impl SqliteStore {
         let mut results: Vec<Result<Appended, AppError>> = Vec::with_capacity(slots.len());
         for slot in slots {
             let result = match slot {
-                Slot::Done(result) => result,
+                Slot::Done(result) => *result,
                 Slot::SameAs(earlier) => match &results[earlier] {
                     Ok(first) => Ok(Appended {
                         message: first.message.clone(),
@@ -220,7 +220,7 @@ impl SqliteStore {
 /// Where one message of a batch stands while the batch is prepared.
 enum Slot {
     /// Answered already (its client id was stored before).
-    Done(Result<Appended, AppError>),
+    Done(Box<Result<Appended, AppError>>),
     /// The same client id as an earlier message of this batch.
     SameAs(usize),
     /// To number and store.
