@@ -25,7 +25,7 @@ test.describe('accessibility', () => {
     const channel = uniqueChannel('a11y');
     await createChannel(page, channel);
     await expect(messageLog(page)).toBeVisible();
-    await expect(messageLog(page)).toHaveJSProperty('tagName', 'OL');
+    await expect(messageLog(page).getByRole('list')).toHaveCount(1);
     await expect(page.getByRole('textbox', { name: 'Message', exact: true })).toBeVisible();
     await expect(page.getByRole('button', { name: 'Send', exact: true })).toBeVisible();
   });

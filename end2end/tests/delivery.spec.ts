@@ -98,7 +98,7 @@ test.describe('message delivery', () => {
     expect(clientId, 'the pending item carries its client id').toBeTruthy();
     await expect
       .poll(() => clientFrames.flat().filter((f) => f.type === 'send'))
-      .toEqual([expect.objectContaining({ type: 'send', channel, body: text, client_id: clientId })]);
+      .toEqual([expect.objectContaining({ type: 'send', body: text, client_id: clientId })]);
 
     // The server's answer arrives: the pending copy becomes the stored message.
     holding = false;

@@ -46,9 +46,9 @@ export function myName(page: Page): Locator {
   return page.locator('header').getByTestId('me-name');
 }
 
-/** The sidebar navigation landmark listing the channels. */
+/** The sidebar navigation landmark listing the conversations (channels and direct messages). */
 export function channelNav(page: Page): Locator {
-  return page.getByRole('navigation', { name: 'Channels' });
+  return page.getByRole('navigation', { name: 'Conversations' });
 }
 
 /** The sidebar link to one channel (its text is `#name`). */
@@ -123,9 +123,25 @@ export async function sendMessage(page: Page, text: string): Promise<void> {
  * browser-context cookies. Fails the test unless the server accepts it.
  */
 export async function postViaApi(page: Page, channel: string, body: string): Promise<APIResponse> {
-  const response = await page.request.post('/api/post_message', { form: { channel, body } });
+  const conversation = await conversationId(page, channel);
+  const response = await page.request.post('/api/post_message', {
+    form: { conversation: String(conversation), body },
+  });
   expect(response.ok(), `POST /api/post_message answered ${response.status()}`).toBe(true);
   return response;
+}
+
+/** The id of a channel, as the server function that loads its page answers. */
+const conversationIds = new Map<string, number>();
+
+export async function conversationId(page: Page, channel: string): Promise<number> {
+  const known = conversationIds.get(channel.toLowerCase());
+  if (known !== undefined) return known;
+  const response = await page.request.post('/api/get_channel', { form: { channel } });
+  expect(response.ok(), `POST /api/get_channel answered ${response.status()}`).toBe(true);
+  const history = await response.json();
+  conversationIds.set(channel.toLowerCase(), history.conversation.id);
+  return history.conversation.id;
 }
 
 /**

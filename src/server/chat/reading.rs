@@ -15,6 +15,11 @@ use crate::server::window_frames::Joined;
 pub const MAX_CATCH_UP: usize = 1000;
 
 impl Chat {
+    /// Spends one of the user's socket subscribes (each answer can be a whole window).
+    pub fn spend_open(&self, user: &UserInfo) -> Result<(), AppError> {
+        self.opens.check_key(&user.id).map_err(super::refusal)
+    }
+
     /// Opens a conversation `user` may read (by id, or a channel by name): subscribes to its
     /// changes before anything is read (so nothing published meanwhile is missed), and
     /// joins a default channel on a first visit. Nothing is subscribed for a conversation
@@ -34,7 +39,6 @@ impl Chat {
                 })
             }
         };
-        self.opens.check_key(&user.id).map_err(super::refusal)?;
         let frames = self.hub.subscribe(&Topic::Conversation(readable.info.id));
         if readable.member.is_none() && self.is_default(readable.info.id) {
             if let Ok(author) = Self::author(user) {
