@@ -61,7 +61,7 @@ export function channelHeading(page: Page, channel: string): Locator {
   return page.getByRole('heading', { level: 1, name: `#${channel}`, exact: true });
 }
 
-/** The message list of the open channel. */
+/** The open channel's messages: the live region (role log) around the list of messages. */
 export function messageLog(page: Page): Locator {
   return page.getByRole('log');
 }

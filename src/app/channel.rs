@@ -105,7 +105,9 @@ fn MessageList(log: RwSignal<ChannelLog>, label: String) -> impl IntoView {
     let client = expect_context::<ChatClient>();
     let me = use_context::<Me>();
     let hydrated = use_context::<Hydrated>().map(|h| h.0);
-    let list = NodeRef::<leptos::html::Ol>::new();
+    // The scrolling wrapper is the live region; the `<ol>` inside stays a list (a `role` on
+    // the `<ol>` itself would orphan every `<li>`).
+    let list = NodeRef::<leptos::html::Div>::new();
     let loading = RwSignal::new(false);
 
     // Follow the newest message (and one's own pending ones), not older pages.
@@ -165,7 +167,15 @@ fn MessageList(log: RwSignal<ChannelLog>, label: String) -> impl IntoView {
     };
 
     view! {
-        <ol class="messages" role="log" aria-label=label node_ref=list on:scroll=on_scroll>
+        <div
+            class="messages"
+            role="log"
+            aria-label=label
+            tabindex="0"
+            node_ref=list
+            on:scroll=on_scroll
+        >
+            <ol class="message-list">
             {move || {
                 older_link()
                     .map(|href| {
@@ -196,7 +206,8 @@ fn MessageList(log: RwSignal<ChannelLog>, label: String) -> impl IntoView {
                 key=|p| (p.client_id.clone(), format!("{:?}", p.state))
                 children=move |pending| view! { <PendingItem pending/> }.into_any()
             />
-        </ol>
+            </ol>
+        </div>
     }
 }
 
