@@ -6,6 +6,8 @@ mod channel;
 pub mod chat_state;
 mod client;
 mod home;
+mod message_groups;
+mod message_list;
 pub mod prefs;
 mod sidebar;
 pub mod socket;
