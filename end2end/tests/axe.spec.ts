@@ -11,6 +11,7 @@ import {
   sendMessage,
   uniqueChannel,
   uniqueSuffix,
+  unfoldSidebar,
   waitForHydration,
   type User,
 } from './helpers';
@@ -58,6 +59,10 @@ for (const scheme of schemes) {
       await expect(messageWithText(page, 'a message from someone else')).toHaveCount(1);
       await expect(messageWithText(page, mine)).toHaveCount(1);
       await expectNoSeriousViolations(page, 'a channel page');
+      if (size === 'phone') {
+        await unfoldSidebar(page);
+        await expectNoSeriousViolations(page, 'a channel page with the conversations menu open');
+      }
 
       // Browse channels.
       await page.goto('/channels');

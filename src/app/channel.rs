@@ -67,6 +67,10 @@ fn ChannelView(history: ChannelHistory) -> impl IntoView {
         Effect::new(move |_| {
             prefs::set_last_channel(&name);
             client.open_channel(log);
+            // A channel picked from the phone's "Conversations" menu: fold the menu away.
+            if let Ok(Some(menu)) = document().query_selector(".conversations[open]") {
+                let _ = menu.remove_attribute("open");
+            }
         });
     }
     on_cleanup(move || client.close_channel(log));
