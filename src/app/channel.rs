@@ -8,6 +8,7 @@ use super::{channel_path, prefs, ChatClient};
 use crate::api::{get_channel, get_older, PostMessage};
 use crate::error::AppError;
 use crate::protocol::ChannelHistory;
+use leptos::either::EitherOf3;
 use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
 use leptos_router::hooks::{use_params_map, use_query_map};
@@ -35,9 +36,9 @@ pub fn ChannelPage() -> impl IntoView {
         <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match history.await {
-                    Ok((history, false)) => view! { <ChannelView history/> }.into_any(),
-                    Ok((history, true)) => view! { <ArchiveView history/> }.into_any(),
-                    Err(error) => view! { <MissingChannel error/> }.into_any(),
+                    Ok((history, false)) => EitherOf3::A(view! { <ChannelView history/> }),
+                    Ok((history, true)) => EitherOf3::B(view! { <ArchiveView history/> }),
+                    Err(error) => EitherOf3::C(view! { <MissingChannel error/> }),
                 }
             })}
         </Transition>
