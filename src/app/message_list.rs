@@ -8,7 +8,6 @@ use super::workspace::Me;
 use super::{channel_path, time, ChatClient};
 use crate::api::{get_older, DeleteMessage};
 use crate::protocol::{Message, MessageId, HISTORY_WINDOW};
-use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
@@ -64,9 +63,11 @@ pub fn MessageList(log: RwSignal<ChannelLog>, label: String) -> impl IntoView {
                     Some(day) => li.set_attribute("data-day", &day),
                     None => li.remove_attribute("data-day"),
                 };
-                if let Ok(Some(at)) = li.query_selector("time") {
+                // Once per message: the server's UTC label becomes the local time.
+                if let Ok(Some(at)) = li.query_selector("time:not([data-local])") {
                     at.set_text_content(Some(&time::local_label(&message.sent_at)));
                     let _ = at.set_attribute("title", &time::local_full(&message.sent_at));
+                    let _ = at.set_attribute("data-local", "");
                 }
             }
             item = li.next_element_sibling();
@@ -230,6 +231,7 @@ fn MessageItem(
         ..
     } = message;
     let dom_id = id.0.clone();
+    let iso = time::iso(&sent_at);
     // The rest of a group keeps its author and tag for screen readers only; the day divider
     // is drawn (and read out) from `data-day` by CSS. The server renders both; in the
     // browser the list's effect sets them, so the client's markup stays as small as before.
@@ -250,7 +252,10 @@ fn MessageItem(
                 <span class="tag" title="User tag: tells people of the same name apart">
                     {author.id.tag()}
                 </span>
-                <Timestamp at=sent_at/>
+                // UTC as the server renders it; the list's effect shows the local time.
+                <time datetime=iso.clone() title=iso>
+                    {time::utc_label(&sent_at)}
+                </time>
             </div>
             <div class="body">{body}</div>
             {mine.then(|| view! { <DeleteButton id log/> })}
@@ -287,18 +292,6 @@ fn PendingItem(pending: Pending) -> impl IntoView {
                     }
                 })}
         </li>
-    }
-}
-
-/// A message's time, as the server renders it (UTC); the list's effect shows it in the
-/// reader's local time once the page runs in the browser.
-#[component]
-fn Timestamp(at: DateTime<Utc>) -> impl IntoView {
-    let iso = time::iso(&at);
-    view! {
-        <time datetime=iso.clone() title=iso>
-            {time::utc_label(&at)}
-        </time>
     }
 }
 

@@ -26,11 +26,6 @@ pub fn channel_path(name: &str) -> String {
     format!("/c/{name}")
 }
 
-/// Becomes `true` once the page has hydrated (never on the server). Browser-only rendering,
-/// such as local times, waits for it so that hydration sees the server's markup.
-#[derive(Clone, Copy)]
-pub struct Hydrated(pub ReadSignal<bool>);
-
 /// The page's Content-Security-Policy, with this response's nonce (server only).
 #[cfg(feature = "ssr")]
 fn set_page_policy() {
@@ -72,14 +67,11 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
-    let (hydrated, set_hydrated) = signal(false);
-    provide_context(Hydrated(hydrated));
     let client = ChatClient::new();
     provide_context(client);
     // Effects run only in the browser, after hydration.
     Effect::new(move |_| {
         client.start();
-        set_hydrated.set(true);
         if let Some(root) = document().document_element() {
             let _ = root.set_attribute("data-hydrated", "true");
         }
