@@ -35,8 +35,8 @@ impl Place {
 /// offset at an instant in milliseconds since 1970 (0 on the server: it renders UTC days);
 /// `now_ms` decides which day is "Today".
 ///
-/// Time is counted in plain integers rather than with chrono's calendar and duration types,
-/// which would cost the WebAssembly bundle kilobytes.
+/// Time is counted in plain integers (milliseconds, days since 1970) rather than with
+/// chrono's calendar and duration types, to keep their code out of the browser's bundle.
 pub fn places(
     messages: &[Message],
     offset_minutes: impl Fn(i64) -> i32,
