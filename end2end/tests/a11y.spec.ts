@@ -25,7 +25,13 @@ test.describe('accessibility', () => {
     const channel = uniqueChannel('a11y');
     await createChannel(page, channel);
     await expect(messageLog(page)).toBeVisible();
+    // The live region wraps the list; the list itself keeps its list semantics, so each
+    // message is a list item of it.
+    await expect(messageLog(page)).not.toHaveJSProperty('tagName', 'OL');
     await expect(messageLog(page).getByRole('list')).toHaveCount(1);
+    const text = `listed ${uniqueSuffix()}`;
+    await sendMessage(page, text);
+    await expect(messageLog(page).getByRole('list').getByRole('listitem').filter({ hasText: text })).toHaveCount(1);
     await expect(page.getByRole('textbox', { name: 'Message', exact: true })).toBeVisible();
     await expect(page.getByRole('button', { name: 'Send', exact: true })).toBeVisible();
   });

@@ -61,7 +61,7 @@ export function channelHeading(page: Page, channel: string): Locator {
   return page.getByRole('heading', { level: 1, name: `#${channel}`, exact: true });
 }
 
-/** The message list of the open channel. */
+/** The open channel's messages: the live region (role log) around the list of messages. */
 export function messageLog(page: Page): Locator {
   return page.getByRole('log');
 }
@@ -95,8 +95,22 @@ export async function chooseName(page: Page, name: string): Promise<void> {
   await expect(myName(page)).toHaveText(name.trim());
 }
 
+/** The phone's "Conversations" menu button (a `<summary>`; hidden on wide screens). */
+export function conversationsMenu(page: Page): Locator {
+  return page.locator('summary', { hasText: 'Conversations' });
+}
+
+/** On a phone, opens the folded "Conversations" menu so the sidebar can be used. */
+export async function unfoldSidebar(page: Page): Promise<void> {
+  if ((await conversationsMenu(page).isVisible()) && !(await channelNav(page).isVisible())) {
+    await conversationsMenu(page).click();
+    await expect(channelNav(page)).toBeVisible();
+  }
+}
+
 /** Creates a channel with the sidebar form and expects it to open at /c/<name>. */
 export async function createChannel(page: Page, name: string): Promise<void> {
+  await unfoldSidebar(page);
   await page.getByLabel('Channel name').fill(name);
   await page.getByRole('button', { name: 'Create channel' }).click();
   await expect(page).toHaveURL(new RegExp(`/c/${escapeRegExp(name)}$`));

@@ -5,7 +5,9 @@ import {
   expect,
   channelHeading,
   channelLink,
+  channelNav,
   composer,
+  conversationsMenu,
   escapeRegExp,
   messageLog,
   messageWithText,
@@ -90,5 +92,43 @@ test.describe('without JavaScript', () => {
     await expect(items).toHaveCount(100);
     await expect(items.first().locator('.body')).toHaveText('msg 51');
     await expect(composer(reader)).toBeVisible();
+  });
+
+  test('on a phone the conversations menu opens and leads to a channel', async ({ page }) => {
+    await page.setViewportSize({ width: 390, height: 800 });
+    await page.goto('/');
+    await page.getByLabel('Display name').fill(`Pocket ${uniqueSuffix()}`);
+    await page.getByRole('button', { name: 'Continue' }).click();
+    await expect(conversationsMenu(page)).toBeVisible();
+    await expect(channelNav(page)).toBeHidden();
+
+    await conversationsMenu(page).click();
+    await expect(channelNav(page)).toBeVisible();
+    await channelLink(page, 'general').click();
+    await expect(channelHeading(page, 'general')).toBeVisible();
+    // A new page: the menu is folded again and the messages have the screen.
+    await expect(channelNav(page)).toBeHidden();
+    await expect(composer(page)).toBeInViewport();
+  });
+
+  test('the server groups messages by author and names the day', async ({ page }) => {
+    await page.goto('/');
+    await page.getByLabel('Display name').fill(`Grouped ${uniqueSuffix()}`);
+    await page.getByRole('button', { name: 'Continue' }).click();
+    const channel = uniqueChannel('nojs-group');
+    const created = await page.request.post('/api/create_channel', { form: { name: channel } });
+    expect(created.ok(), `POST /api/create_channel answered ${created.status()}`).toBe(true);
+    await postViaApi(page, channel, 'one');
+    await postViaApi(page, channel, 'two');
+    await page.goto(`/c/${channel}`);
+    const items = messageLog(page).locator('li.message');
+    await expect(items).toHaveCount(2);
+    await expect(items.nth(0)).toHaveAttribute('data-day', 'Today');
+    await expect(items.nth(0)).not.toHaveClass(/\bcont\b/);
+    await expect(items.nth(1)).toHaveClass(/\bcont\b/);
+    await expect(items.nth(1)).not.toHaveAttribute('data-day', /./);
+    // The second shows just its body.
+    const box = await items.nth(1).locator('.author').boundingBox();
+    expect(box?.width ?? 0).toBeLessThanOrEqual(1);
   });
 });

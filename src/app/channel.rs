@@ -3,10 +3,11 @@
 //! beside it (`…/t/:message`). `?before=SEQ` shows an older page instead (how "Load older"
 //! works without JavaScript), `?edit=ID` an edit form for one's own message.
 
-use super::chat_state::{ConversationLog, Pending, PendingState};
+use super::chat_state::ConversationLog;
 use super::message::MessageItem;
+use super::message_list::MessageList;
 use super::workspace::Me;
-use super::{prefs, ChatClient, Hydrated};
+use super::{prefs, ChatClient};
 use crate::api::{
     get_channel, get_conversation, get_members, get_older, get_thread, Membership, PostMessage,
     ReplyMessage,
@@ -137,6 +138,10 @@ fn ConversationView(history: ConversationHistory) -> impl IntoView {
         Effect::new(move |_| {
             prefs::set_last_conversation(&path);
             client.open_conversation(log);
+            // A conversation picked from the phone's "Conversations" menu: fold the menu away.
+            if let Ok(Some(menu)) = document().query_selector(".conversations[open]") {
+                let _ = menu.remove_attribute("open");
+            }
         });
     }
     on_cleanup(move || client.close_conversation(log));
@@ -158,7 +163,7 @@ fn ConversationView(history: ConversationHistory) -> impl IntoView {
     view! {
         <section class="channel" data-conversation=id.0>
             <ConversationHeader info=info.clone() title=title.clone() member/>
-            <MessageList log label=format!("Messages in {title}") in_thread=false/>
+            <MessageList log label=format!("Messages in {title}")/>
             <p class="typing" aria-live="polite">{typing}</p>
             <Composer conversation=id placeholder=format!("Message {title}") log/>
         </section>
@@ -256,167 +261,11 @@ fn ArchiveView(history: ConversationHistory) -> impl IntoView {
     view! {
         <section class="channel">
             <h1>{title.clone()}</h1>
-            <MessageList log label=format!("Older messages in {title}") in_thread=false/>
+            <MessageList log label=format!("Older messages in {title}")/>
             <p class="archive-note">
                 <a href=path>"Back to the newest messages"</a>
             </p>
         </section>
-    }
-}
-
-/// The messages, oldest at the top, with a "New" divider above the first unread one. Stays
-/// at the newest while the reader is there; scrolling to the top (or "Load older") fetches
-/// the page before, keeping the reader's place.
-#[component]
-fn MessageList(log: RwSignal<ConversationLog>, label: String, in_thread: bool) -> impl IntoView {
-    let client = expect_context::<ChatClient>();
-    let me = use_context::<Me>();
-    let hydrated = use_context::<Hydrated>().map(|h| h.0);
-    let list = NodeRef::<leptos::html::Div>::new();
-    let loading = RwSignal::new(false);
-    let read_seq = log.with_untracked(|l| l.read_seq);
-    let me_id = me.and_then(|m| m.get_untracked()).map(|u| u.id);
-    // The first message by someone else after what was read when the page opened.
-    let first_unread = Memo::new(move |_| {
-        log.with(|l| {
-            if read_seq == 0 {
-                return None;
-            }
-            l.messages
-                .iter()
-                .find(|m| m.seq > read_seq && Some(&m.author.id) != me_id.as_ref())
-                .map(|m| m.id.clone())
-        })
-    });
-
-    // Follow the newest message (and one's own pending ones), not older pages.
-    let newest = Memo::new(move |_| log.with(|l| (l.newest_seq(), l.pending.len())));
-    Effect::new(move |_| {
-        newest.track();
-        if let Some(list) = list.get() {
-            list.set_scroll_top(list.scroll_height());
-        }
-    });
-
-    let load_older = move || {
-        let Some(before) = log.with_untracked(|l| l.has_older.then(|| l.oldest_seq()).flatten())
-        else {
-            return;
-        };
-        if loading.get_untracked() {
-            return;
-        }
-        loading.set(true);
-        let conversation = log.with_untracked(|l| l.id());
-        let height_before = list.get_untracked().map(|el| el.scroll_height());
-        spawn_local(async move {
-            match get_older(conversation.0, before).await {
-                Ok(page) => {
-                    log.update(|l| l.prepend_older(page.messages, page.has_older));
-                    // Keep the reader looking at the same message; only then may a scroll to
-                    // the top ask for the next page.
-                    request_animation_frame(move || {
-                        if let (Some(el), Some(before)) = (list.get_untracked(), height_before) {
-                            el.set_scroll_top(el.scroll_top() + el.scroll_height() - before);
-                        }
-                        loading.set(false);
-                    });
-                }
-                Err(e) => {
-                    client.last_error.set(Some(e.to_string()));
-                    loading.set(false);
-                }
-            }
-        });
-    };
-    let on_scroll = move |_| {
-        if list.get_untracked().is_some_and(|el| el.scroll_top() <= 0) {
-            load_older();
-        }
-    };
-    let older_link = move || {
-        log.with(|l| {
-            l.has_older
-                .then(|| l.oldest_seq())
-                .flatten()
-                .map(|seq| format!("{}?before={seq}", conversation_path(&l.info)))
-        })
-    };
-    let conversation = log.with_untracked(|l| l.info.clone());
-
-    view! {
-        <div class="messages" role="log" aria-label=label node_ref=list on:scroll=on_scroll>
-            {move || {
-                older_link()
-                    .map(|href| {
-                        view! {
-                            <p class="older">
-                                <a
-                                    href=href
-                                    on:click=move |ev| {
-                                        ev.prevent_default();
-                                        load_older();
-                                    }
-                                >
-                                    {move || {
-                                        if loading.get() { "Loading…" } else { "Load older messages" }
-                                    }}
-                                </a>
-                            </p>
-                        }
-                    })
-            }}
-            <ol class="message-list">
-                <For
-                    each=move || log.with(|l| l.messages.clone())
-                    key=|m| (m.id.clone(), m.change)
-                    children=move |message| {
-                        let unread = first_unread.get_untracked().as_ref() == Some(&message.id);
-                        view! {
-                            {unread.then(|| view! { <li class="new-divider" role="separator" aria-label="New messages">"New"</li> })}
-                            <MessageItem message conversation=conversation.clone() me hydrated in_thread/>
-                        }
-                    }
-                />
-                <For
-                    each=move || log.with(|l| l.pending.clone())
-                    key=|p| (p.client_id.clone(), format!("{:?}", p.state))
-                    children=move |pending| view! { <PendingItem pending/> }.into_any()
-                />
-            </ol>
-        </div>
-    }
-}
-
-/// One of the user's own messages on its way: sending, sent, or failed with a retry.
-#[component]
-fn PendingItem(pending: Pending) -> impl IntoView {
-    let client = expect_context::<ChatClient>();
-    let me = use_context::<Me>().and_then(|me| me.get_untracked());
-    let (state, note) = match &pending.state {
-        PendingState::Sending => ("sending", "Sending…".to_string()),
-        PendingState::Sent => ("sent", "Sent".to_string()),
-        PendingState::Failed(reason) => ("failed", format!("Not sent: {reason}")),
-    };
-    let failed = matches!(pending.state, PendingState::Failed(_));
-    let client_id = pending.client_id.clone();
-    view! {
-        <li class="pending" data-state=state data-client-id=pending.client_id.clone()>
-            <div class="meta">
-                <span class="author">{me.as_ref().and_then(|u| u.name.clone())}</span>
-                <span class="tag">{me.as_ref().map(|u| u.id.tag())}</span>
-                <span class="delivery" role=failed.then_some("alert")>{note}</span>
-            </div>
-            <div class="body">{pending.body}</div>
-            {failed
-                .then(|| {
-                    view! {
-                        <button type="button" class="retry" on:click=move |_| client.retry(client_id.clone())>
-                            "Retry"
-                        </button>
-                    }
-                })}
-        </li>
     }
 }
 
@@ -426,7 +275,6 @@ fn PendingItem(pending: Pending) -> impl IntoView {
 fn ThreadPanel(parent: MessageId, conversation: ConversationInfo) -> impl IntoView {
     let client = expect_context::<ChatClient>();
     let me = use_context::<Me>();
-    let hydrated = use_context::<Hydrated>().map(|h| h.0);
     {
         let parent = parent.clone();
         Effect::new(move |_| client.thread_parent.set(Some((parent.clone(), 0))));
@@ -465,12 +313,12 @@ fn ThreadPanel(parent: MessageId, conversation: ConversationInfo) -> impl IntoVi
                                 let info = conversation.clone();
                                 view! {
                                     <ol class="message-list thread-parent">
-                                        <MessageItem message=view_.parent conversation=info.clone() me hydrated in_thread=true/>
+                                        <MessageItem message=view_.parent conversation=info.clone() place=None me in_thread=true/>
                                     </ol>
                                     <p class="replies-count">{format!("{} replies", replies.len())}</p>
                                     <ol class="message-list replies" aria-label="Replies">
                                         {replies.into_iter().map(|m| view! {
-                                            <MessageItem message=m conversation=info.clone() me hydrated in_thread=true/>
+                                            <MessageItem message=m conversation=info.clone() place=None me in_thread=true/>
                                         }).collect_view()}
                                     </ol>
                                     <ReplyComposer parent=parent_id.clone() back=here.clone()/>

@@ -5,6 +5,7 @@
 
 use super::channel::Editing;
 use super::workspace::Me;
+use super::message_groups::Place;
 use super::{time, ChatClient};
 use crate::api::{DeleteMessage, EditMessage, React};
 use crate::paths::thread_path;
@@ -23,9 +24,10 @@ const COMMON_EMOJI: [&str; 8] = ["👍", "❤️", "😂", "🎉", "🙏", "👀
 pub fn MessageItem(
     message: Message,
     conversation: ConversationInfo,
+    /// Its group and day, when rendered by the server (the browser sets them in the DOM).
+    place: Option<Place>,
     /// Looked up once by the list, not per message: context lookups walk the owner tree.
     me: Option<Me>,
-    hydrated: Option<ReadSignal<bool>>,
     /// Shown in a thread (no thread link of its own).
     in_thread: bool,
 ) -> impl IntoView {
@@ -58,7 +60,7 @@ pub fn MessageItem(
             view! {
                 <a class="thread-link" class:has-replies=has href=href>
                     {label}
-                    {last.map(|at| view! { <span class="last-reply">" · last reply "<Timestamp at hydrated/></span> })}
+                    {last.map(|at| view! { <span class="last-reply">" · last reply "<Timestamp at/></span> })}
                 </a>
             }
         });
@@ -80,8 +82,21 @@ pub fn MessageItem(
         move || highlight(&body, my_name.as_deref(), mentioned_someone)
     };
     let edit_id = id.clone();
+    // The rest of a group keeps its author and tag for screen readers only; the day divider
+    // is drawn (and read out) from `data-day` by CSS. The server renders both; in the
+    // browser the list's effect sets them.
+    #[cfg(feature = "ssr")]
+    let grouped = {
+        let (cont, day) = place.map_or((false, None), |p| (!p.head, p.day));
+        view! { <{..} class:cont=cont data-day=day/> }
+    };
+    #[cfg(not(feature = "ssr"))]
+    #[allow(clippy::let_unit_value)] // nothing to spread: an empty set of attributes
+    let grouped = {
+        let _ = place;
+    };
     view! {
-        <li class="message" class:mentions-me=mentions_me data-id=dom_id data-seq=seq>
+        <li class="message" {..grouped} class:mentions-me=mentions_me data-id=dom_id data-seq=seq>
             <div class="meta">
                 <a class="author" href=format!("/people?q={}", author.name) title="Send a direct message">
                     {author.name.clone()}
@@ -89,7 +104,10 @@ pub fn MessageItem(
                 <span class="tag" title="User tag: tells people of the same name apart">
                     {author.id.tag()}
                 </span>
-                <Timestamp at=sent_at hydrated/>
+                // UTC as the server renders it; the list's effect shows the local time.
+                <time class="sent" datetime=time::iso(&sent_at) title=time::iso(&sent_at)>
+                    {time::utc_label(&sent_at)}
+                </time>
                 {edited_at.map(|_| view! { <span class="edited">"(edited)"</span> })}
             </div>
             {move || {
@@ -137,31 +155,14 @@ fn highlight(body: &str, me: Option<&str>, any: bool) -> Vec<AnyView> {
     out
 }
 
-/// A message's time: UTC from the server, the reader's local time once hydrated.
+/// A time shown outside the list's own messages (the last reply of a thread): UTC, as the
+/// server renders it; the full local time is in the list's effect's reach only for `.sent`.
 #[component]
-pub fn Timestamp(at: DateTime<Utc>, hydrated: Option<ReadSignal<bool>>) -> impl IntoView {
-    let local = move || hydrated.is_some_and(|h| h.get());
+pub fn Timestamp(at: DateTime<Utc>) -> impl IntoView {
     let iso = time::iso(&at);
-    let label = move || {
-        if local() {
-            time::local_label(&at)
-        } else {
-            time::utc_label(&at)
-        }
-    };
-    let title = {
-        let iso = iso.clone();
-        move || {
-            if local() {
-                time::local_full(&at)
-            } else {
-                iso.clone()
-            }
-        }
-    };
     view! {
-        <time datetime=iso title=title>
-            {label}
+        <time datetime=iso.clone() title=iso>
+            {time::utc_label(&at)}
         </time>
     }
 }

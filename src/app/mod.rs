@@ -7,6 +7,8 @@ pub mod chat_state;
 mod client;
 mod home;
 mod message;
+mod message_groups;
+mod message_list;
 pub mod notify;
 mod people;
 pub mod prefs;
@@ -23,10 +25,6 @@ use leptos_meta::{provide_meta_context, Link, MetaTags, Stylesheet, Title};
 use leptos_router::components::{ParentRoute, Route, Router, Routes};
 use leptos_router::{path, SsrMode};
 
-/// Becomes `true` once the page has hydrated (never on the server). Browser-only rendering,
-/// such as local times, waits for it so that hydration sees the server's markup.
-#[derive(Clone, Copy)]
-pub struct Hydrated(pub ReadSignal<bool>);
 
 /// The page's Content-Security-Policy, with this response's nonce (server only).
 #[cfg(feature = "ssr")]
@@ -69,14 +67,11 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
-    let (hydrated, set_hydrated) = signal(false);
-    provide_context(Hydrated(hydrated));
     let client = ChatClient::new();
     provide_context(client);
     // Effects run only in the browser, after hydration.
     Effect::new(move |_| {
         client.start();
-        set_hydrated.set(true);
         if let Some(root) = document().document_element() {
             let _ = root.set_attribute("data-hydrated", "true");
         }

@@ -99,8 +99,16 @@ pub fn Sidebar() -> impl IntoView {
             .collect_view()
     };
 
+    // On a phone the list folds behind a "Conversations" button: a `<details>` (a native
+    // disclosure button, expanded or collapsed, that works without JavaScript) whose state
+    // CSS applies to the rest of the sidebar; wider screens hide the button and show the
+    // list. Opening a conversation closes it (`channel.rs`). All static markup, so the bundle
+    // pays almost nothing for it.
     view! {
         <aside class="sidebar">
+            <details class="conversations">
+                <summary>"Conversations"</summary>
+            </details>
             <nav aria-label="Conversations">
                 <h2>"Channels"</h2>
                 <p class="browse-link"><a href="/channels">"Browse channels"</a></p>

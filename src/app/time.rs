@@ -52,6 +52,34 @@ pub fn local_full(at: &DateTime<Utc>) -> String {
     }
 }
 
+/// Now, in milliseconds since 1970 (the browser's clock: chrono's is not available in
+/// WebAssembly).
+pub fn now_ms() -> i64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        js_sys::Date::now() as i64
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        Utc::now().timestamp_millis()
+    }
+}
+
+/// The browser's offset from UTC at `ms` (milliseconds since 1970), in minutes east; 0
+/// outside a browser.
+pub fn offset_minutes(ms: i64) -> i32 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ms as f64));
+        -(date.get_timezone_offset() as i32)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = ms;
+        0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
