@@ -37,7 +37,10 @@ async fn connect(addr: SocketAddr, token: &str) -> Ws {
         HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
     );
     let (mut ws, _) = connect_async(req).await.unwrap();
-    assert!(matches!(next(&mut ws).await, Some(ServerEvent::Hello { .. })));
+    assert!(matches!(
+        next(&mut ws).await,
+        Some(ServerEvent::Hello { .. })
+    ));
     ws
 }
 
@@ -126,8 +129,14 @@ impl Api {
             .unwrap()
     }
 
-    /// A plain form post, as a browser without JavaScript sends it (it follows redirects).
-    async fn form(&self, name: &str, form: &[(&str, String)], from: &str) -> (u16, String) {
+    /// A plain form post, as a browser without JavaScript sends it (it follows redirects):
+    /// the final status and page, and the page's URL.
+    async fn form_at(
+        &self,
+        name: &str,
+        form: &[(&str, String)],
+        from: &str,
+    ) -> (u16, String, String) {
         let res = self
             .http
             .post(format!("http://{}/api/{name}", self.addr))
@@ -139,12 +148,28 @@ impl Api {
             .await
             .unwrap();
         let status = res.status().as_u16();
-        (status, res.text().await.unwrap())
+        let url = res.url().to_string();
+        (status, res.text().await.unwrap(), url)
+    }
+
+    async fn form(&self, name: &str, form: &[(&str, String)], from: &str) -> (u16, String) {
+        let (status, page, _) = self.form_at(name, form, from).await;
+        (status, page)
     }
 }
 
+fn percent_decode(value: &str) -> String {
+    url::form_urlencoded::parse(format!("v={value}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
 async fn user_id(api: &Api) -> String {
-    api.call("get_me", &[]).await.1["id"].as_str().unwrap().to_string()
+    api.call("get_me", &[]).await.1["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// Ada and Bob share a direct conversation and a private channel with a message each;
@@ -178,19 +203,28 @@ async fn world() -> World {
     assert_eq!(status, 200, "{dm}");
     let dm: ConversationInfo = serde_json::from_value(dm).unwrap();
     let (status, club) = ada
-        .call("create_channel", &[("name", "club".into()), ("private", "on".into())])
+        .call(
+            "create_channel",
+            &[("name", "club".into()), ("private", "on".into())],
+        )
         .await;
     assert_eq!(status, 200, "{club}");
     let club: ConversationInfo = serde_json::from_value(club).unwrap();
     let (status, _) = ada
-        .call("membership", &[("conversation", club.id.0.to_string()), ("invite", bob_id)])
+        .call(
+            "membership",
+            &[("conversation", club.id.0.to_string()), ("invite", bob_id)],
+        )
         .await;
     assert_eq!(status, 200);
     let post = |to: ConversationId, body: &'static str| {
         let ada = &ada;
         async move {
             let (status, m) = ada
-                .call("post_message", &[("conversation", to.0.to_string()), ("body", body.into())])
+                .call(
+                    "post_message",
+                    &[("conversation", to.0.to_string()), ("body", body.into())],
+                )
                 .await;
             assert_eq!(status, 200, "{m}");
             serde_json::from_value::<Message>(m).unwrap()
@@ -309,7 +343,10 @@ async fn outsiders_get_nothing_by_socket_whatever_ids_they_guess() {
     for (to, body) in [(w.dm.id, "secret one"), (w.club.id, "secret two")] {
         let (status, _) = w
             .ada
-            .call("post_message", &[("conversation", to.0.to_string()), ("body", body.into())])
+            .call(
+                "post_message",
+                &[("conversation", to.0.to_string()), ("body", body.into())],
+            )
             .await;
         assert_eq!(status, 200);
     }
@@ -320,8 +357,15 @@ async fn outsiders_get_nothing_by_socket_whatever_ids_they_guess() {
     };
     assert_eq!(message.body, "secret one");
     // The club is not open on Bob's socket: he hears of it on his own stream.
-    until(&mut bob, |e| matches!(e, ServerEvent::Activity { conversation, .. } if *conversation == w.club.id)).await;
-    assert_eq!(next_within(&mut eve, Duration::from_millis(500)).await, None);
+    until(
+        &mut bob,
+        |e| matches!(e, ServerEvent::Activity { conversation, .. } if *conversation == w.club.id),
+    )
+    .await;
+    assert_eq!(
+        next_within(&mut eve, Duration::from_millis(500)).await,
+        None
+    );
 }
 
 #[tokio::test]
@@ -332,32 +376,74 @@ async fn outsiders_get_nothing_by_server_function_form_or_page() {
         let m = message.id.0.clone();
         for (name, form) in [
             ("get_conversation", vec![("conversation", id.clone())]),
-            ("get_older", vec![("conversation", id.clone()), ("before_seq", "1000".into())]),
+            (
+                "get_older",
+                vec![("conversation", id.clone()), ("before_seq", "1000".into())],
+            ),
             ("get_members", vec![("conversation", id.clone())]),
-            ("post_message", vec![("conversation", id.clone()), ("body", "hi".into())]),
+            (
+                "post_message",
+                vec![("conversation", id.clone()), ("body", "hi".into())],
+            ),
             ("membership", vec![("conversation", id.clone())]),
-            ("membership", vec![("conversation", id.clone()), ("leave", "yes".into())]),
+            (
+                "membership",
+                vec![("conversation", id.clone()), ("leave", "yes".into())],
+            ),
         ] {
             let (status, body) = w.eve.call(name, &form).await;
-            assert_eq!((status, body["code"].as_str()), (404, Some("no_such_conversation")), "{name}");
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (404, Some("no_such_conversation")),
+                "{name}"
+            );
         }
         for (name, form) in [
             ("get_thread", vec![("message_id", m.clone())]),
-            ("react", vec![("message_id", m.clone()), ("emoji", "👍".into()), ("on", "true".into())]),
-            ("edit_message", vec![("message_id", m.clone()), ("body", "x".into())]),
+            (
+                "react",
+                vec![
+                    ("message_id", m.clone()),
+                    ("emoji", "👍".into()),
+                    ("on", "true".into()),
+                ],
+            ),
+            (
+                "edit_message",
+                vec![("message_id", m.clone()), ("body", "x".into())],
+            ),
             ("delete_message", vec![("message_id", m.clone())]),
-            ("reply_message", vec![("message_id", m.clone()), ("body", "x".into())]),
+            (
+                "reply_message",
+                vec![("message_id", m.clone()), ("body", "x".into())],
+            ),
         ] {
             let (status, body) = w.eve.call(name, &form).await;
-            assert_eq!((status, body["code"].as_str()), (404, Some("no_such_message")), "{name}");
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (404, Some("no_such_message")),
+                "{name}"
+            );
         }
-        // Without JavaScript: the form post changes nothing and the page says why.
-        let (status, page) = w
+        // Without JavaScript: the form post changes nothing and is sent back with its error.
+        let (status, _, url) = w
             .eve
-            .form("post_message", &[("conversation", id.clone()), ("body", "hi".into())], "/")
+            .form_at(
+                "post_message",
+                &[("conversation", id.clone()), ("body", "hi".into())],
+                "/",
+            )
             .await;
         assert_eq!(status, 200);
-        assert!(page.contains("There is no such conversation"), "{page}");
+        let err = url
+            .split("__err=")
+            .nth(1)
+            .expect("the error travels in the URL");
+        let err = err.split('&').next().unwrap();
+        let err: flack::error::AppError = leptos::server_fn::error::ServerFnUrlError::<
+            flack::error::AppError,
+        >::decode_err(&percent_decode(err));
+        assert_eq!(err, flack::error::AppError::NoSuchConversation);
         // Pages: the conversation's, its thread's.
         let path = flack::paths::conversation_path(conversation);
         let thread = flack::paths::thread_path(conversation, &message.id);
@@ -369,7 +455,13 @@ async fn outsiders_get_nothing_by_server_function_form_or_page() {
     let page = w.eve.page("/c/club").await;
     assert!(page.contains("There is no channel named #club"), "{page}");
     // Nothing changed: the members still see exactly what they wrote.
-    let (_, history) = w.bob.call("get_conversation", &[("conversation", w.dm.id.0.to_string())]).await;
+    let (_, history) = w
+        .bob
+        .call(
+            "get_conversation",
+            &[("conversation", w.dm.id.0.to_string())],
+        )
+        .await;
     let bodies: Vec<&str> = history["messages"]
         .as_array()
         .unwrap()
@@ -399,35 +491,70 @@ async fn members_use_direct_messages_and_private_channels_without_javascript() {
     let thread = flack::paths::thread_path(&w.dm, &w.dm_message.id);
     let (status, page) = w
         .bob
-        .form("reply_message", &[("message_id", m.clone()), ("body", "got it".into())], &thread)
+        .form(
+            "reply_message",
+            &[("message_id", m.clone()), ("body", "got it".into())],
+            &thread,
+        )
         .await;
     assert_eq!(status, 200);
     assert!(page.contains("got it"), "the thread page shows the reply");
     let (status, _) = w
         .bob
-        .form("react", &[("message_id", m.clone()), ("emoji", "👍".into()), ("on", "true".into())], &dm_path)
+        .form(
+            "react",
+            &[
+                ("message_id", m.clone()),
+                ("emoji", "👍".into()),
+                ("on", "true".into()),
+            ],
+            &dm_path,
+        )
         .await;
     assert_eq!(status, 200);
     let (status, page) = w
         .ada
-        .form("edit_message", &[("message_id", m.clone()), ("body", "psst, Bob!".into())], &dm_path)
+        .form(
+            "edit_message",
+            &[("message_id", m.clone()), ("body", "psst, Bob!".into())],
+            &dm_path,
+        )
         .await;
     assert_eq!(status, 200);
     assert!(page.contains("psst, Bob!") && page.contains("(edited)"));
     assert!(page.contains("1 reply"));
-    assert!(page.contains(r#"aria-label="👍 1: Bob."#), "the reaction, with who reacted");
+    assert!(
+        page.contains(r#"aria-label="👍 1: Bob."#),
+        "the reaction, with who reacted"
+    );
     // Bob leaves the club: it is out of his sight from then on.
     let (status, _) = w
         .bob
-        .form("membership", &[("conversation", w.club.id.0.to_string()), ("leave", "yes".into())], "/c/club")
+        .form(
+            "membership",
+            &[
+                ("conversation", w.club.id.0.to_string()),
+                ("leave", "yes".into()),
+            ],
+            "/c/club",
+        )
         .await;
     assert_eq!(status, 200);
-    let (status, _) = w.bob.call("get_conversation", &[("conversation", w.club.id.0.to_string())]).await;
+    let (status, _) = w
+        .bob
+        .call(
+            "get_conversation",
+            &[("conversation", w.club.id.0.to_string())],
+        )
+        .await;
     assert_eq!(status, 404);
     // Someone else's message cannot be edited, even by a member.
     let (status, body) = w
         .bob
-        .call("edit_message", &[("message_id", m), ("body", "not mine".into())])
+        .call(
+            "edit_message",
+            &[("message_id", m), ("body", "not mine".into())],
+        )
         .await;
     assert_eq!((status, body["code"].as_str()), (403, Some("not_author")));
 }
@@ -447,8 +574,10 @@ async fn edits_reactions_and_read_positions_reach_every_device_live() {
         },
     )
     .await;
-    let ServerEvent::Subscribed { last_change, .. } =
-        until(&mut bob_phone, |e| matches!(e, ServerEvent::Subscribed { .. })).await
+    let ServerEvent::Subscribed { last_change, .. } = until(&mut bob_phone, |e| {
+        matches!(e, ServerEvent::Subscribed { .. })
+    })
+    .await
     else {
         unreachable!()
     };
@@ -480,7 +609,10 @@ async fn edits_reactions_and_read_positions_reach_every_device_live() {
     assert_eq!(changes[0].body, "psst, edited");
     assert!(changes[0].edited_at.is_some());
     assert_eq!(changes[1].reactions[0].emoji, "🎉");
-    assert_eq!((changes[0].change, changes[1].change), (last_change + 1, last_change + 2));
+    assert_eq!(
+        (changes[0].change, changes[1].change),
+        (last_change + 1, last_change + 2)
+    );
     // Reading on the phone moves the laptop's read position.
     send(
         &mut bob_phone,
@@ -524,8 +656,9 @@ async fn edits_reactions_and_read_positions_reach_every_device_live() {
         },
     )
     .await;
-    let ServerEvent::Subscribed { messages, reset, .. } =
-        until(&mut again, |e| matches!(e, ServerEvent::Subscribed { .. })).await
+    let ServerEvent::Subscribed {
+        messages, reset, ..
+    } = until(&mut again, |e| matches!(e, ServerEvent::Subscribed { .. })).await
     else {
         unreachable!()
     };

@@ -48,7 +48,7 @@ export function myName(page: Page): Locator {
 
 /** The sidebar navigation landmark listing the conversations (channels and direct messages). */
 export function channelNav(page: Page): Locator {
-  return page.getByRole('navigation', { name: 'Conversations' });
+  return page.getByRole('navigation', { name: 'Your conversations' });
 }
 
 /** The sidebar link to one channel (its text is `#name`). */

@@ -16,24 +16,32 @@ use crate::error::AppError;
 use crate::paths::{conversation_path, thread_path};
 use crate::protocol::{
     mention_candidates, Author, ClientEvent, ConversationHistory, ConversationId, ConversationInfo,
-    ConversationKind, MessageId,
+    ConversationKind, MessageId, ThreadView,
 };
 use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
 use leptos::task::spawn_local;
 use leptos_router::hooks::{use_params_map, use_query_map};
 
-/// What a page shows: the live conversation, or an older page of it.
-type Loaded = Result<(ConversationHistory, bool), AppError>;
+/// What a page shows: the live conversation (or an older page of it: `true`), and the thread
+/// open beside it, loaded together so the server sends the page whole.
+type Loaded = Result<(ConversationHistory, bool, Option<ThreadView>), AppError>;
 
-async fn load(history: Result<ConversationHistory, AppError>, before: Option<u64>) -> Loaded {
+async fn load(
+    history: Result<ConversationHistory, AppError>,
+    before: Option<u64>,
+    thread: Option<String>,
+) -> Loaded {
     let history = history?;
-    match before {
-        Some(before) => get_older(history.conversation.id.0, before)
-            .await
-            .map(|h| (h, true)),
-        None => Ok((history, false)),
+    if let Some(before) = before {
+        let older = get_older(history.conversation.id.0, before).await?;
+        return Ok((older, true, None));
     }
+    let thread = match thread {
+        Some(parent) => Some(get_thread(parent).await?),
+        None => None,
+    };
+    Ok((history, false, thread))
 }
 
 /// `/c/:name`: loads the channel (server-rendered), then follows it live.
@@ -43,14 +51,15 @@ pub fn ChannelPage() -> impl IntoView {
     let query = use_query_map();
     let page = move || {
         let name = params.read().get("name").unwrap_or_default();
+        let thread = params.read().get("message");
         let before = query
             .read()
             .get("before")
             .and_then(|b| b.parse::<u64>().ok());
-        (name, before)
+        (name, before, thread)
     };
-    let history = Resource::new(page, |(name, before)| async move {
-        load(get_channel(name).await, before).await
+    let history = Resource::new(page, |(name, before, thread)| async move {
+        load(get_channel(name).await, before, thread).await
     });
     view! { <Page history/> }
 }
@@ -62,39 +71,38 @@ pub fn DirectPage() -> impl IntoView {
     let query = use_query_map();
     let page = move || {
         let id = params.read().get("id").and_then(|i| i.parse::<u64>().ok());
+        let thread = params.read().get("message");
         let before = query
             .read()
             .get("before")
             .and_then(|b| b.parse::<u64>().ok());
-        (id, before)
+        (id, before, thread)
     };
-    let history = Resource::new(page, |(id, before)| async move {
+    let history = Resource::new(page, |(id, before, thread)| async move {
         let Some(id) = id else {
             return Err(AppError::NoSuchConversation);
         };
-        load(get_conversation(id).await, before).await
+        load(get_conversation(id).await, before, thread).await
     });
     view! { <Page history/> }
 }
 
 #[component]
 fn Page(history: Resource<Loaded>) -> impl IntoView {
-    let params = use_params_map();
-    let thread = move || params.read().get("message").map(MessageId);
     view! {
         <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match history.await {
-                    Ok((history, false)) => view! {
+                    Ok((history, false, thread)) => view! {
                         <div class="conversation-and-thread">
                             <ConversationView history=history.clone()/>
-                            {move || thread().map(|parent| view! {
-                                <ThreadPanel parent conversation=history.conversation.clone()/>
+                            {thread.map(|view_| view! {
+                                <ThreadPanel initial=view_ conversation=history.conversation.clone()/>
                             })}
                         </div>
                     }
                     .into_any(),
-                    Ok((history, true)) => view! { <ArchiveView history/> }.into_any(),
+                    Ok((history, true, _)) => view! { <ArchiveView history/> }.into_any(),
                     Err(error) => view! { <Missing error/> }.into_any(),
                 }
             })}
@@ -270,66 +278,65 @@ fn ArchiveView(history: ConversationHistory) -> impl IntoView {
 }
 
 /// A message's thread beside its conversation: the parent, the replies, and a composer
-/// (a plain form without JavaScript). Reloaded whenever the parent's reply count changes.
+/// (a plain form without JavaScript). In the browser it is loaded again whenever the
+/// parent's reply count changes.
 #[component]
-fn ThreadPanel(parent: MessageId, conversation: ConversationInfo) -> impl IntoView {
+fn ThreadPanel(initial: ThreadView, conversation: ConversationInfo) -> impl IntoView {
     let client = expect_context::<ChatClient>();
     let me = use_context::<Me>();
+    let parent = initial.parent.id.clone();
+    let shown = RwSignal::new(initial);
     {
         let parent = parent.clone();
         Effect::new(move |_| client.thread_parent.set(Some((parent.clone(), 0))));
     }
     on_cleanup(move || client.thread_parent.set(None));
-    let bump = move || {
-        client
-            .thread_parent
-            .with(|p| p.as_ref().map_or(0, |(_, n)| *n))
-    };
-    let thread = {
+    // The parent changed (a reply was counted): read the thread again.
+    {
         let parent = parent.clone();
-        Resource::new(bump, move |_| get_thread(parent.0.clone()))
-    };
+        Effect::new(move |seen: Option<u64>| {
+            let bump = client
+                .thread_parent
+                .with(|p| p.as_ref().map_or(0, |(_, n)| *n));
+            if seen.is_some_and(|seen| seen != bump) {
+                let parent = parent.clone();
+                spawn_local(async move {
+                    match get_thread(parent.0).await {
+                        Ok(view_) => shown.set(view_),
+                        Err(e) => client.last_error.set(Some(e.to_string())),
+                    }
+                });
+            }
+            bump
+        });
+    }
     let close = conversation_path(&conversation);
     let here = thread_path(&conversation, &parent);
-    let parent_id = parent.clone();
+    let info = conversation.clone();
+    let body = move || {
+        let view_ = shown.get();
+        let replies = view_.thread.map(|t| t.messages).unwrap_or_default();
+        let info = info.clone();
+        view! {
+            <ol class="message-list thread-parent">
+                <MessageItem message=view_.parent conversation=info.clone() place=None me in_thread=true/>
+            </ol>
+            <p class="replies-count">{format!("{} replies", replies.len())}</p>
+            <ol class="message-list replies" aria-label="Replies">
+                {replies.into_iter().map(|m| view! {
+                    <MessageItem message=m conversation=info.clone() place=None me in_thread=true/>
+                }).collect_view()}
+            </ol>
+        }
+    };
     view! {
         <aside class="thread" aria-label="Thread">
             <header class="thread-header">
                 <h2>"Thread"</h2>
-                <a href=close.clone() class="link">"Close thread"</a>
+                <a href=close class="link">"Close thread"</a>
             </header>
-            <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
-                {move || {
-                    let here = here.clone();
-                    let conversation = conversation.clone();
-                    let parent_id = parent_id.clone();
-                    Suspend::new(async move {
-                        match thread.await {
-                            Ok(view_) => {
-                                let replies = view_
-                                    .thread
-                                    .map(|t| t.messages)
-                                    .unwrap_or_default();
-                                let info = conversation.clone();
-                                view! {
-                                    <ol class="message-list thread-parent">
-                                        <MessageItem message=view_.parent conversation=info.clone() place=None me in_thread=true/>
-                                    </ol>
-                                    <p class="replies-count">{format!("{} replies", replies.len())}</p>
-                                    <ol class="message-list replies" aria-label="Replies">
-                                        {replies.into_iter().map(|m| view! {
-                                            <MessageItem message=m conversation=info.clone() place=None me in_thread=true/>
-                                        }).collect_view()}
-                                    </ol>
-                                    <ReplyComposer parent=parent_id.clone() back=here.clone()/>
-                                }
-                                .into_any()
-                            }
-                            Err(e) => view! { <p role="alert" class="error">{e.to_string()}</p> }.into_any(),
-                        }
-                    })
-                }}
-            </Transition>
+            {body}
+            <ReplyComposer parent=parent.clone() back=here/>
         </aside>
     }
 }

@@ -4,8 +4,8 @@
 //! messages Edit and Delete.
 
 use super::channel::Editing;
-use super::workspace::Me;
 use super::message_groups::Place;
+use super::workspace::Me;
 use super::{time, ChatClient};
 use crate::api::{DeleteMessage, EditMessage, React};
 use crate::paths::thread_path;
@@ -64,6 +64,12 @@ pub fn MessageItem(
                 </a>
             }
         });
+    // A thread with replies shows under the message; "Reply in thread" is an action.
+    let (thread_below, thread_link) = if message.thread.is_some() {
+        (thread_link, None)
+    } else {
+        (None, thread_link)
+    };
     let Message {
         seq,
         author,
@@ -118,6 +124,7 @@ pub fn MessageItem(
                 }
             }}
             <Reactions id=id.clone() reactions me/>
+            {thread_below}
             <div class="actions">
                 <ReactionPicker id=id.clone()/>
                 {thread_link}

@@ -25,7 +25,6 @@ use leptos_meta::{provide_meta_context, Link, MetaTags, Stylesheet, Title};
 use leptos_router::components::{ParentRoute, Route, Router, Routes};
 use leptos_router::{path, SsrMode};
 
-
 /// The page's Content-Security-Policy, with this response's nonce (server only).
 #[cfg(feature = "ssr")]
 fn set_page_policy() {

@@ -109,7 +109,7 @@ pub fn Sidebar() -> impl IntoView {
             <details class="conversations">
                 <summary>"Conversations"</summary>
             </details>
-            <nav aria-label="Conversations">
+            <nav aria-label="Your conversations">
                 <h2>"Channels"</h2>
                 <p class="browse-link"><a href="/channels">"Browse channels"</a></p>
                 <ul class="channels">

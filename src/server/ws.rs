@@ -690,7 +690,10 @@ impl Session {
                 // Subscribe first, then read the store: frames that arrive meanwhile are
                 // skipped by change number instead of being lost.
                 let opened = match chat.spend_open(&self.user) {
-                    Ok(()) => chat.open(&self.user, conversation, channel.as_deref()).await,
+                    Ok(()) => {
+                        chat.open(&self.user, conversation, channel.as_deref())
+                            .await
+                    }
                     Err(error) => Err(error),
                 };
                 let (readable, frames) = match opened {
