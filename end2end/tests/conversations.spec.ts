@@ -90,6 +90,7 @@ test.describe('conversations', () => {
 
     await bob.page.getByRole('button', { name: 'Leave' }).click();
     await expect(bob.page).toHaveURL(/\/$/);
+    await expect(bob.page.getByRole('heading', { name: 'Pick a channel' })).toBeVisible();
     await expect(channelNav(bob.page).getByRole('link', { name: `🔒${name}` })).toHaveCount(0);
   });
 
@@ -158,12 +159,17 @@ test.describe('conversations', () => {
     await openChannel(bob.page, there);
     await sendMessage(bob.page, 'joining in');
 
-    // Bob types: Alice, who has the channel open, sees it.
+    // Bob types: Alice, who has the channel open, sees it (signals are throttled to one per
+    // 3 s and not replayed, so keep typing until her socket has the channel open).
     await openChannel(alice.page, there);
-    await composer(bob.page).pressSequentially('@');
-    await expect(alice.page.getByText(`${bob.name} is typing…`)).toBeVisible();
+    await expect(alice.page.locator('.status')).toHaveAttribute('data-state', 'online');
+    await expect(async () => {
+      await composer(bob.page).pressSequentially('.');
+      await expect(alice.page.getByText(`${bob.name} is typing…`)).toBeVisible({ timeout: 1500 });
+    }).toPass({ timeout: 20_000, intervals: [1_800] });
+    await composer(bob.page).fill('');
     // The composer suggests members; Tab picks the first.
-    await composer(bob.page).pressSequentially(alice.name.slice(0, 3));
+    await composer(bob.page).pressSequentially(`@${alice.name.slice(0, 3)}`);
     await expect(bob.page.getByRole('option').first()).toContainText(alice.name);
     await composer(bob.page).press('Tab');
     await expect(composer(bob.page)).toHaveValue(`@${alice.name} `);

@@ -132,3 +132,63 @@ test.describe('without JavaScript', () => {
     expect(box?.width ?? 0).toBeLessThanOrEqual(1);
   });
 });
+
+test.describe('conversations without JavaScript', () => {
+  test('direct messages, edits, reactions, threads and private channels are plain pages and forms', async ({ newUser }) => {
+    expect(test.info().project.use.javaScriptEnabled).toBe(false);
+    const alice = await newUser(`Alice ${uniqueSuffix()}`);
+    const bob = await newUser(`Bob ${uniqueSuffix()}`);
+
+    // A direct message, started from the people picker.
+    await alice.page.getByRole('link', { name: 'New message' }).click();
+    await alice.page.getByLabel('Find people by name').fill(bob.name);
+    await alice.page.getByRole('button', { name: 'Search' }).click();
+    await alice.page.getByRole('button', { name: `Message ${bob.name}`, exact: true }).click();
+    await expect(alice.page).toHaveURL(/\/d\/\d+$/);
+    const dm = alice.page.url();
+    await composer(alice.page).fill('helo Bob');
+    await alice.page.getByRole('button', { name: 'Send', exact: true }).click();
+    await expect(messageWithText(alice.page, 'helo Bob')).toHaveCount(1);
+
+    // Edit: a link to the same page with the edit form.
+    await messageWithText(alice.page, 'helo Bob').getByRole('link', { name: 'Edit' }).click();
+    await alice.page.getByLabel('Edit message', { exact: true }).fill('hello Bob');
+    await alice.page.getByRole('button', { name: 'Save' }).click();
+    const edited = messageWithText(alice.page, 'hello Bob');
+    await expect(edited.locator('.edited')).toHaveText('(edited)');
+
+    // Bob sees it in his sidebar, opens it, reacts with a button.
+    await bob.page.goto('/');
+    await channelNav(bob.page).getByRole('link', { name: alice.name }).click();
+    const onBob = messageWithText(bob.page, 'hello Bob');
+    await onBob.getByLabel('Add reaction').click();
+    await onBob.getByRole('button', { name: 'React with 🎉' }).click();
+    await expect(messageWithText(bob.page, 'hello Bob').getByRole('button', { name: new RegExp(`^🎉 1: ${bob.name}`) })).toBeVisible();
+
+    // A thread is a page with a reply form.
+    await messageWithText(bob.page, 'hello Bob').getByRole('link', { name: 'Reply in thread' }).click();
+    await expect(bob.page).toHaveURL(/\/d\/\d+\/t\/[0-9a-f]+$/);
+    const thread = bob.page.getByRole('complementary', { name: 'Thread' });
+    await thread.getByLabel('Reply').fill('hi Alice');
+    await thread.getByRole('button', { name: 'Reply' }).click();
+    await expect(bob.page.getByRole('complementary', { name: 'Thread' }).getByText('hi Alice')).toBeVisible();
+    await alice.page.goto(dm);
+    await expect(messageWithText(alice.page, 'hello Bob').getByRole('link', { name: /^1 reply/ })).toBeVisible();
+
+    // A private channel: only listed for its members, who add people by name.
+    const secret = uniqueChannel('hush');
+    await alice.page.getByLabel('Channel name').fill(secret);
+    await alice.page.getByLabel('Private').check();
+    await alice.page.getByRole('button', { name: 'Create channel' }).click();
+    await expect(alice.page).toHaveURL(new RegExp(`/c/${escapeRegExp(secret)}$`));
+    await bob.page.goto(`/c/${secret}`);
+    await expect(bob.page.getByRole('alert')).toContainText(`There is no channel named #${secret}`);
+    await alice.page.getByRole('link', { name: 'Add people' }).click();
+    await alice.page.getByLabel('Find people by name').fill(bob.name);
+    await alice.page.getByRole('button', { name: 'Search' }).click();
+    await alice.page.getByRole('button', { name: `Add ${bob.name}` }).click();
+    await bob.page.goto('/');
+    await channelNav(bob.page).getByRole('link', { name: `🔒${secret}` }).click();
+    await expect(channelHeading(bob.page, secret)).toBeVisible();
+  });
+});

@@ -231,7 +231,7 @@ fn ConversationHeader(info: ConversationInfo, title: String, member: bool) -> im
             })}
             {(channel && member).then(|| view! {
                 <a class="link" href=format!("/people?invite={}", id.0)>"Add people"</a>
-                <form method="post" action=Membership::url() class="inline">
+                <form method="post" action=Membership::url() class="inline" on:submit=|_| prefs::forget_last_conversation()>
                     <input type="hidden" name="conversation" value=id.0/>
                     <input type="hidden" name="leave" value="yes"/>
                     <button type="submit" class="link">"Leave"</button>
@@ -460,21 +460,27 @@ fn Composer(
             suggestions.set(Vec::new());
             return;
         };
+        let matching = |list: Vec<Author>, prefix: &str| -> Vec<Author> {
+            let prefix = prefix.to_lowercase();
+            list.into_iter()
+                .filter(|a| a.name.to_lowercase().starts_with(&prefix))
+                .take(6)
+                .collect()
+        };
         let Some(list) = members.get_untracked() else {
+            // The first `@`: fetch the members once, then suggest for what is typed by then.
             spawn_local(async move {
                 if let Ok(list) = get_members(conversation.0).await {
-                    members.set(Some(list.into_iter().map(|m| m.user).collect()));
+                    let list: Vec<Author> = list.into_iter().map(|m| m.user).collect();
+                    members.set(Some(list.clone()));
+                    if let Some(prefix) = mention_prefix() {
+                        suggestions.set(matching(list, &prefix));
+                    }
                 }
             });
             return;
         };
-        let prefix = prefix.to_lowercase();
-        let found: Vec<Author> = list
-            .into_iter()
-            .filter(|a| a.name.to_lowercase().starts_with(&prefix))
-            .take(6)
-            .collect();
-        suggestions.set(found);
+        suggestions.set(matching(list, &prefix));
     };
     let pick = move |name: String| {
         let Some(el) = textarea.get_untracked() else {

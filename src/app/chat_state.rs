@@ -45,6 +45,8 @@ pub struct ConversationLog {
     pub has_older: bool,
     /// The newest message read when the conversation was opened (the "New" divider).
     pub read_seq: u64,
+    /// Whether the reader is a member (a preview of a public channel has nothing unread).
+    pub member: bool,
 }
 
 impl ConversationLog {
@@ -57,6 +59,7 @@ impl ConversationLog {
             last_change: 0,
             has_older: false,
             read_seq: history.read_seq,
+            member: history.member,
         };
         log.replace(history.messages, history.last_change, history.has_older);
         log

@@ -288,8 +288,7 @@ fn EditButton(id: MessageId) -> impl IntoView {
         <a
             class="edit"
             href=href
-            aria-label="Edit message"
-            title="Edit message"
+            title="Edit this message"
             on:click=move |ev| {
                 if let Some(editing) = editing {
                     ev.prevent_default();

@@ -33,7 +33,7 @@ pub fn MessageList(log: RwSignal<ConversationLog>, label: String) -> impl IntoVi
     let me_id = me.and_then(|m| m.get_untracked()).map(|u| u.id);
     // The first message by someone else after what was read when the page opened.
     let first_unread = log.with_untracked(|l| {
-        (read_seq > 0)
+        l.member
             .then(|| {
                 l.messages
                     .iter()
