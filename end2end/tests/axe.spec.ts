@@ -64,6 +64,30 @@ for (const scheme of schemes) {
         await expectNoSeriousViolations(page, 'a channel page with the conversations menu open');
       }
 
+      // A reaction, a thread open beside the channel, and the members panel.
+      const theirs = messageWithText(page, 'a message from someone else');
+      await theirs.hover();
+      await theirs.getByLabel('Add reaction').click();
+      await theirs.getByRole('button', { name: 'React with 👍' }).click();
+      await expect(theirs.locator('.reaction')).toHaveCount(1);
+      await theirs.hover();
+      await theirs.getByRole('link', { name: 'Reply in thread' }).click();
+      await expect(page.getByRole('complementary', { name: 'Thread' })).toBeVisible();
+      await page.getByRole('button', { name: 'Members' }).click();
+      await expect(page.getByRole('list', { name: 'Members' })).toBeVisible();
+      await expectNoSeriousViolations(page, 'a thread beside its channel, with a reaction and the members');
+
+      // The people picker and a direct message.
+      await page.goto(`/people?q=${encodeURIComponent(other.name)}`);
+      await waitForHydration(page);
+      await expect(page.getByRole('button', { name: `Message ${other.name}`, exact: true })).toBeVisible();
+      await expectNoSeriousViolations(page, 'the people picker');
+      await page.getByRole('button', { name: `Message ${other.name}`, exact: true }).click();
+      await expect(page).toHaveURL(/\/d\/\d+$/);
+      await waitForHydration(page);
+      await sendMessage(page, `direct ${uniqueSuffix()}`);
+      await expectNoSeriousViolations(page, 'a direct message');
+
       // Browse channels.
       await page.goto('/channels');
       await waitForHydration(page);

@@ -244,7 +244,7 @@ fn ConversationHeader(info: ConversationInfo, title: String, member: bool) -> im
                         let status = if m.online { "online" } else { "offline" };
                         view! {
                             <li>
-                                <span class="presence" data-status=status aria-label=status title=status></span>
+                                <span class="presence" role="img" data-status=status aria-label=status title=status></span>
                                 <a href=format!("/people?q={}", m.user.name)>{m.user.name.clone()}</a>
                                 <span class="tag">{m.user.id.tag()}</span>
                             </li>

@@ -129,14 +129,21 @@ mod tests {
     fn msg(seq: u64, author: &str, sent_at: &str) -> Message {
         Message {
             id: MessageId(format!("m{seq}")),
-            channel: "general".into(),
+            conversation: crate::protocol::ConversationId(1),
             seq,
+            change: seq,
             author: Author {
                 id: UserId(author.into()),
                 name: author.into(),
             },
             body: format!("body {seq}"),
             sent_at: at(sent_at),
+            edited_at: None,
+            deleted: false,
+            reactions: Vec::new(),
+            thread: None,
+            mentions: Vec::new(),
+            mentions_all: false,
             client_id: None,
         }
     }

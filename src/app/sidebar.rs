@@ -76,7 +76,7 @@ pub fn Sidebar() -> impl IntoView {
                         PresenceStatus::Away => "away",
                         PresenceStatus::Offline => "offline",
                     };
-                    Some(view! { <span class="presence" data-status=label title=label aria-label=label></span> })
+                    Some(view! { <span class="presence" role="img" data-status=label title=label aria-label=label></span> })
                 };
                 let label = match (badge, direct) {
                     (0, _) => String::new(),
@@ -90,7 +90,7 @@ pub fn Sidebar() -> impl IntoView {
                             {(!direct).then_some(if private { "🔒" } else { "#" })}
                             {title.trim_start_matches('#').to_string()}
                             {(badge > 0).then(|| view! {
-                                <span class="badge" aria-label=label.clone()>{badge.min(999)}</span>
+                                <span class="badge" role="img" aria-label=label.clone()>{badge.min(999)}</span>
                             })}
                         </A>
                     </li>
