@@ -147,7 +147,7 @@ pub async fn get_channel(channel: String) -> Result<ConversationHistory, AppErro
         async {
             let (state, user) = ssr::caller().await?;
             let (readable, _) = state.chat.open(&user, None, Some(&channel)).await?;
-            state.chat.history(&user, readable).await
+            state.chat.history(readable).await
         }
         .await,
     )
@@ -161,7 +161,7 @@ pub async fn get_conversation(conversation: u64) -> Result<ConversationHistory, 
             let (state, user) = ssr::caller().await?;
             let id = ConversationId(conversation);
             let (readable, _) = state.chat.open(&user, Some(id), None).await?;
-            state.chat.history(&user, readable).await
+            state.chat.history(readable).await
         }
         .await,
     )

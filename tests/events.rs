@@ -250,7 +250,7 @@ async fn fresh(
     let readable: Readable = flack::server::access::readable(state.chat.store(), &user.id, id)
         .await
         .unwrap();
-    state.chat.history(user, readable).await.unwrap()
+    state.chat.history(readable).await.unwrap()
 }
 
 proptest! {

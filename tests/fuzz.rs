@@ -116,13 +116,12 @@ async fn no_partial_state(store: Arc<dyn Store>, frames: Vec<String>) -> Result<
     let general = chat.channel_named(&user.id, "general").await.unwrap();
     async fn window(
         chat: &Chat,
-        user: &flack::protocol::UserInfo,
         general: &flack::server::access::Readable,
     ) -> Vec<flack::protocol::Message> {
-        chat.history(user, general.clone()).await.unwrap().messages
+        chat.history(general.clone()).await.unwrap().messages
     }
     for text in frames {
-        let before = window(&chat, &user, &general).await;
+        let before = window(&chat, &general).await;
         let Ok(ClientEvent::Send {
             conversation,
             channel,
@@ -143,7 +142,7 @@ async fn no_partial_state(store: Arc<dyn Store>, frames: Vec<String>) -> Result<
         };
         let Some(target) = target else { continue };
         let result = chat.post(&user, target, &body, client_id).await;
-        let after = window(&chat, &user, &general).await;
+        let after = window(&chat, &general).await;
         match result {
             Ok(appended) if appended.fresh && target == general.info.id => {
                 prop_assert_eq!(after.len(), before.len() + 1);

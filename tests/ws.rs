@@ -721,7 +721,7 @@ async fn channels_and_messages_survive_a_restart() {
         .unwrap();
     assert_eq!(user.name.as_deref(), Some("Ada"));
     let readable = state.chat.channel_named(&user.id, "OPS").await.unwrap();
-    let history = state.chat.history(&user, readable).await.unwrap();
+    let history = state.chat.history(readable).await.unwrap();
     assert_eq!(history.conversation.name.as_deref(), Some("Ops"));
     assert!(
         history.member,

@@ -94,21 +94,21 @@ pub async fn readable_message(
     }
 }
 
-/// The message, if `user` wrote it and may still read it (edit, delete).
+/// The message and its conversation, if `user` wrote it and may still read it (edit, delete).
 pub async fn own_message(
     store: &dyn Store,
     user: &UserId,
     id: &crate::protocol::MessageId,
-) -> Result<Message, AppError> {
-    let (message, _) = readable_message(store, user, id).await?;
+) -> Result<(Message, Readable), AppError> {
+    let (message, readable) = readable_message(store, user, id).await?;
     if &message.author.id != user {
         return Err(AppError::NotAuthor);
     }
-    Ok(message)
+    Ok((message, readable))
 }
 
-/// The channel, if `user` may invite people to it: a member of a channel.
-pub async fn invitable(
+/// The channel, if `user` is a member of it (who may invite and leave).
+async fn channel_member(
     store: &dyn Store,
     user: &UserId,
     id: ConversationId,
@@ -121,6 +121,15 @@ pub async fn invitable(
         return Err(AppError::NotMember);
     }
     Ok(readable)
+}
+
+/// The channel, if `user` may invite people to it: a member of a channel.
+pub async fn invitable(
+    store: &dyn Store,
+    user: &UserId,
+    id: ConversationId,
+) -> Result<Readable, AppError> {
+    channel_member(store, user, id).await
 }
 
 /// The channel, if `user` may join it by themselves: a public one.
@@ -146,14 +155,7 @@ pub async fn leavable(
     user: &UserId,
     id: ConversationId,
 ) -> Result<Readable, AppError> {
-    let readable = readable(store, user, id).await?;
-    if !readable.info.kind.is_channel() {
-        return Err(AppError::WrongKind);
-    }
-    if readable.member.is_none() {
-        return Err(AppError::NotMember);
-    }
-    Ok(readable)
+    channel_member(store, user, id).await
 }
 
 #[cfg(test)]
@@ -264,7 +266,7 @@ mod tests {
         let hidden = store.append(post(dm.id)).await.unwrap().message;
         assert!(readable_message(&store, &u[2], &open.id).await.is_ok());
         assert_eq!(
-            own_message(&store, &u[2], &open.id).await,
+            own_message(&store, &u[2], &open.id).await.map(|_| ()),
             Err(AppError::NotAuthor)
         );
         assert!(own_message(&store, &u[0], &open.id).await.is_ok());
@@ -275,7 +277,7 @@ mod tests {
             Err(AppError::NoSuchMessage)
         );
         assert_eq!(
-            own_message(&store, &u[2], &hidden.id).await,
+            own_message(&store, &u[2], &hidden.id).await.map(|_| ()),
             Err(AppError::NoSuchMessage)
         );
         // A thread under a direct message is as private as the direct message.

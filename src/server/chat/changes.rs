@@ -29,8 +29,7 @@ impl Chat {
         body: &str,
     ) -> Result<Message, AppError> {
         let body = validate_message_body(body)?;
-        access::own_message(self.store.as_ref(), &user.id, id).await?;
-        let (_, readable) = access::readable_message(self.store.as_ref(), &user.id, id).await?;
+        let (_, readable) = access::own_message(self.store.as_ref(), &user.id, id).await?;
         self.spend_write(&user.id)?;
         let (mentions, mentions_all) = self.mentions(&body, &readable, &user.id).await?;
         let id = id.clone();

@@ -8,8 +8,20 @@ use crate::protocol::{
 };
 use crate::server::access::{self, Readable};
 use crate::server::hub::{Frame, Subscription, Topic};
-use crate::server::store::Changes;
+use crate::server::store::{Changes, Window};
 use crate::server::window_frames::Joined;
+
+/// A page of a conversation as its reader gets it.
+fn history_of(readable: Readable, window: Window) -> ConversationHistory {
+    ConversationHistory {
+        conversation: readable.info,
+        messages: window.messages,
+        has_older: window.has_older,
+        last_change: window.last_change,
+        read_seq: readable.member.map_or(0, |m| m.read_seq),
+        member: readable.member.is_some(),
+    }
+}
 
 /// Changes a reconnecting client is sent at most; past it, the recent window instead.
 pub const MAX_CATCH_UP: usize = 1000;
@@ -51,24 +63,12 @@ impl Chat {
     }
 
     /// A conversation `user` may read, with its recent messages and their read position.
-    pub async fn history(
-        &self,
-        user: &UserInfo,
-        readable: Readable,
-    ) -> Result<ConversationHistory, AppError> {
+    pub async fn history(&self, readable: Readable) -> Result<ConversationHistory, AppError> {
         let window = self
             .store
             .recent(readable.info.id, self.limits.window)
             .await?;
-        let _ = user;
-        Ok(ConversationHistory {
-            conversation: readable.info,
-            messages: window.messages,
-            has_older: window.has_older,
-            last_change: window.last_change,
-            read_seq: readable.member.map_or(0, |m| m.read_seq),
-            member: readable.member.is_some(),
-        })
+        Ok(history_of(readable, window))
     }
 
     /// Up to a window's worth of messages older than `before_seq`.
@@ -83,14 +83,7 @@ impl Chat {
             .store
             .before(id, before_seq, self.limits.window)
             .await?;
-        Ok(ConversationHistory {
-            conversation: readable.info,
-            messages: window.messages,
-            has_older: window.has_older,
-            last_change: window.last_change,
-            read_seq: readable.member.map_or(0, |m| m.read_seq),
-            member: readable.member.is_some(),
-        })
+        Ok(history_of(readable, window))
     }
 
     /// The answer to a subscribe, serialized: for a fresh join the conversation's window,
@@ -203,7 +196,7 @@ impl Chat {
         let thread = match self.store.thread_of(parent).await? {
             Some(info) => {
                 let readable = access::readable(self.store.as_ref(), &user.id, info.id).await?;
-                Some(self.history(user, readable).await?)
+                Some(self.history(readable).await?)
             }
             None => None,
         };

@@ -17,6 +17,18 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use std::collections::HashMap;
 
 impl SqliteStore {
+    /// A conversation's latest change number, read on a reader connection.
+    async fn last_change(&self, id: ConversationId) -> Result<u64, AppError> {
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT last_change FROM conversations WHERE id = ?")
+                .bind(to_i64(id.0))
+                .fetch_all(&self.pool)
+                .await
+                .map(first)
+                .map_err(db_error)?;
+        last.map(to_u64).ok_or(AppError::NoSuchConversation)
+    }
+
     /// The message with this id, read inside `tx`.
     async fn message_in(
         tx: &mut Transaction<'_, Sqlite>,
@@ -97,6 +109,14 @@ impl SqliteStore {
             });
             insert.build().execute(&mut **tx).await.map_err(db_error)?;
         }
+        Self::insert_mentions(tx, rows).await
+    }
+
+    /// Records who these messages mention, inside `tx`.
+    async fn insert_mentions(
+        tx: &mut Transaction<'_, Sqlite>,
+        rows: &[Message],
+    ) -> Result<(), AppError> {
         let mentioned: Vec<(&Message, &UserId)> = rows
             .iter()
             .flat_map(|m| m.mentions.iter().map(move |user| (m, user)))
@@ -400,16 +420,7 @@ impl Messages for SqliteStore {
     ) -> Result<Window, AppError> {
         // The number first: a commit landing between the two reads makes it lower than the
         // messages show, which a resuming client only sees again, never misses.
-        let last: Option<i64> =
-            sqlx::query_scalar("SELECT last_change FROM conversations WHERE id = ?")
-                .bind(to_i64(id.0))
-                .fetch_all(&self.pool)
-                .await
-                .map(first)
-                .map_err(db_error)?;
-        let Some(last) = last else {
-            return Err(AppError::NoSuchConversation);
-        };
+        let last = self.last_change(id).await?;
         let sql = format!(
             "{SELECT_MESSAGES} WHERE m.conversation_id = ? AND m.deleted = 0 AND m.seq < ?
              ORDER BY m.seq DESC LIMIT ?"
@@ -431,7 +442,7 @@ impl Messages for SqliteStore {
         Ok(Window {
             messages,
             has_older,
-            last_change: to_u64(last),
+            last_change: last,
         })
     }
 
@@ -441,14 +452,7 @@ impl Messages for SqliteStore {
         after_change: u64,
         limit: usize,
     ) -> Result<Option<Changes>, AppError> {
-        let last: Option<i64> =
-            sqlx::query_scalar("SELECT last_change FROM conversations WHERE id = ?")
-                .bind(to_i64(id.0))
-                .fetch_all(&self.pool)
-                .await
-                .map(first)
-                .map_err(db_error)?;
-        let last = to_u64(last.ok_or(AppError::NoSuchConversation)?);
+        let last = self.last_change(id).await?;
         if after_change > last {
             return Ok(None); // numbers this conversation never gave out
         }
@@ -531,7 +535,7 @@ impl Messages for SqliteStore {
             .await
             .map_err(db_error)?;
         let edited = Self::live_in(&mut tx, id).await?;
-        Self::insert_mentions_only(&mut tx, &edited).await?;
+        Self::insert_mentions(&mut tx, std::slice::from_ref(&edited)).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(edited)
     }
@@ -552,14 +556,12 @@ impl Messages for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        for sql in ["DELETE FROM mentions WHERE conversation_id = ? AND seq = ?"] {
-            sqlx::query(sql)
-                .bind(to_i64(message.conversation.0))
-                .bind(to_i64(message.seq))
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
-        }
+        sqlx::query("DELETE FROM mentions WHERE conversation_id = ? AND seq = ?")
+            .bind(to_i64(message.conversation.0))
+            .bind(to_i64(message.seq))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
         sqlx::query("DELETE FROM reactions WHERE message_id = ?")
             .bind(&id.0)
             .execute(&mut *tx)
@@ -643,27 +645,5 @@ impl Messages for SqliteStore {
         let reacted = Self::live_in(&mut tx, id).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(Some(reacted))
-    }
-}
-
-impl SqliteStore {
-    /// Records who a message mentions, inside `tx`.
-    async fn insert_mentions_only(
-        tx: &mut Transaction<'_, Sqlite>,
-        message: &Message,
-    ) -> Result<(), AppError> {
-        for user in &message.mentions {
-            sqlx::query(
-                "INSERT INTO mentions (user_id, conversation_id, seq) VALUES (?, ?, ?)
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(&user.0)
-            .bind(to_i64(message.conversation.0))
-            .bind(to_i64(message.seq))
-            .execute(&mut **tx)
-            .await
-            .map_err(db_error)?;
-        }
-        Ok(())
     }
 }
