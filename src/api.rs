@@ -3,6 +3,7 @@
 //! [`crate::server::chat::Chat`], like the WebSocket.
 
 use crate::error::AppError;
+use crate::json_text::JsonAnswer;
 use crate::protocol::{
     ConversationHistory, ConversationInfo, ConversationSummary, Member, Message, ThreadView,
     UserInfo,
@@ -79,13 +80,13 @@ mod ssr {
 }
 
 /// Who the caller is (the server issues an identity on the first visit).
-#[server(endpoint = "get_me")]
+#[server(endpoint = "get_me", output = JsonAnswer)]
 pub async fn get_me() -> Result<UserInfo, AppError> {
     ssr::with_status(ssr::caller().await.map(|(_, user)| user))
 }
 
 /// Sets the caller's display name.
-#[server(endpoint = "set_display_name")]
+#[server(endpoint = "set_display_name", output = JsonAnswer)]
 pub async fn set_display_name(name: String) -> Result<UserInfo, AppError> {
     ssr::with_status(
         async {
@@ -100,7 +101,7 @@ pub async fn set_display_name(name: String) -> Result<UserInfo, AppError> {
 }
 
 /// The caller's sidebar: their conversations with unread counts, and the default channels.
-#[server(endpoint = "list_conversations")]
+#[server(endpoint = "list_conversations", output = JsonAnswer)]
 pub async fn list_conversations() -> Result<Vec<ConversationSummary>, AppError> {
     ssr::with_status(
         async {
@@ -112,7 +113,7 @@ pub async fn list_conversations() -> Result<Vec<ConversationSummary>, AppError> 
 }
 
 /// One page of the public channels ("Browse channels"), by name, after `after`.
-#[server(endpoint = "browse_channels")]
+#[server(endpoint = "browse_channels", output = JsonAnswer)]
 pub async fn browse_channels(
     #[server(default)] after: Option<String>,
 ) -> Result<Vec<ConversationInfo>, AppError> {
@@ -121,7 +122,7 @@ pub async fn browse_channels(
 }
 
 /// Creates a channel (`private` set: only members see it) and sends the browser to it.
-#[server(endpoint = "create_channel")]
+#[server(endpoint = "create_channel", output = JsonAnswer)]
 pub async fn create_channel(
     name: String,
     #[server(default)] private: Option<String>,
@@ -141,7 +142,7 @@ pub async fn create_channel(
 }
 
 /// A channel (by name) and its most recent messages.
-#[server(endpoint = "get_channel")]
+#[server(endpoint = "get_channel", output = JsonAnswer)]
 pub async fn get_channel(channel: String) -> Result<ConversationHistory, AppError> {
     ssr::with_status(
         async {
@@ -154,7 +155,7 @@ pub async fn get_channel(channel: String) -> Result<ConversationHistory, AppErro
 }
 
 /// A conversation (by id: direct messages, threads) and its most recent messages.
-#[server(endpoint = "get_conversation")]
+#[server(endpoint = "get_conversation", output = JsonAnswer)]
 pub async fn get_conversation(conversation: u64) -> Result<ConversationHistory, AppError> {
     ssr::with_status(
         async {
@@ -168,7 +169,7 @@ pub async fn get_conversation(conversation: u64) -> Result<ConversationHistory, 
 }
 
 /// A message's thread: the parent, its conversation, and the replies (if any yet).
-#[server(endpoint = "get_thread")]
+#[server(endpoint = "get_thread", output = JsonAnswer)]
 pub async fn get_thread(message_id: String) -> Result<ThreadView, AppError> {
     ssr::with_status(
         async {
@@ -180,7 +181,7 @@ pub async fn get_thread(message_id: String) -> Result<ThreadView, AppError> {
 }
 
 /// Up to a window of messages older than `before_seq`, oldest first (scrolling back).
-#[server(endpoint = "get_older")]
+#[server(endpoint = "get_older", output = JsonAnswer)]
 pub async fn get_older(
     conversation: u64,
     before_seq: u64,
@@ -199,7 +200,7 @@ pub async fn get_older(
 
 /// Posts a message as the caller: the form fallback without JavaScript, and the browser's
 /// path when the socket is down. A `client_id` sent before returns the original message.
-#[server(endpoint = "post_message")]
+#[server(endpoint = "post_message", output = JsonAnswer)]
 pub async fn post_message(
     conversation: u64,
     body: String,
@@ -219,7 +220,7 @@ pub async fn post_message(
 }
 
 /// Replies in a message's thread (a plain form on the thread page).
-#[server(endpoint = "reply_message")]
+#[server(endpoint = "reply_message", output = JsonAnswer)]
 pub async fn reply_message(
     message_id: String,
     body: String,
@@ -241,7 +242,7 @@ pub async fn reply_message(
 }
 
 /// Replaces the text of one of the caller's own messages (a plain form on the edit page).
-#[server(endpoint = "edit_message")]
+#[server(endpoint = "edit_message", output = JsonAnswer)]
 pub async fn edit_message(message_id: String, body: String) -> Result<(), AppError> {
     ssr::with_status(
         async {
@@ -260,7 +261,7 @@ pub async fn edit_message(message_id: String, body: String) -> Result<(), AppErr
 }
 
 /// Deletes one of the caller's own messages.
-#[server(endpoint = "delete_message")]
+#[server(endpoint = "delete_message", output = JsonAnswer)]
 pub async fn delete_message(message_id: String) -> Result<(), AppError> {
     ssr::with_status(
         async {
@@ -277,7 +278,7 @@ pub async fn delete_message(message_id: String) -> Result<(), AppError> {
 
 /// Adds (`on` = "true") or takes back the caller's reaction (plain buttons without
 /// JavaScript; the browser reacts over its socket).
-#[server(endpoint = "react")]
+#[server(endpoint = "react", output = JsonAnswer)]
 pub async fn react(message_id: String, emoji: String, on: String) -> Result<(), AppError> {
     ssr::with_status(
         async {
@@ -294,7 +295,7 @@ pub async fn react(message_id: String, emoji: String, on: String) -> Result<(), 
 
 /// Starts (or opens) a direct conversation with the people whose ids are given
 /// (comma-separated) and sends the browser to it.
-#[server(endpoint = "open_direct")]
+#[server(endpoint = "open_direct", output = JsonAnswer)]
 pub async fn open_direct(people: String) -> Result<ConversationInfo, AppError> {
     ssr::with_status(
         async {
@@ -318,7 +319,7 @@ pub async fn open_direct(people: String) -> Result<ConversationInfo, AppError> {
 }
 
 /// Named people whose name starts with `prefix` (the "New message" picker).
-#[server(endpoint = "find_people")]
+#[server(endpoint = "find_people", output = JsonAnswer)]
 pub async fn find_people(prefix: String) -> Result<Vec<UserInfo>, AppError> {
     ssr::with_status(
         async {
@@ -331,7 +332,7 @@ pub async fn find_people(prefix: String) -> Result<Vec<UserInfo>, AppError> {
 
 /// Joins a public channel, leaves a channel (`leave` set), or adds someone (`invite` set
 /// to their id) to a channel the caller is in; then back to the channel.
-#[server(endpoint = "membership")]
+#[server(endpoint = "membership", output = JsonAnswer)]
 pub async fn membership(
     conversation: u64,
     #[server(default)] leave: Option<String>,
@@ -357,7 +358,7 @@ pub async fn membership(
 }
 
 /// The members of a conversation, each with whether they are online.
-#[server(endpoint = "get_members")]
+#[server(endpoint = "get_members", output = JsonAnswer)]
 pub async fn get_members(conversation: u64) -> Result<Vec<Member>, AppError> {
     ssr::with_status(
         async {

@@ -1,7 +1,6 @@
 //! The one error type Flack returns, to the browser (server functions), to WebSocket clients
 //! (`error` events) and inside the server. Each variant carries what a user needs to fix it.
 
-use leptos::server_fn::codec::JsonEncoding;
 use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
 use serde::{Deserialize, Serialize};
 
@@ -247,7 +246,7 @@ impl AppError {
 }
 
 impl FromServerFnError for AppError {
-    type Encoder = JsonEncoding;
+    type Encoder = crate::json_text::JsonText;
 
     fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
         match value {

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod app;
 pub mod error;
+pub mod json_text;
 #[cfg(feature = "load")]
 pub mod load;
 pub mod paths;

@@ -3,10 +3,13 @@
 
 use super::sidebar::Sidebar;
 use super::{prefs, ChatClient};
-use crate::api::SetDisplayName;
+use crate::api::{set_display_name, SetDisplayName};
+use crate::error::AppError;
 use crate::protocol::{UserId, UserInfo};
 use leptos::prelude::*;
 use leptos::server::SharedValue;
+use leptos::server_fn::ServerFn;
+use leptos::task::spawn_local;
 use leptos_router::components::Outlet;
 
 /// The signed-in user, for the pages inside the workspace (their name can change while the
@@ -32,6 +35,34 @@ impl Me {
     }
 }
 
+/// Sends a display name to the server and keeps its answer.
+///
+/// A plain form posting to the server function (so it works without JavaScript) whose submit
+/// the browser turns into a call: leptos' `ActionForm` would do the same, at the price of a
+/// form-data decoder in the bundle.
+#[derive(Clone, Copy)]
+struct NameSetter {
+    answer: RwSignal<Option<Result<UserInfo, AppError>>>,
+    sent: RwSignal<bool>,
+}
+
+impl NameSetter {
+    fn new() -> Self {
+        Self {
+            answer: RwSignal::new(None),
+            sent: RwSignal::new(false),
+        }
+    }
+
+    fn send(self, name: String) {
+        self.sent.set(true);
+        spawn_local(async move {
+            let answer = set_display_name(name).await;
+            self.answer.set(Some(answer));
+        });
+    }
+}
+
 /// The caller as the identity middleware found them at the start of this request.
 #[cfg(feature = "ssr")]
 fn caller_of_this_request() -> Option<UserInfo> {
@@ -53,7 +84,7 @@ fn caller_of_this_request() -> Option<UserInfo> {
 /// into the page as often.
 #[component]
 pub fn Workspace() -> impl IntoView {
-    let set_name = ServerAction::<SetDisplayName>::new();
+    let set_name = NameSetter::new();
     let me = Me(RwSignal::new(
         SharedValue::new(caller_of_this_request).into_inner(),
     ));
@@ -61,7 +92,7 @@ pub fn Workspace() -> impl IntoView {
 
     // A name just set (or changed) takes effect at once.
     Effect::new(move |_| {
-        if let Some(Ok(user)) = set_name.value().get() {
+        if let Some(Ok(user)) = set_name.answer.get() {
             me.0.set(Some(user));
         }
     });
@@ -99,11 +130,11 @@ pub fn Workspace() -> impl IntoView {
 /// The first-visit prompt. A name this browser remembers (the server may have forgotten it)
 /// is sent again without asking.
 #[component]
-fn Welcome(set_name: ServerAction<SetDisplayName>) -> impl IntoView {
+fn Welcome(set_name: NameSetter) -> impl IntoView {
     Effect::new(move |_| {
         if let Some(name) = prefs::display_name() {
-            if set_name.version().get_untracked() == 0 {
-                set_name.dispatch(SetDisplayName { name });
+            if !set_name.sent.get_untracked() {
+                set_name.send(name);
             }
         }
     });
@@ -118,25 +149,29 @@ fn Welcome(set_name: ServerAction<SetDisplayName>) -> impl IntoView {
 
 /// The display-name form, used by the prompt and by "Change name".
 #[component]
-fn NameForm(
-    set_name: ServerAction<SetDisplayName>,
-    submit: &'static str,
-    current: String,
-) -> impl IntoView {
+fn NameForm(set_name: NameSetter, submit: &'static str, current: String) -> impl IntoView {
     let error = move || {
         set_name
-            .value()
+            .answer
             .get()
             .and_then(Result::err)
             .map(|e| view! { <p role="alert" class="error">{e.to_string()}</p> })
     };
+    let input = NodeRef::<leptos::html::Input>::new();
+    let on_submit = move |ev: leptos::ev::SubmitEvent| {
+        if let Some(input) = input.get() {
+            ev.prevent_default();
+            set_name.send(input.value());
+        }
+    };
     view! {
-        <ActionForm action=set_name>
+        <form method="post" action=SetDisplayName::url() on:submit=on_submit>
             <div class="field">
                 <label for="display-name">"Display name"</label>
                 <input
                     id="display-name"
                     name="name"
+                    node_ref=input
                     value=current
                     autocomplete="nickname"
                     autofocus
@@ -144,13 +179,14 @@ fn NameForm(
                 <button type="submit">{submit}</button>
             </div>
             {error}
-        </ActionForm>
+            <super::url_error::UrlError path=SetDisplayName::PATH/>
+        </form>
     }
 }
 
 /// The top bar: brand, connection status, and who you are.
 #[component]
-fn Header(me: Me, set_name: ServerAction<SetDisplayName>) -> impl IntoView {
+fn Header(me: Me, set_name: NameSetter) -> impl IntoView {
     let client = expect_context::<ChatClient>();
     let editing = RwSignal::new(false);
     let name = move || me.get().and_then(|u| u.name).unwrap_or_default();
