@@ -12,6 +12,7 @@ pub mod json_text;
 pub mod load;
 pub mod paths;
 pub mod protocol;
+mod protocol_frames;
 #[cfg(feature = "ssr")]
 pub mod server;
 

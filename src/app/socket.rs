@@ -149,7 +149,7 @@ mod browser {
                 let Some(text) = ev.unchecked_into::<MessageEvent>().data().as_string() else {
                     return;
                 };
-                match serde_json::from_str::<ServerEvent>(&text) {
+                match ServerEvent::from_frame(&text) {
                     Ok(event) => (inner.handlers.on_event)(event),
                     Err(e) => leptos::logging::warn!("flack: undecodable frame: {e}"),
                 }
