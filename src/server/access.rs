@@ -15,6 +15,10 @@
 use super::store::{Membership, Store};
 use crate::error::AppError;
 use crate::protocol::{ConversationId, ConversationInfo, ConversationKind, Message, UserId};
+use lru::LruCache;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// A conversation the user may read, with their membership (of the conversation itself;
 /// for a thread, of its parent's conversation).
@@ -71,13 +75,126 @@ pub async fn readable(
     })
 }
 
-/// The conversation if `user` may post in it (see [`readable`]; posting is reading's rule).
+/// A conversation `user` may post in, as the posting path needs it (see [`sendable`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sendable {
+    /// The conversation.
+    pub info: ConversationInfo,
+    /// The conversation that decides access and mentions (a thread's parent's, or itself).
+    pub governing: ConversationId,
+    /// A public channel the user is not in: posting joins it first.
+    pub joins_on_post: bool,
+}
+
+/// The conversation if `user` may post in it: reading's rule (see [`readable`]), answered
+/// from `cache` when it can be (posting is the hot path: two store reads per message
+/// otherwise).
 pub async fn sendable(
     store: &dyn Store,
+    cache: &AccessCache,
     user: &UserId,
     id: ConversationId,
-) -> Result<Readable, AppError> {
-    readable(store, user, id).await
+) -> Result<Sendable, AppError> {
+    let info = cache.conversation(store, id).await?;
+    let governing = match (&info.kind, &info.parent) {
+        (ConversationKind::Thread, Some(parent)) => {
+            cache.conversation(store, parent.conversation).await?
+        }
+        _ => info.clone(),
+    };
+    let member = cache.is_member(store, governing.id, user).await?;
+    match governing.kind {
+        ConversationKind::Public => {}
+        ConversationKind::Private | ConversationKind::Direct if member => {}
+        _ => return Err(AppError::NoSuchConversation),
+    }
+    Ok(Sendable {
+        joins_on_post: !member && info.kind == ConversationKind::Public,
+        governing: governing.id,
+        info,
+    })
+}
+
+/// Conversations and memberships recently checked, so that a post costs no store read.
+/// Bounded in entries (least recently used go first). A conversation's kind, parent and
+/// name never change, so its entry is never stale (a direct conversation's people carry
+/// names that may be; the posting path does not show them). Memberships are forgotten by
+/// the write pipeline as it publishes each membership change (see
+/// [`super::chat::Publish`]): the change and the forgetting travel together, so a
+/// deployment of several nodes forgets on each node as its hub delivers the change. A
+/// generation number keeps a read that raced a change from caching what it read before it.
+pub struct AccessCache {
+    conversations: Mutex<LruCache<ConversationId, ConversationInfo>>,
+    members: Mutex<LruCache<(ConversationId, UserId), bool>>,
+    generation: AtomicU64,
+}
+
+impl AccessCache {
+    /// A cache of at most `conversations` conversations and `memberships` memberships.
+    pub fn new(conversations: usize, memberships: usize) -> Self {
+        let size = |n: usize| NonZeroUsize::new(n.max(1)).expect("at least one");
+        AccessCache {
+            conversations: Mutex::new(LruCache::new(size(conversations))),
+            members: Mutex::new(LruCache::new(size(memberships))),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// The conversation (one that does not exist is not cached: it may be created later).
+    pub async fn conversation(
+        &self,
+        store: &dyn Store,
+        id: ConversationId,
+    ) -> Result<ConversationInfo, AppError> {
+        if let Some(info) = self.conversations.lock().expect("access lock").get(&id) {
+            return Ok(info.clone());
+        }
+        let info = store
+            .conversation(id)
+            .await?
+            .ok_or(AppError::NoSuchConversation)?;
+        self.conversations
+            .lock()
+            .expect("access lock")
+            .put(id, info.clone());
+        Ok(info)
+    }
+
+    /// Whether `user` is a member of conversation `id`.
+    pub async fn is_member(
+        &self,
+        store: &dyn Store,
+        id: ConversationId,
+        user: &UserId,
+    ) -> Result<bool, AppError> {
+        let key = (id, user.clone());
+        if let Some(member) = self.members.lock().expect("access lock").get(&key) {
+            return Ok(*member);
+        }
+        let before = self.generation.load(Ordering::Acquire);
+        let member = store.membership(id, user).await?.is_some();
+        let mut members = self.members.lock().expect("access lock");
+        // A membership change forgotten meanwhile may not be in what was read.
+        if self.generation.load(Ordering::Acquire) == before {
+            members.put(key, member);
+        }
+        Ok(member)
+    }
+
+    /// Forgets `user`'s membership of `id` (it changed: joined, left, invited).
+    pub fn forget_member(&self, id: ConversationId, user: &UserId) {
+        let mut members = self.members.lock().expect("access lock");
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        members.pop(&(id, user.clone()));
+    }
+
+    /// Entries held now: conversations and memberships (for tests).
+    pub fn entries(&self) -> (usize, usize) {
+        (
+            self.conversations.lock().expect("access lock").len(),
+            self.members.lock().expect("access lock").len(),
+        )
+    }
 }
 
 /// The message and its conversation, if `user` may read it; [`AppError::NoSuchMessage`] for
@@ -193,6 +310,7 @@ mod tests {
     #[tokio::test]
     async fn outsiders_cannot_tell_private_conversations_from_made_up_ids() {
         let (store, u) = setup().await;
+        let cache = AccessCache::new(16, 16);
         let private = store
             .create_channel(
                 "secret".into(),
@@ -211,7 +329,7 @@ mod tests {
                 Err(AppError::NoSuchConversation)
             );
             assert_eq!(
-                sendable(&store, &u[2], id).await,
+                sendable(&store, &cache, &u[2], id).await,
                 Err(AppError::NoSuchConversation)
             );
             assert_eq!(
@@ -237,6 +355,39 @@ mod tests {
             joinable(&store, &u[0], private.id).await,
             Err(AppError::WrongKind)
         );
+    }
+
+    #[tokio::test]
+    async fn the_access_cache_is_bounded_and_forgets_changed_memberships() {
+        let (store, u) = setup().await;
+        let cache = AccessCache::new(2, 2);
+        let mut ids = Vec::new();
+        for name in ["a", "b", "c"] {
+            let info = store
+                .create_channel(name.into(), ConversationKind::Private, Some(&author(&u[0])))
+                .await
+                .unwrap();
+            assert!(sendable(&store, &cache, &u[0], info.id).await.is_ok());
+            ids.push(info.id);
+        }
+        assert_eq!(cache.entries(), (2, 2), "the least recent went first");
+        // A cached membership holds until the change is forgotten.
+        assert!(!cache.is_member(&store, ids[2], &u[1]).await.unwrap());
+        store.join(ids[2], &author(&u[1])).await.unwrap();
+        assert!(
+            !cache.is_member(&store, ids[2], &u[1]).await.unwrap(),
+            "cached"
+        );
+        cache.forget_member(ids[2], &u[1]);
+        assert!(cache.is_member(&store, ids[2], &u[1]).await.unwrap());
+        assert!(sendable(&store, &cache, &u[1], ids[2]).await.is_ok());
+        // Made-up conversations are not cached (they may exist later).
+        let before = cache.entries();
+        assert_eq!(
+            sendable(&store, &cache, &u[0], ConversationId(987_654)).await,
+            Err(AppError::NoSuchConversation)
+        );
+        assert_eq!(cache.entries(), before);
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@
 use crate::protocol::{ConversationId, UserId};
 use axum::extract::ws::Utf8Bytes;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
 /// Who receives an event.
@@ -56,12 +56,130 @@ pub type Subscription = broadcast::Receiver<Frame>;
 
 /// Publishes frames to topics and hands out subscriptions.
 pub trait Hub: Send + Sync + 'static {
-    /// Sends a frame to every current subscriber of `topic`.
+    /// Sends a frame to every current subscriber of `topic`. A frame on a user's stream
+    /// [`about`](Frame::about) a conversation that every one of that user's streams here
+    /// has open (see [`Hub::views`]) wakes nobody: those sockets hear of it in the
+    /// conversation itself.
     fn publish(&self, topic: &Topic, frame: Frame);
     /// Subscribes to `topic`; frames published from now on arrive in publish order.
     fn subscribe(&self, topic: &Topic) -> Subscription;
     /// Topics held now (each costs a queue): for tests and metrics.
     fn topic_count(&self) -> usize;
+    /// Which conversation each subscriber of a user's stream here has open.
+    fn views(&self) -> &Arc<Views>;
+}
+
+/// Which conversation each local follower of a user's stream (a socket) has open, so that
+/// activity about it is not delivered to a user all of whose sockets see the conversation
+/// itself: a message in a conversation of 20 open sockets would otherwise wake 20 more
+/// tasks, each to drop the note. With several nodes, each node's hub keeps its own and
+/// applies it as it delivers.
+#[derive(Default)]
+pub struct Views {
+    users: Mutex<HashMap<UserId, UserViews>>,
+}
+
+#[derive(Default)]
+struct UserViews {
+    /// Streams followed here.
+    streams: usize,
+    /// Conversations open, with how many of those streams have each.
+    open: Vec<(ConversationId, usize)>,
+}
+
+impl Views {
+    /// Counts one more stream of `user` (a socket), with nothing open yet.
+    pub fn watch(self: &Arc<Self>, user: &UserId) -> View {
+        self.users
+            .lock()
+            .expect("views lock")
+            .entry(user.clone())
+            .or_default()
+            .streams += 1;
+        View {
+            views: self.clone(),
+            user: user.clone(),
+            open: Mutex::new(None),
+        }
+    }
+
+    /// Whether every stream of `user` here has `conversation` open (false with none).
+    pub fn all_open(&self, user: &UserId, conversation: ConversationId) -> bool {
+        let users = self.users.lock().expect("views lock");
+        users.get(user).is_some_and(|views| {
+            views
+                .open
+                .iter()
+                .any(|&(id, count)| id == conversation && count == views.streams)
+        })
+    }
+
+    /// Users with a stream here (for tests).
+    pub fn users(&self) -> usize {
+        self.users.lock().expect("views lock").len()
+    }
+
+    fn change(&self, user: &UserId, from: Option<ConversationId>, to: Option<ConversationId>) {
+        let mut users = self.users.lock().expect("views lock");
+        let Some(views) = users.get_mut(user) else {
+            return;
+        };
+        if let Some(from) = from {
+            if let Some(at) = views.open.iter().position(|&(id, _)| id == from) {
+                views.open[at].1 -= 1;
+                if views.open[at].1 == 0 {
+                    views.open.swap_remove(at);
+                }
+            }
+        }
+        if let Some(to) = to {
+            match views.open.iter_mut().find(|(id, _)| *id == to) {
+                Some((_, count)) => *count += 1,
+                None => views.open.push((to, 1)),
+            }
+        }
+    }
+}
+
+/// One stream's entry in [`Views`]; gone when dropped.
+pub struct View {
+    views: Arc<Views>,
+    user: UserId,
+    open: Mutex<Option<ConversationId>>,
+}
+
+impl View {
+    /// The conversation this stream's socket has open now (`None`: none, or it is about to
+    /// change and activity about any conversation must reach it).
+    pub fn set(&self, conversation: Option<ConversationId>) {
+        let mut open = self.open.lock().expect("view lock");
+        if *open != conversation {
+            self.views.change(&self.user, *open, conversation);
+            *open = conversation;
+        }
+    }
+
+    /// What [`View::set`] last said.
+    pub fn get(&self) -> Option<ConversationId> {
+        *self.open.lock().expect("view lock")
+    }
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        let open = *self.open.get_mut().expect("view lock");
+        let mut users = self.views.users.lock().expect("views lock");
+        let Some(views) = users.get_mut(&self.user) else {
+            return;
+        };
+        views.streams -= 1;
+        if views.streams == 0 {
+            users.remove(&self.user);
+            return;
+        }
+        drop(users);
+        self.views.change(&self.user, open, None);
+    }
 }
 
 /// Fans out within one process through `tokio::sync::broadcast`, one sender per topic. A
@@ -70,6 +188,7 @@ pub trait Hub: Send + Sync + 'static {
 pub struct MemoryHub {
     capacity: usize,
     topics: Mutex<Topics>,
+    views: Arc<Views>,
 }
 
 #[derive(Default)]
@@ -85,12 +204,18 @@ impl MemoryHub {
         MemoryHub {
             capacity: capacity.max(1),
             topics: Mutex::default(),
+            views: Arc::default(),
         }
     }
 }
 
 impl Hub for MemoryHub {
     fn publish(&self, topic: &Topic, frame: Frame) {
+        if let (Topic::User(user), Some(about)) = (topic, frame.about) {
+            if self.views.all_open(user, about) {
+                return;
+            }
+        }
         let mut topics = self.topics.lock().expect("hub lock");
         if let Some(sender) = topics.map.get(topic) {
             if sender.send(frame).is_err() {
@@ -102,6 +227,10 @@ impl Hub for MemoryHub {
 
     fn topic_count(&self) -> usize {
         self.topics.lock().expect("hub lock").map.len()
+    }
+
+    fn views(&self) -> &Arc<Views> {
+        &self.views
     }
 
     fn subscribe(&self, topic: &Topic) -> Subscription {
@@ -161,6 +290,45 @@ mod tests {
         }
         assert!(matches!(slow.recv().await, Err(RecvError::Lagged(6))));
         assert_eq!(slow.recv().await.unwrap().change, Some(7));
+    }
+
+    #[tokio::test]
+    async fn activity_skips_users_whose_every_socket_has_the_conversation_open() {
+        let hub = MemoryHub::new(16);
+        let (ada, bo) = (UserId("ada".into()), UserId("bo".into()));
+        let (here, there) = (ConversationId(1), ConversationId(2));
+        let mut ada_stream = hub.subscribe(&Topic::User(ada.clone()));
+        let mut bo_stream = hub.subscribe(&Topic::User(bo.clone()));
+        let ada_tab = hub.views().watch(&ada);
+        let ada_phone = hub.views().watch(&ada);
+        let bo_tab = hub.views().watch(&bo);
+        ada_tab.set(Some(here));
+        ada_phone.set(Some(here));
+        bo_tab.set(Some(there));
+        let note = |about| Frame::about(about, &ServerEvent::Refresh);
+        hub.publish(&Topic::User(ada.clone()), note(here));
+        hub.publish(&Topic::User(bo.clone()), note(here));
+        assert!(
+            ada_stream.try_recv().is_err(),
+            "both of Ada's sockets see it"
+        );
+        assert_eq!(bo_stream.try_recv().unwrap().about, Some(here));
+        // One of Ada's sockets moves on (or is about to): she hears of it again.
+        ada_phone.set(None);
+        hub.publish(&Topic::User(ada.clone()), note(here));
+        assert_eq!(ada_stream.try_recv().unwrap().about, Some(here));
+        ada_phone.set(Some(here));
+        drop(ada_tab);
+        hub.publish(&Topic::User(ada.clone()), note(here));
+        assert!(
+            ada_stream.try_recv().is_err(),
+            "the socket left has it open"
+        );
+        // Frames about nothing in particular always go through.
+        hub.publish(&Topic::User(ada.clone()), frame(1));
+        assert!(ada_stream.try_recv().is_ok());
+        drop((ada_phone, bo_tab));
+        assert_eq!(hub.views().users(), 0);
     }
 
     #[tokio::test]

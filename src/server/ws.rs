@@ -9,7 +9,7 @@
 use super::budgets::{budget_key, FrameBudget};
 use super::chat::{settle, Chat};
 use super::client_addr::ClientIp;
-use super::hub::{Frame, Subscription, Topic};
+use super::hub::{Frame, Subscription, Topic, View};
 use super::identity::{CurrentUser, TokenHash};
 use super::serve::{Admitted, ConnectionSlot};
 use super::sockets::Registered;
@@ -238,6 +238,9 @@ struct Session {
     away: bool,
     /// The open channel's key and id (a `send` may name its channel).
     named: Option<(String, ConversationId)>,
+    /// What the hub knows of the conversation this socket has open (the writer says which
+    /// it follows; the session clears it before opening another).
+    view: Arc<View>,
 }
 
 async fn run(
@@ -258,6 +261,7 @@ async fn run(
     let window: WindowSlot = Arc::default();
     // The user's own stream, followed from the start (activity, joins, read positions).
     let own = state.chat.hub().subscribe(&Topic::User(user.id.clone()));
+    let view = Arc::new(state.chat.hub().views().watch(&user.id));
     state.chat.socket_opened(&user.id).await;
     let writer = tokio::spawn(write_loop(
         sink,
@@ -269,6 +273,7 @@ async fn run(
             backlog: state.config.outgoing_queue.max(1),
             queued: queued.clone(),
             window: window.clone(),
+            view: view.clone(),
         },
     ));
     let budget = FrameBudget::new(state.config.frame_rate_per_sec, state.config.frame_burst);
@@ -285,6 +290,7 @@ async fn run(
         strikes: 0,
         away: false,
         named: None,
+        view,
     };
     let end = tokio::select! {
         end = session.serve(&mut incoming) => end,
@@ -349,6 +355,7 @@ struct Writer {
     backlog: usize,
     queued: Queued,
     window: WindowSlot,
+    view: Arc<View>,
 }
 
 /// Drains the queue into the socket and writes the open channel's frames as they are
@@ -359,10 +366,14 @@ async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     mut queue: mpsc::Receiver<Out>,
     close: oneshot::Receiver<CloseFrame>,
-    mut own: Option<Subscription>,
+    own: Option<Subscription>,
     limits: Writer,
 ) {
     let timeout = limits.timeout;
+    // The user's stream is awaited by one future that lives across turns of the loop: a
+    // fresh `recv` each turn would queue and unqueue a waiter under the topic's lock on
+    // every delivery of the open channel.
+    let mut own = own.map(own_frame);
     let mut close = Some(close);
     let mut open: Option<Box<Open>> = None;
     loop {
@@ -395,7 +406,17 @@ async fn write_loop(
                                 let waiting = limits.window.lock().expect("window lock").take();
                                 match waiting {
                                     Some(PendingWindow { reply, bytes, open: channel }) => {
-                                        open = Some(channel);
+                                        let id = channel.info.id;
+                                        if let Some(left) = open.replace(channel) {
+                                            // Changes of the conversation left, never read: the
+                                            // note of their activity may have been skipped
+                                            // while it was open here, so the sidebar reloads.
+                                            if !left.frames.is_empty() {
+                                                let refresh = Frame::new(None, &ServerEvent::Refresh);
+                                                sink.feed(Message::Text(refresh.text)).await?;
+                                            }
+                                        }
+                                        limits.view.set(Some(id));
                                         (Some(reply), bytes)
                                     }
                                     None => (None, 0),
@@ -428,7 +449,8 @@ async fn write_loop(
                     return;
                 }
             }
-            frame = next_own_frame(&mut own) => {
+            (frame, subscription) = async { own.as_mut().expect("guarded").await }, if own.is_some() => {
+                own = Some(own_frame(subscription));
                 let text = match frame {
                     // Activity in the open conversation: the socket hears the message itself.
                     Ok(frame) if frame.about.is_some() && frame.about == open.as_ref().map(|o| o.info.id) => continue,
@@ -450,10 +472,12 @@ async fn write_loop(
                     Ok(frame) => frame,
                     Err(RecvError::Lagged(_)) => {
                         // Fell behind the hub: the session replays from the store.
+                        limits.view.set(None);
                         open.take().expect("open").give_back();
                         continue;
                     }
                     Err(RecvError::Closed) => {
+                        limits.view.set(None);
                         open = None;
                         continue;
                     }
@@ -505,6 +529,7 @@ async fn write_loop(
                     return;
                 }
                 if fell_behind {
+                    limits.view.set(None);
                     open.take().expect("open").give_back();
                 }
             }
@@ -687,6 +712,9 @@ impl Session {
                 channel,
                 after_change,
             } => {
+                // Activity about the conversation open now must reach this socket again
+                // from here on: it is about to leave it (or to open it anew).
+                self.view.set(None);
                 // Subscribe first, then read the store: frames that arrive meanwhile are
                 // skipped by change number instead of being lost.
                 let opened = match chat.spend_open(&self.user) {
@@ -970,12 +998,11 @@ async fn drained(queued: Arc<AtomicUsize>, low: usize, timeout: Duration) -> Res
     Ok(())
 }
 
-/// The next frame of the user's own stream; never resolves once it is closed.
-async fn next_own_frame(own: &mut Option<Subscription>) -> Result<Frame, RecvError> {
-    match own {
-        Some(own) => own.recv().await,
-        None => std::future::pending().await,
-    }
+/// The next frame of the user's own stream, and the stream to await the one after.
+type OwnFrame = Pin<Box<dyn Future<Output = (Result<Frame, RecvError>, Subscription)> + Send>>;
+
+fn own_frame(mut own: Subscription) -> OwnFrame {
+    Box::pin(async move { (own.recv().await, own) })
 }
 
 /// The next frame of the open channel; never resolves while no channel is open.

@@ -31,7 +31,9 @@ impl Chat {
         let body = validate_message_body(body)?;
         let (_, readable) = access::own_message(self.store.as_ref(), &user.id, id).await?;
         self.spend_write(&user.id)?;
-        let (mentions, mentions_all) = self.mentions(&body, &readable, &user.id).await?;
+        let (mentions, mentions_all) = self
+            .mentions(&body, readable.governing.id, &user.id)
+            .await?;
         let id = id.clone();
         self.run(move |store| {
             Box::pin(async move {

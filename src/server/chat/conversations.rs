@@ -39,6 +39,7 @@ async fn membership_published(
             change: change.change,
             members,
         },
+        user,
     )];
     let event = if joined {
         match store.summary(change.conversation, user).await {
@@ -97,7 +98,7 @@ impl Chat {
                     if let Ok(info) = &result {
                         if let Ok(Some(summary)) = store.summary(info.id, &me).await {
                             let event = ServerEvent::Joined { summary };
-                            publish.push(Publish::to_user(&me, Frame::new(None, &event)));
+                            publish.push(Publish::joined(&me, info.id, &event));
                         }
                     }
                     (result, publish)
@@ -178,7 +179,10 @@ impl Chat {
         if let Some(found) = self.existing_direct(&people).await? {
             return Ok(found);
         }
-        self.check_membership_room(&user.id).await?;
+        // Everyone in it becomes a member, not only the one who starts it.
+        for person in &people {
+            self.check_membership_room(&person.id).await?;
+        }
         self.budgets.new_channel(ip)?;
         self.run(move |store| {
             Box::pin(async move {
@@ -188,7 +192,7 @@ impl Chat {
                     for person in &info.people {
                         if let Ok(Some(summary)) = store.summary(info.id, &person.id).await {
                             let event = ServerEvent::Joined { summary };
-                            publish.push(Publish::to_user(&person.id, Frame::new(None, &event)));
+                            publish.push(Publish::joined(&person.id, info.id, &event));
                         }
                     }
                 }
@@ -227,18 +231,18 @@ impl Chat {
             return Ok(());
         }
         self.spend_write(&user.id)?;
-        self.join_unchecked(&readable, &author).await
+        self.join_unchecked(readable.info.id, &author).await
     }
 
     /// Makes `author` a member of a conversation already checked (posting to a public
     /// channel, opening a default one).
     pub(super) async fn join_unchecked(
         &self,
-        readable: &Readable,
+        id: ConversationId,
         author: &Author,
     ) -> Result<(), AppError> {
         self.check_membership_room(&author.id).await?;
-        let (id, author) = (readable.info.id, author.clone());
+        let author = author.clone();
         self.run(move |store| {
             Box::pin(async move {
                 match store.join(id, &author).await {
@@ -293,7 +297,7 @@ impl Chat {
         let name = other.name.ok_or(AppError::NoSuchUser)?;
         self.spend_write(&user.id)?;
         let author = Author { id: other.id, name };
-        self.join_unchecked(&readable, &author).await
+        self.join_unchecked(readable.info.id, &author).await
     }
 
     /// The conversations of `user`'s sidebar: theirs (with unread counts), and the default

@@ -19,6 +19,7 @@ mod signals;
 
 pub use signals::Presence;
 
+use super::access::AccessCache;
 use super::budgets::Budgets;
 use super::hub::{Frame, Hub, Topic};
 use super::store::{Appended, NewMessage, Store};
@@ -40,6 +41,10 @@ const QUEUE: usize = 8192;
 const MEMBER_LISTS: usize = 4096;
 /// Members of one conversation told of its activity on their own streams at most.
 const MAX_STREAM_MEMBERS: usize = 10_000;
+/// Conversations whose kind and parent the posting path keeps (see [`AccessCache`]).
+const ACCESS_CONVERSATIONS: usize = 4096;
+/// Memberships (conversation, user) the posting path keeps.
+const ACCESS_MEMBERSHIPS: usize = 65_536;
 
 /// How fast one user may do something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +95,10 @@ pub struct Chat {
     /// The default channels (everyone's sidebar lists them; opening one joins it).
     defaults: std::sync::RwLock<Vec<ConversationId>>,
     presence: Presence,
+    /// What posting checks, kept; the pipeline forgets what membership changes make stale.
+    access: Arc<AccessCache>,
+    /// Member ids by conversation, for activity on the members' own streams.
+    member_ids: Arc<MemberIds>,
 }
 
 /// Member ids by conversation, a bounded cache dropped on every membership change.
@@ -99,8 +108,10 @@ type MemberIds = Mutex<lru::LruCache<ConversationId, Arc<Vec<UserId>>>>;
 pub struct Publish {
     topic: Topic,
     frame: Frame,
-    /// The conversation's membership changed: its cached member ids are stale.
-    members_changed: bool,
+    /// This user's membership of this conversation changed: the cached membership and the
+    /// conversation's cached member ids are stale. Forgotten as the change is published, so
+    /// that whatever delivers the change (to every node, with several) also forgets.
+    member_changed: Option<(ConversationId, UserId)>,
 }
 
 impl Publish {
@@ -109,14 +120,19 @@ impl Publish {
         Publish {
             topic: Topic::Conversation(conversation),
             frame: Frame::new(Some(change), event),
-            members_changed: false,
+            member_changed: None,
         }
     }
 
-    /// A membership change of a conversation (numbered like any change).
-    fn members(conversation: ConversationId, change: u64, event: &ServerEvent) -> Self {
+    /// A change of `user`'s membership of a conversation (numbered like any change).
+    fn members(
+        conversation: ConversationId,
+        change: u64,
+        event: &ServerEvent,
+        user: &UserId,
+    ) -> Self {
         Publish {
-            members_changed: true,
+            member_changed: Some((conversation, user.clone())),
             ..Publish::change(conversation, change, event)
         }
     }
@@ -126,7 +142,15 @@ impl Publish {
         Publish {
             topic: Topic::User(user.clone()),
             frame,
-            members_changed: false,
+            member_changed: None,
+        }
+    }
+
+    /// On `user`'s own stream: they became a member of `conversation` (one just created).
+    fn joined(user: &UserId, conversation: ConversationId, event: &ServerEvent) -> Self {
+        Publish {
+            member_changed: Some((conversation, user.clone())),
+            ..Publish::to_user(user, Frame::new(None, event))
         }
     }
 }
@@ -150,11 +174,15 @@ impl Chat {
         let member_ids = Arc::new(Mutex::new(lru::LruCache::new(
             std::num::NonZeroUsize::new(MEMBER_LISTS).expect("not zero"),
         )));
+        let access = Arc::new(AccessCache::new(ACCESS_CONVERSATIONS, ACCESS_MEMBERSHIPS));
         tokio::spawn(pipeline(
             store.clone(),
             hub.clone(),
             frames.clone(),
-            member_ids.clone(),
+            Forget {
+                access: access.clone(),
+                member_ids: member_ids.clone(),
+            },
             queue,
         ));
         Chat {
@@ -171,7 +199,19 @@ impl Chat {
             budgets,
             defaults: Default::default(),
             presence: Presence::default(),
+            access,
+            member_ids,
         }
+    }
+
+    /// What the posting path keeps of access (for tests of its bounds).
+    pub fn access_cache(&self) -> &AccessCache {
+        &self.access
+    }
+
+    /// Conversations whose member ids are cached now (bounded by [`MEMBER_LISTS`]).
+    pub fn member_lists_cached(&self) -> usize {
+        self.member_ids.lock().expect("members lock").len()
     }
 
     /// The hub (for tests and metrics).
@@ -263,12 +303,28 @@ async fn member_ids(store: &dyn Store, cache: &MemberIds, id: ConversationId) ->
     ids
 }
 
+/// The caches a membership change makes stale.
+struct Forget {
+    access: Arc<AccessCache>,
+    member_ids: Arc<MemberIds>,
+}
+
+impl Forget {
+    fn member(&self, conversation: ConversationId, user: &UserId) {
+        self.access.forget_member(conversation, user);
+        self.member_ids
+            .lock()
+            .expect("members lock")
+            .pop(&conversation);
+    }
+}
+
 /// Stores queued writes in turn (posts in batches), then publishes and answers, in order.
 async fn pipeline(
     store: Arc<dyn Store>,
     hub: Arc<dyn Hub>,
     frames: Arc<WindowFrames>,
-    members: Arc<MemberIds>,
+    forget: Forget,
     mut queue: mpsc::Receiver<Write>,
 ) {
     let mut held: Option<Write> = None;
@@ -300,7 +356,7 @@ async fn pipeline(
                 let results = store.append_batch(messages).await;
                 for appended in results.iter().flatten().filter(|a| a.fresh) {
                     let conversation = appended.message.conversation;
-                    let ids = member_ids(store.as_ref(), &members, conversation).await;
+                    let ids = member_ids(store.as_ref(), &forget.member_ids, conversation).await;
                     for publish in posting::published(appended, &ids) {
                         hub.publish(&publish.topic, publish.frame);
                     }
@@ -316,9 +372,9 @@ async fn pipeline(
                         if publish.frame.change.is_some() {
                             frames.invalidate(*id);
                         }
-                        if publish.members_changed {
-                            members.lock().expect("members lock").pop(id);
-                        }
+                    }
+                    if let Some((conversation, user)) = &publish.member_changed {
+                        forget.member(*conversation, user);
                     }
                     hub.publish(&publish.topic, publish.frame);
                 }

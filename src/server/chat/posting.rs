@@ -8,7 +8,7 @@ use crate::protocol::{
     ConversationId, MessageId, ServerEvent, UserId, UserInfo, EVERYONE_MENTIONS, MAX_MENTIONS,
     MEMBERS_SHOWN,
 };
-use crate::server::access::{self, Readable};
+use crate::server::access;
 use crate::server::hub::Frame;
 use crate::server::store::{Appended, NewMessage};
 use tokio::sync::oneshot;
@@ -93,16 +93,13 @@ impl Chat {
     pub(super) async fn mentions(
         &self,
         body: &str,
-        readable: &Readable,
+        governing: ConversationId,
         author: &UserId,
     ) -> Result<(Vec<UserId>, bool), AppError> {
         if !body.contains('@') {
             return Ok((Vec::new(), false));
         }
-        let members = self
-            .store
-            .members(readable.governing.id, MEMBERS_SHOWN)
-            .await?;
+        let members = self.store.members(governing, MEMBERS_SHOWN).await?;
         Ok(resolve_mentions(body, &members, author))
     }
 
@@ -134,12 +131,13 @@ impl Chat {
         let author = Self::author(user)?;
         let body = validate_message_body(body)?;
         let client_id = client_id.as_deref().map(validate_client_id).transpose()?;
-        let readable = access::sendable(self.store.as_ref(), &user.id, conversation).await?;
+        let sendable =
+            access::sendable(self.store.as_ref(), &self.access, &user.id, conversation).await?;
         self.spend_write(&user.id)?;
-        if readable.joins_on_post() {
-            self.join_unchecked(&readable, &author).await?;
+        if sendable.joins_on_post {
+            self.join_unchecked(sendable.info.id, &author).await?;
         }
-        let (mentions, mentions_all) = self.mentions(&body, &readable, &user.id).await?;
+        let (mentions, mentions_all) = self.mentions(&body, sendable.governing, &user.id).await?;
         let (reply, answer) = oneshot::channel();
         let message = NewMessage {
             conversation,
@@ -173,9 +171,11 @@ impl Chat {
         }
         self.spend_write(&user.id)?;
         if readable.joins_on_post() {
-            self.join_unchecked(&readable, &author).await?;
+            self.join_unchecked(readable.info.id, &author).await?;
         }
-        let (mentions, mentions_all) = self.mentions(&body, &readable, &user.id).await?;
+        let (mentions, mentions_all) = self
+            .mentions(&body, readable.governing.id, &user.id)
+            .await?;
         let new = NewMessage {
             conversation: parent_message.conversation,
             author,

@@ -54,7 +54,7 @@ impl Chat {
         let frames = self.hub.subscribe(&Topic::Conversation(readable.info.id));
         if readable.member.is_none() && self.is_default(readable.info.id) {
             if let Ok(author) = Self::author(user) {
-                if let Err(e) = self.join_unchecked(&readable, &author).await {
+                if let Err(e) = self.join_unchecked(readable.info.id, &author).await {
                     tracing::debug!(error = %e, "could not join a default channel");
                 }
             }
