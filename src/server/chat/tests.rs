@@ -4,7 +4,7 @@
 use super::*;
 use crate::protocol::{
     ConversationInfo, ConversationKind, Message, MessageId, ServerEvent, UserInfo,
-    MAX_DIRECT_MEMBERS,
+    MAX_DIRECT_MEMBERS, MAX_MENTIONS,
 };
 use crate::server::budgets::Allowance;
 use crate::server::hub::{MemoryHub, Subscription, Topic};
@@ -18,10 +18,21 @@ const GENEROUS: PostLimit = PostLimit {
 
 const HERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
-async fn chat_with(limit: PostLimit) -> Chat {
+fn limits(post: PostLimit) -> Limits {
+    Limits {
+        window: 100,
+        post,
+        open: post,
+        max_channels: 5,
+        max_memberships: 50,
+        join_cache_bytes: 1 << 20,
+    }
+}
+
+async fn chat_with_limits(limits: Limits) -> Chat {
     let plenty = Allowance {
-        per_hour: 1000,
-        burst: 1000,
+        per_hour: 100_000,
+        burst: 100_000,
     };
     let store = SqliteStore::in_memory(CacheLimits::default())
         .await
@@ -29,16 +40,13 @@ async fn chat_with(limit: PostLimit) -> Chat {
     Chat::new(
         Arc::new(store),
         Arc::new(MemoryHub::new(1024)),
-        Limits {
-            window: 100,
-            post: limit,
-            open: limit,
-            max_channels: 5,
-            max_memberships: 50,
-            join_cache_bytes: 1 << 20,
-        },
+        limits,
         Budgets::new(plenty, plenty),
     )
+}
+
+async fn chat_with(limit: PostLimit) -> Chat {
+    chat_with_limits(limits(limit)).await
 }
 
 async fn chat() -> Chat {
@@ -554,4 +562,205 @@ async fn replies_count_on_the_parent_and_can_echo_to_the_channel() {
             .map(|_| ()),
         Err(AppError::NestedThread)
     );
+}
+
+#[tokio::test]
+async fn nobody_joins_past_max_memberships_and_a_refusal_changes_nothing() {
+    let chat = chat_with_limits(Limits {
+        max_memberships: 3,
+        max_channels: 100,
+        ..limits(GENEROUS)
+    })
+    .await;
+    let ada = named(&chat, "Ada").await;
+    let bob = named(&chat, "Bob").await;
+    for i in 0..3 {
+        chat.create_channel(&ada, &format!("mine{i}"), false, HERE)
+            .await
+            .unwrap();
+    }
+    let open = chat
+        .create_channel(&bob, "open", false, HERE)
+        .await
+        .unwrap();
+    let full: Result<(), AppError> = Err(AppError::TooManyConversations { max: 3 });
+    let mut ada_stream = chat.hub().subscribe(&Topic::User(ada.id.clone()));
+    let mut open_sub = chat.hub().subscribe(&Topic::Conversation(open.id));
+    // Creating, joining, posting (which joins), being invited, starting a direct message.
+    assert_eq!(
+        chat.create_channel(&ada, "fourth", false, HERE)
+            .await
+            .map(|_| ()),
+        full
+    );
+    assert_eq!(chat.join(&ada, open.id).await, full);
+    assert_eq!(
+        chat.post(&ada, open.id, "let me in", None)
+            .await
+            .map(|_| ()),
+        full
+    );
+    assert_eq!(chat.invite(&bob, open.id, &ada.id).await, full);
+    assert_eq!(
+        chat.open_direct(&ada, std::slice::from_ref(&bob.id), HERE)
+            .await
+            .map(|_| ()),
+        full
+    );
+    // Nor does anyone else start a direct conversation with her.
+    assert_eq!(
+        chat.open_direct(&bob, std::slice::from_ref(&ada.id), HERE)
+            .await
+            .map(|_| ()),
+        full
+    );
+    // The refusal says why, with the limit.
+    let said = AppError::TooManyConversations { max: 3 }.to_string();
+    assert!(said.contains("3 conversations"), "{said}");
+    // Nothing changed: no channel, no membership, no message, no direct conversation.
+    assert!(chat
+        .store()
+        .channel_named("fourth")
+        .await
+        .unwrap()
+        .is_none());
+    let members = chat.members(&bob.id, open.id).await.unwrap();
+    assert_eq!(members.len(), 1, "only Bob");
+    assert!(chat
+        .history(chat.open(&bob, Some(open.id), None).await.unwrap().0)
+        .await
+        .unwrap()
+        .messages
+        .is_empty());
+    assert_eq!(chat.sidebar(&ada).await.unwrap().len(), 3);
+    assert_eq!(
+        chat.sidebar(&bob).await.unwrap().len(),
+        1,
+        "no direct message"
+    );
+    settle_pipeline(&chat, &ada).await;
+    assert!(drain(&mut ada_stream).is_empty(), "Ada was told of nothing");
+    assert!(drain(&mut open_sub).is_empty(), "the channel changed not");
+    // Leaving one makes room again.
+    let mine0 = chat.channel_named(&ada.id, "mine0").await.unwrap().info;
+    chat.leave(&ada, mine0.id).await.unwrap();
+    chat.join(&ada, open.id).await.unwrap();
+    assert_eq!(chat.join(&ada, mine0.id).await, full);
+}
+
+#[tokio::test]
+async fn a_message_mentions_at_most_max_mentions_people() {
+    let chat = chat_with_limits(Limits {
+        max_channels: 100,
+        ..limits(GENEROUS)
+    })
+    .await;
+    let ada = named(&chat, "Ada").await;
+    let team = chat
+        .create_channel(&ada, "team", false, HERE)
+        .await
+        .unwrap();
+    let mut people = Vec::new();
+    for i in 0..MAX_MENTIONS + 10 {
+        let person = named(&chat, &format!("p{i:02}")).await;
+        chat.join(&person, team.id).await.unwrap();
+        people.push(person);
+    }
+    let everyone: Vec<String> = people
+        .iter()
+        .map(|p| format!("@{}", p.name.as_deref().unwrap()))
+        .collect();
+    let body = everyone.join(" ");
+    let m = chat.post(&ada, team.id, &body, None).await.unwrap().message;
+    let first: Vec<_> = people[..MAX_MENTIONS]
+        .iter()
+        .map(|p| p.id.clone())
+        .collect();
+    assert_eq!(m.mentions, first, "the first {MAX_MENTIONS}, in order");
+    // The ones past the cap are not counted as mentioned.
+    let mentions_of = |user: UserInfo| {
+        let chat = &chat;
+        async move {
+            chat.sidebar(&user)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|s| s.conversation.id == team.id)
+                .unwrap()
+                .mentions
+        }
+    };
+    assert_eq!(mentions_of(people[0].clone()).await, 1);
+    assert_eq!(mentions_of(people[MAX_MENTIONS].clone()).await, 0);
+    // An edit is held to the same cap.
+    let reversed: Vec<String> = everyone.iter().rev().cloned().collect();
+    let edited = chat.edit(&ada, &m.id, &reversed.join(" ")).await.unwrap();
+    assert_eq!(edited.mentions.len(), MAX_MENTIONS);
+    assert_eq!(edited.mentions[0], people[MAX_MENTIONS + 9].id);
+}
+
+#[tokio::test]
+async fn the_member_id_and_access_caches_stay_bounded() {
+    let chat = chat_with_limits(Limits {
+        max_channels: MEMBER_LISTS + 200,
+        max_memberships: MEMBER_LISTS + 200,
+        ..limits(GENEROUS)
+    })
+    .await;
+    let ada = named(&chat, "Ada").await;
+    let author = Chat::author(&ada).unwrap();
+    let mut answers = Vec::new();
+    for i in 0..MEMBER_LISTS + 100 {
+        let info = chat
+            .store()
+            .create_channel(format!("c{i}"), ConversationKind::Public, Some(&author))
+            .await
+            .unwrap();
+        answers.push(chat.submit_post(&ada, info.id, "hi", None).await.unwrap());
+    }
+    for answer in answers {
+        settle(answer).await.unwrap();
+    }
+    assert_eq!(
+        chat.member_lists_cached(),
+        MEMBER_LISTS,
+        "full, and no more"
+    );
+    let (conversations, memberships) = chat.access_cache().entries();
+    assert_eq!(conversations, ACCESS_CONVERSATIONS);
+    assert_eq!(memberships, MEMBER_LISTS + 100);
+}
+
+#[tokio::test]
+async fn leaving_ends_posting_at_once_though_access_is_cached() {
+    let chat = chat().await;
+    let ada = named(&chat, "Ada").await;
+    let bob = named(&chat, "Bob").await;
+    let club = chat.create_channel(&ada, "club", true, HERE).await.unwrap();
+    let hidden = Err(AppError::NoSuchConversation);
+    assert_eq!(
+        chat.post(&bob, club.id, "knock", None).await.map(|_| ()),
+        hidden
+    );
+    chat.invite(&ada, club.id, &bob.id).await.unwrap();
+    chat.post(&bob, club.id, "in", None).await.unwrap();
+    chat.post(&bob, club.id, "still in", None).await.unwrap();
+    chat.leave(&bob, club.id).await.unwrap();
+    assert_eq!(
+        chat.post(&bob, club.id, "out", None).await.map(|_| ()),
+        hidden
+    );
+    // And joining a public channel by posting is seen by the next post.
+    let open = chat
+        .create_channel(&ada, "open", false, HERE)
+        .await
+        .unwrap();
+    let mut bob_stream = chat.hub().subscribe(&Topic::User(bob.id.clone()));
+    chat.post(&bob, open.id, "first", None).await.unwrap();
+    chat.post(&bob, open.id, "second", None).await.unwrap();
+    let joined = drain(&mut bob_stream)
+        .into_iter()
+        .filter(|(_, e)| matches!(e, ServerEvent::Joined { .. }))
+        .count();
+    assert_eq!(joined, 1, "joined once, by the first post");
 }
