@@ -31,15 +31,20 @@ LOAD=target/release/flack-load
 # The standard plan's sizes; BENCH_QUICK=1 shrinks them to check the script in seconds.
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then
   HIST=(--clients 4 --requests 50 --joins 50 --rate 50 --paced-requests 25)
+  HIST_RICH=(--clients 4 --requests 20 --joins 0 --rate 50 --paced-requests 25)
   MAXRATE=(-c 10 -s 2 -d 1 --max-doublings 1 --bisect 1)
   BIG=(-c 50 -s 2 -r 5 -d 1)
+  MEMBERS=(-m 3)
   CONNS=(-n 300 --hold 1)
   NAGLE=(-c 10 -s 2 -r 10 -d 1)
   ABUSE=(--quick --seconds "${BENCH_ABUSE_SECONDS:-1}")
 else
   HIST=(--clients 32 --requests 2000 --joins 2000 --rate 100 --paced-requests 1000)
+  HIST_RICH=(--clients 32 --requests 500 --joins 0 --rate 100 --paced-requests 1000)
   MAXRATE=(-c 100 -s 20 -d 3)
   BIG=(-c 1000 -s 10 -r 10 -d 10)
+  # Every client a member of 20 channels; the messages flow in one of them.
+  MEMBERS=(-m 20)
   CONNS=(-n 15000)
   NAGLE=(-c 100 -s 20 -r 10 -d 5)
   # 10 s windows: 100 of the user's messages each, so p99 is not simply the slowest one.
@@ -174,10 +179,16 @@ ref_args=(--reference "$REF" --reference-pid "$REF_PID")
 # History first, while the sidebar (every channel) is short; later steps create channels.
 step "history: channel page with 100 messages (saturated, then paced at a steady rate), and socket joins" \
   history "${flack_args[@]}" "${ref_args[@]}" "${HIST[@]}"
+# The same page when every message carries reactions and a thread (Flack only: the reference
+# serves the plain page above).
+step "history: channel page with 100 messages with reactions and threads (paced)" \
+  history "${flack_args[@]}" "${HIST_RICH[@]}" --rich
 step "max-rate: C=100 S=20, highest R with zero loss and p99 < 50 ms" \
   max-rate "${flack_args[@]}" "${ref_args[@]}" "${MAXRATE[@]}"
 step "fanout: C=1000 S=10 R=10 D=10" \
   fanout "${flack_args[@]}" "${ref_args[@]}" "${BIG[@]}"
+step "fanout to members of 20 channels each: C=1000 S=10 R=10 D=10 M=20 (the reference has no memberships)" \
+  fanout "${flack_args[@]}" "${ref_args[@]}" "${BIG[@]}" "${MEMBERS[@]}"
 step "connections: N=15000 idle sockets" \
   connections "${flack_args[@]}" "${ref_args[@]}" "${CONNS[@]}"
 step "fanout at a low rate: C=100 S=20 R=10 D=5 (latency when nothing queues)" \

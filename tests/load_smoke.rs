@@ -68,7 +68,10 @@ fn small_fanout() -> FanoutParams {
 }
 
 async fn fanout_is_exact(store: StoreKind) -> Vec<Report> {
-    let params = small_fanout();
+    fanout_exactly(store, small_fanout()).await
+}
+
+async fn fanout_exactly(store: StoreKind, params: FanoutParams) -> Vec<Report> {
     let mut reports = Vec::new();
     for run in both(store).await {
         let outcome = fanout(&run, &params).await.unwrap();
@@ -122,6 +125,18 @@ async fn fanout_delivers_every_message_to_every_client_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_to_members_of_many_channels_is_exact() {
+    // Every client a member of 4 channels, messages in one: each message also concerns
+    // every member's own stream, and still reaches each socket exactly once.
+    let params = FanoutParams {
+        memberships: 4,
+        ..small_fanout()
+    };
+    let reports = fanout_exactly(StoreKind::Memory, params).await;
+    assert_eq!(reports[0].case, "c=10 s=3 r=20 d=1 m=4");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_fanout_delivers_every_message_once() {
     fanout_is_exact(StoreKind::Sqlite).await;
 }
@@ -167,6 +182,7 @@ async fn every_history_page_and_join_is_whole() {
         joins: 50,
         rate: 200,
         paced_requests: 40,
+        rich: false,
     };
     for run in runs {
         let outcome = history(&run, &params).await.unwrap();
@@ -194,6 +210,30 @@ async fn every_history_page_and_join_is_whole() {
             assert_eq!(reports.len(), 2);
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_messages_with_reactions_and_threads_is_served() {
+    let flack = Target::flack(&start_flack(StoreKind::Memory).await);
+    let params = HistoryParams {
+        clients: 4,
+        requests: 20,
+        joins: 0,
+        rate: 200,
+        paced_requests: 20,
+        rich: true,
+    };
+    let run = Run::new(flack, Some(std::process::id()));
+    let outcome = history(&run, &params).await.unwrap();
+    assert_eq!(outcome.page.ok, 20, "{:?}", outcome.page.first_error);
+    let paced = outcome.paced.as_ref().expect("a paced run was asked for");
+    assert_eq!(paced.ok, 20, "{:?}", paced.first_error);
+    assert!(outcome.join.is_none(), "no joins were asked for");
+    let reports = outcome.reports("flack", &params);
+    assert_eq!(reports.len(), 2);
+    assert_eq!(reports[1].case, "rate=200/s requests=20 reactions+threads");
+    // The run checked that every message shows its reactions and replies before loading.
+    assert!(reports[0].get("page_bytes").unwrap() > 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -111,6 +111,10 @@ enum Command {
         /// Seconds to wait for late deliveries.
         #[arg(long, default_value_t = 5)]
         grace: u64,
+        /// Channels every Flack client is made a member of first, the busy one included
+        /// (0: they only open it).
+        #[arg(short = 'm', long, default_value_t = 0)]
+        memberships: usize,
     },
     /// The highest per-sender rate with zero loss and p99 under a limit, for each target.
     MaxRate {
@@ -171,6 +175,9 @@ enum Command {
         /// Page loads in the paced run.
         #[arg(long, default_value_t = 1000)]
         paced_requests: usize,
+        /// Every message with reactions and a thread of replies (Flack only).
+        #[arg(long)]
+        rich: bool,
     },
     /// Each known attack against a running Flack on loopback, from another address, while a
     /// normal user chats: the server's memory and descriptors, the user's p99 ack latency
@@ -284,9 +291,11 @@ async fn run(command: Command) -> Result<()> {
             rate,
             duration,
             grace,
+            memberships,
         } => {
             let params = FanoutParams {
                 grace: Duration::from_secs(grace),
+                memberships,
                 ..FanoutParams::new(clients, senders, rate, duration)
             };
             let mut reports = Vec::new();
@@ -361,6 +370,7 @@ async fn run(command: Command) -> Result<()> {
             joins,
             rate,
             paced_requests,
+            rich,
         } => {
             let params = HistoryParams {
                 clients,
@@ -368,6 +378,7 @@ async fn run(command: Command) -> Result<()> {
                 joins,
                 rate,
                 paced_requests,
+                rich,
             };
             let mut pages: Vec<Report> = Vec::new();
             let mut joined: Vec<Report> = Vec::new();

@@ -172,6 +172,87 @@ pub async fn create_channel(
     Ok(())
 }
 
+/// `POST /api/create_channel` like [`create_channel`]; the new channel's id.
+pub async fn create_channel_id(
+    http: &reqwest::Client,
+    target: &Target,
+    token: &str,
+    name: &str,
+) -> Result<u64> {
+    create_channel(http, target, token, name).await?;
+    channel_id(http, target, token, name).await
+}
+
+/// The id of the channel named `name` (`POST /api/get_channel`).
+pub async fn channel_id(
+    http: &reqwest::Client,
+    target: &Target,
+    token: &str,
+    name: &str,
+) -> Result<u64> {
+    let history = channel_history(http, target, token, name).await?;
+    Ok(history.conversation.id.0)
+}
+
+/// The channel named `name` with its recent messages, as `token`'s user reads it
+/// (`POST /api/get_channel`).
+pub async fn channel_history(
+    http: &reqwest::Client,
+    target: &Target,
+    token: &str,
+    name: &str,
+) -> Result<crate::protocol::ConversationHistory> {
+    let res = http
+        .post(format!("{}/api/get_channel", target.base_url()))
+        .bearer_auth(token)
+        .form(&[("channel", name)])
+        .send()
+        .await?;
+    if !res.status().is_success() {
+        return Err(error(format!("get channel {name}: HTTP {}", res.status())));
+    }
+    Ok(res.json().await?)
+}
+
+/// `POST /api/membership conversation=…`: joins a public channel.
+pub async fn join(
+    http: &reqwest::Client,
+    target: &Target,
+    token: &str,
+    conversation: u64,
+) -> Result<()> {
+    let res = http
+        .post(format!("{}/api/membership", target.base_url()))
+        .bearer_auth(token)
+        .form(&[("conversation", conversation.to_string())])
+        .send()
+        .await?;
+    if !res.status().is_success() {
+        let status = res.status();
+        let body = res.text().await.unwrap_or_default();
+        return Err(error(format!("join {conversation}: HTTP {status} {body}")));
+    }
+    Ok(())
+}
+
+/// A new Flack user `name`, made a member of every channel in `channels`, connected and
+/// subscribed to `open` (one of them).
+pub async fn member_of(
+    http: &reqwest::Client,
+    target: &Target,
+    name: &str,
+    channels: &[u64],
+    open: &str,
+) -> Result<Ws> {
+    let token = login(http, target, name).await?;
+    for &id in channels {
+        join(http, target, &token, id).await?;
+    }
+    let mut ws = flack_connect(target, &token, false).await?;
+    flack_subscribe(&mut ws, open).await?;
+    Ok(ws)
+}
+
 /// Opens a WebSocket to the target's `/ws` (with `Authorization: Bearer` when a token is
 /// given): Nagle off, and tungstenite's buffers small when `small` (for many idle sockets).
 pub async fn connect(target: &Target, token: Option<&str>, small: bool) -> Result<Ws> {
@@ -267,6 +348,34 @@ pub async fn flack_post(ws: &mut Ws, channel: &str, body: &str, client_id: &str)
             } if id == client_id => return Ok(seq),
             ServerEvent::Error { message, .. } => {
                 return Err(error(format!("send to {channel}: {message}")))
+            }
+            _ => continue,
+        }
+    }
+}
+
+/// Replies in a message's thread and waits for the ack (skipping other events).
+pub async fn flack_reply(
+    ws: &mut Ws,
+    parent: &crate::protocol::MessageId,
+    body: &str,
+    client_id: &str,
+) -> Result<()> {
+    let reply = ClientEvent::Reply {
+        message_id: parent.clone(),
+        body: body.into(),
+        client_id: Some(client_id.into()),
+        also_to_channel: false,
+    };
+    send_event(ws, &reply).await?;
+    loop {
+        match next_event(ws).await? {
+            ServerEvent::Ack {
+                client_id: Some(id),
+                ..
+            } if id == client_id => return Ok(()),
+            ServerEvent::Error { message, .. } => {
+                return Err(error(format!("reply to {}: {message}", parent.0)))
             }
             _ => continue,
         }

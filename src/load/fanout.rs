@@ -9,6 +9,11 @@
 //! a server that does not read fast enough shows up there, since then writes block. (Tokio's
 //! timer ticks every millisecond, so a lag under 1 ms is the timer, not the server.)
 //!
+//! With `memberships` = M (Flack only), every client is first made a member of M channels,
+//! the one the messages flow in and M − 1 quiet ones, as a real user belongs to many
+//! conversations; then each new message also concerns every member's own stream (unread
+//! counts), not only the sockets that have the channel open.
+//!
 //! [`super::max_rate`] searches the highest per-sender rate that still delivers everything
 //! with a p99 latency under a limit.
 
@@ -42,6 +47,9 @@ pub struct FanoutParams {
     pub grace: Duration,
     /// Connections opened at once while joining.
     pub connect_concurrency: usize,
+    /// Channels every client is a member of, the busy one included (Flack only; 0: the
+    /// clients only open the busy channel, as visitors of a public channel do).
+    pub memberships: usize,
 }
 
 impl FanoutParams {
@@ -54,6 +62,7 @@ impl FanoutParams {
             duration_secs,
             grace: Duration::from_secs(5),
             connect_concurrency: 64,
+            memberships: 0,
         }
     }
 
@@ -62,12 +71,16 @@ impl FanoutParams {
         self.rate as usize * self.duration_secs as usize
     }
 
-    /// `c=100 s=20 r=10 d=10`.
+    /// `c=100 s=20 r=10 d=10`, and ` m=20` with memberships.
     pub fn case(&self) -> String {
-        format!(
+        let mut case = format!(
             "c={} s={} r={} d={}",
             self.clients, self.senders, self.rate, self.duration_secs
-        )
+        );
+        if self.memberships > 0 {
+            case += &format!(" m={}", self.memberships);
+        }
+        case
     }
 }
 
@@ -270,17 +283,33 @@ pub async fn fanout(run: &Run, params: &FanoutParams) -> Result<FanoutOutcome> {
     let target = &run.target;
     let http = client::http_client();
     let channel = prepare_channel(&http, target, "fan").await?;
+    // Every client's channels: the busy one first (set up before anyone connects).
+    let member_of = if target.is_flack() && params.memberships > 0 {
+        let token = client::login(&http, target, "load-admin").await?;
+        let mut ids = vec![client::channel_id(&http, target, &token, &channel).await?];
+        for k in 1..params.memberships {
+            let quiet = format!("{channel}-q{k}");
+            ids.push(client::create_channel_id(&http, target, &token, &quiet).await?);
+        }
+        ids
+    } else {
+        Vec::new()
+    };
 
     // Join, at most `connect_concurrency` at once.
     let mut connect = super::histogram();
     let mut first_error = None;
     let opened: Vec<(usize, Result<Ws>, Duration)> = futures_util::stream::iter(0..params.clients)
         .map(|i| {
-            let (http, channel) = (&http, &channel);
+            let (http, channel, member_of) = (&http, &channel, &member_of);
             async move {
                 let started = Instant::now();
                 let name = format!("load-c{i}");
-                let ws = client::open(http, target, &name, None, channel, false).await;
+                let ws = if member_of.is_empty() {
+                    client::open(http, target, &name, None, channel, false).await
+                } else {
+                    client::member_of(http, target, &name, member_of, channel).await
+                };
                 (i, ws, started.elapsed())
             }
         })

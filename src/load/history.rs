@@ -9,6 +9,10 @@
 //! (requests start at a steady rate whatever the answers do, the way many independent users
 //! open channels; latency counts from each request's planned start, so a slow answer cannot
 //! hide the ones queued behind it).
+//!
+//! With `rich`, every message of the channel also carries reactions (two emoji, three
+//! people) and a thread of two replies, as a busy channel's do: the page then shows every
+//! reaction and reply count.
 
 use super::client::{self, Ws};
 use super::{
@@ -36,17 +40,37 @@ pub struct HistoryParams {
     pub rate: u32,
     /// Page loads in the paced run.
     pub paced_requests: usize,
+    /// Every message with reactions and a thread (Flack only).
+    pub rich: bool,
 }
 
 impl HistoryParams {
     /// `clients=32 requests=2000`.
     pub fn case(&self) -> String {
-        format!("clients={} requests={}", self.clients, self.requests)
+        format!(
+            "clients={} requests={}{}",
+            self.clients,
+            self.requests,
+            self.rich_suffix()
+        )
     }
 
     /// `rate=100/s requests=500`.
     pub fn paced_case(&self) -> String {
-        format!("rate={}/s requests={}", self.rate, self.paced_requests)
+        format!(
+            "rate={}/s requests={}{}",
+            self.rate,
+            self.paced_requests,
+            self.rich_suffix()
+        )
+    }
+
+    fn rich_suffix(&self) -> &'static str {
+        if self.rich {
+            " reactions+threads"
+        } else {
+            ""
+        }
     }
 }
 
@@ -221,6 +245,63 @@ pub async fn prepare(http: &reqwest::Client, target: &Target) -> Result<Prepared
     })
 }
 
+/// Reactions each message of a rich channel gets: (emoji, which users, counted from the
+/// message's own index).
+const REACTIONS: [(&str, &[usize]); 2] = [("👍", &[0, 1]), ("🎉", &[2])];
+/// Thread replies each message of a rich channel gets, by these users (counted likewise).
+const REPLIERS: [usize; 2] = [1, 3];
+
+/// Gives every message of a prepared channel its reactions and a thread of replies, over
+/// the users' sockets, and checks the channel shows them all.
+pub async fn enrich(
+    http: &reqwest::Client,
+    target: &Target,
+    prepared: &PreparedChannel,
+) -> Result<()> {
+    let mut sockets: Vec<Ws> = Vec::new();
+    for token in &prepared.tokens {
+        sockets.push(client::flack_connect(target, token, false).await?);
+    }
+    let history =
+        client::channel_history(http, target, &prepared.tokens[0], &prepared.channel).await?;
+    for (i, message) in history.messages.iter().enumerate() {
+        for (emoji, users) in REACTIONS {
+            for u in users {
+                let react = crate::protocol::ClientEvent::React {
+                    message_id: message.id.clone(),
+                    emoji: emoji.into(),
+                    on: true,
+                };
+                client::send_event(&mut sockets[(i + u) % USERS], &react).await?;
+            }
+        }
+        for (r, u) in REPLIERS.iter().enumerate() {
+            let body = format!("reply {r} to message {i}");
+            let ws = &mut sockets[(i + u) % USERS];
+            client::flack_reply(ws, &message.id, &body, &format!("r{i}-{r}")).await?;
+        }
+    }
+    // Reactions have no answer of their own: wait until the channel shows them all.
+    let reacted = REACTIONS
+        .iter()
+        .map(|(_, users)| users.len())
+        .sum::<usize>();
+    for _ in 0..200 {
+        let now =
+            client::channel_history(http, target, &prepared.tokens[0], &prepared.channel).await?;
+        let done = now.messages.len() == history.messages.len()
+            && now.messages.iter().all(|m| {
+                m.reactions.iter().map(|r| r.count as usize).sum::<usize>() == reacted
+                    && m.thread.as_ref().map(|t| t.replies as usize) == Some(REPLIERS.len())
+            });
+        if done {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    Err(error("the channel does not show every reaction and reply"))
+}
+
 /// A real Flack channel page with 100 messages, for the reference to serve.
 pub async fn page_snapshot(target: &Target) -> Result<Vec<u8>> {
     let http = client::http_client();
@@ -247,6 +328,9 @@ pub async fn history(run: &Run, params: &HistoryParams) -> Result<HistoryOutcome
     let (url, tokens, marker, prepared) = match target {
         Target::Flack { base_url } => {
             let prepared = prepare(&http, target).await?;
+            if params.rich {
+                enrich(&http, target, &prepared).await?;
+            }
             let url = format!("{base_url}/c/{}", prepared.channel);
             (
                 url,
@@ -275,8 +359,8 @@ pub async fn history(run: &Run, params: &HistoryParams) -> Result<HistoryOutcome
         None
     };
     let join = match &prepared {
-        Some(prepared) => Some(joins(target, prepared, params).await?),
-        None => None,
+        Some(prepared) if params.joins > 0 => Some(joins(target, prepared, params).await?),
+        _ => None,
     };
     Ok(HistoryOutcome { page, paced, join })
 }
