@@ -68,7 +68,10 @@ for (const scheme of schemes) {
       const theirs = messageWithText(page, 'a message from someone else');
       await theirs.hover();
       await theirs.getByLabel('Add reaction').click();
+      await expect(theirs.getByRole('group', { name: 'Pick a reaction' })).toBeVisible();
+      await expectNoSeriousViolations(page, 'the reaction picker');
       await theirs.getByRole('button', { name: 'React with 👍' }).click();
+      await expect(theirs.getByRole('group', { name: 'Pick a reaction' })).toHaveCount(0);
       await expect(theirs.locator('.reaction')).toHaveCount(1);
       await theirs.hover();
       await theirs.getByRole('link', { name: 'Reply in thread' }).click();

@@ -89,6 +89,9 @@ pub fn DirectPage() -> impl IntoView {
 
 #[component]
 fn Page(history: Resource<Loaded>) -> impl IntoView {
+    // For the conversation and the thread beside it alike.
+    provide_context(Editing(RwSignal::new(None)));
+    provide_context(Picking(RwSignal::new(None)));
     view! {
         <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || Suspend::new(async move {
@@ -129,6 +132,10 @@ fn Missing(error: AppError) -> impl IntoView {
 #[derive(Clone, Copy)]
 pub struct Editing(pub RwSignal<Option<MessageId>>);
 
+/// Which message has the reaction picker open (with JavaScript), for the whole page.
+#[derive(Clone, Copy)]
+pub struct Picking(pub RwSignal<Option<MessageId>>);
+
 /// The live conversation: follows new messages, sends, loads older pages as the user
 /// scrolls up, and shows who is typing.
 #[component]
@@ -139,8 +146,6 @@ fn ConversationView(history: ConversationHistory) -> impl IntoView {
     let member = history.member;
     let title = info.title(me.and_then(|m| m.get_untracked()).map(|u| u.id).as_ref());
     let log = RwSignal::new(ConversationLog::new(history));
-    let editing = Editing(RwSignal::new(None));
-    provide_context(editing);
     {
         let path = conversation_path(&info);
         Effect::new(move |_| {
@@ -265,7 +270,6 @@ fn ArchiveView(history: ConversationHistory) -> impl IntoView {
         .title(me.and_then(|m| m.get_untracked()).map(|u| u.id).as_ref());
     let path = conversation_path(&history.conversation);
     let log = RwSignal::new(ConversationLog::new(history));
-    provide_context(Editing(RwSignal::new(None)));
     view! {
         <section class="channel">
             <h1>{title.clone()}</h1>

@@ -3,7 +3,7 @@
 //! JavaScript, socket actions with it), a reaction picker, its thread, and for one's own
 //! messages Edit and Delete.
 
-use super::channel::Editing;
+use super::channel::{Editing, Picking};
 use super::message_groups::Place;
 use super::workspace::Me;
 use super::{time, ChatClient};
@@ -45,6 +45,14 @@ pub fn MessageItem(
         move || {
             editing.is_some_and(|e| e.0.get().as_ref() == Some(&id))
                 || query.read().get("edit").as_deref() == Some(id.0.as_str())
+        }
+    };
+    let picking = use_context::<Picking>();
+    let pick_here = {
+        let id = id.clone();
+        move || {
+            picking.is_some_and(|p| p.0.get().as_ref() == Some(&id))
+                || query.read().get("react").as_deref() == Some(id.0.as_str())
         }
     };
     let thread_link = (!in_thread && conversation.kind != crate::protocol::ConversationKind::Thread)
@@ -126,7 +134,11 @@ pub fn MessageItem(
             <Reactions id=id.clone() reactions me/>
             {thread_below}
             <div class="actions">
-                <ReactionPicker id=id.clone()/>
+                <PickerToggle id=id.clone() open=pick_here.clone()/>
+                {
+                    let id = id.clone();
+                    move || pick_here().then(|| view! { <ReactionPicker id=id.clone()/> })
+                }
                 {thread_link}
                 {mine.then(|| view! { <EditButton id=id.clone()/> <DeleteButton id=id.clone()/> })}
             </div>
@@ -178,10 +190,14 @@ pub fn Timestamp(at: DateTime<Utc>) -> impl IntoView {
 #[component]
 fn ReactForm(id: MessageId, emoji: String, on: bool, children: Children) -> impl IntoView {
     let client = expect_context::<ChatClient>();
+    let picking = use_context::<Picking>();
     let on_submit = {
         let (id, emoji) = (id.clone(), emoji.clone());
         move |ev: leptos::ev::SubmitEvent| {
             ev.prevent_default();
+            if let Some(picking) = picking {
+                picking.0.set(None);
+            }
             client.act(ClientEvent::React {
                 message_id: id.clone(),
                 emoji: emoji.clone(),
@@ -235,10 +251,39 @@ fn Reactions(id: MessageId, reactions: Vec<Reaction>, me: Option<Me>) -> impl In
     })
 }
 
-/// "Add reaction": common emoji, or any typed one.
+/// "Add reaction" opens the picker under one message at a time: in place with JavaScript;
+/// without it, a link to this page with the picker open (`?react=ID`). Rendering a picker
+/// per message would send every page ten forms per message.
+#[component]
+fn PickerToggle(id: MessageId, open: impl Fn() -> bool + Send + Sync + 'static) -> impl IntoView {
+    let picking = use_context::<Picking>();
+    let href = format!("?react={}", id.0);
+    view! {
+        <a
+            class="react-open"
+            href=href
+            aria-label="Add reaction"
+            title="Add reaction"
+            aria-expanded=move || open().to_string()
+            on:click=move |ev| {
+                if let Some(picking) = picking {
+                    ev.prevent_default();
+                    picking.0.update(|p| {
+                        *p = if p.as_ref() == Some(&id) { None } else { Some(id.clone()) };
+                    });
+                }
+            }
+        >
+            "☺+"
+        </a>
+    }
+}
+
+/// The picker: common emoji, or any typed one.
 #[component]
 fn ReactionPicker(id: MessageId) -> impl IntoView {
     let client = expect_context::<ChatClient>();
+    let picking = use_context::<Picking>();
     let input = NodeRef::<leptos::html::Input>::new();
     let on_typed = {
         let id = id.clone();
@@ -253,29 +298,36 @@ fn ReactionPicker(id: MessageId) -> impl IntoView {
                         on: true,
                     });
                     el.set_value("");
+                    if let Some(picking) = picking {
+                        picking.0.set(None);
+                    }
                 }
             }
         }
     };
+    let close = move |ev: leptos::ev::MouseEvent| {
+        if let Some(picking) = picking {
+            ev.prevent_default();
+            picking.0.set(None);
+        }
+    };
     let field = format!("emoji-{}", id.0);
     view! {
-        <details class="react-picker">
-            <summary aria-label="Add reaction" title="Add reaction">"☺+"</summary>
-            <div class="picker">
-                {COMMON_EMOJI.iter().map(|e| view! {
-                    <ReactForm id=id.clone() emoji=e.to_string() on=true>
-                        <button type="submit" aria-label=format!("React with {e}")>{*e}</button>
-                    </ReactForm>
-                }).collect_view()}
-                <form method="post" action=React::url() class="react typed" on:submit=on_typed>
-                    <input type="hidden" name="message_id" value=id.0.clone()/>
-                    <input type="hidden" name="on" value="true"/>
-                    <label for=field.clone() class="visually-hidden">"Any emoji"</label>
-                    <input id=field name="emoji" node_ref=input size="4" placeholder="🙂" autocomplete="off"/>
-                    <button type="submit">"Add"</button>
-                </form>
-            </div>
-        </details>
+        <div class="react-picker" role="group" aria-label="Pick a reaction">
+            {COMMON_EMOJI.iter().map(|e| view! {
+                <ReactForm id=id.clone() emoji=e.to_string() on=true>
+                    <button type="submit" aria-label=format!("React with {e}")>{*e}</button>
+                </ReactForm>
+            }).collect_view()}
+            <form method="post" action=React::url() class="react typed" on:submit=on_typed>
+                <input type="hidden" name="message_id" value=id.0.clone()/>
+                <input type="hidden" name="on" value="true"/>
+                <label for=field.clone() class="visually-hidden">"Any emoji"</label>
+                <input id=field name="emoji" node_ref=input size="4" placeholder="🙂" autocomplete="off"/>
+                <button type="submit">"Add"</button>
+            </form>
+            <a class="link" href="?" on:click=close>"Close"</a>
+        </div>
     }
 }
 
