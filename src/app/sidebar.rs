@@ -9,13 +9,15 @@ use crate::paths::conversation_path;
 use crate::protocol::{ConversationKind, ConversationSummary, PresenceStatus};
 use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
-use leptos_router::components::A;
+use leptos_router::hooks::use_location;
 
 /// Your conversations, plus "Browse channels", "New message" and "create a channel".
 #[component]
 pub fn Sidebar() -> impl IntoView {
     let client = expect_context::<ChatClient>();
-    let loaded = Resource::new(|| (), |_| list_conversations());
+    // Loaded once with the page; the client's live list takes over from it.
+    let loaded = OnceResource::new(list_conversations());
+    let location = use_location();
     let me = use_context::<super::workspace::Me>();
 
     let summaries = move || {
@@ -83,16 +85,20 @@ pub fn Sidebar() -> impl IntoView {
                     (n, true) => format!("{n} unread"),
                     (n, false) => format!("{n} mentions"),
                 };
+                let current = {
+                    let href = href.clone();
+                    move || (location.pathname.get() == href).then_some("page")
+                };
                 view! {
                     <li class:unread=unread>
-                        <A href=href exact=true>
+                        <a href=href aria-current=current>
                             {direct.then(dot)}
                             {(!direct).then_some(if private { "🔒" } else { "#" })}
                             {title.trim_start_matches('#').to_string()}
                             {(badge > 0).then(|| view! {
                                 <span class="badge" role="img" aria-label=label.clone()>{badge.min(999)}</span>
                             })}
-                        </A>
+                        </a>
                     </li>
                 }
             })
@@ -110,16 +116,14 @@ pub fn Sidebar() -> impl IntoView {
                 <summary>"Conversations"</summary>
             </details>
             <nav aria-label="Your conversations">
-                <h2>"Channels"</h2>
-                <p class="browse-link"><a href="/channels">"Browse channels"</a></p>
-                <ul class="channels">
-                    <Transition fallback=|| ()>{move || section(false)}</Transition>
-                </ul>
-                <h2>"Direct messages"</h2>
-                <p class="browse-link"><a href="/people">"New message"</a></p>
-                <ul class="directs">
-                    <Transition fallback=|| ()>{move || section(true)}</Transition>
-                </ul>
+                <Transition fallback=|| ()>
+                    <h2>"Channels"</h2>
+                    <p class="browse-link"><a href="/channels">"Browse channels"</a></p>
+                    <ul class="channels">{move || section(false)}</ul>
+                    <h2>"Direct messages"</h2>
+                    <p class="browse-link"><a href="/people">"New message"</a></p>
+                    <ul class="directs">{move || section(true)}</ul>
+                </Transition>
             </nav>
             <CreateChannelForm/>
             <NotificationsButton/>
