@@ -1,7 +1,7 @@
 //! The user interface: the HTML shell, the routes, and the components of each page. Rendered
 //! on the server first, then hydrated in the browser.
 
-mod browse;
+pub mod browse;
 mod channel;
 pub mod chat_state;
 mod client;
@@ -10,8 +10,9 @@ mod message;
 mod message_groups;
 mod message_list;
 pub mod notify;
-mod people;
+pub mod people;
 pub mod prefs;
+pub mod server_page;
 mod sidebar;
 pub mod socket;
 pub mod time;
@@ -89,8 +90,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("c/:name/t/:message") view=channel::ChannelPage ssr=SsrMode::Async/>
                     <Route path=path!("d/:id") view=channel::DirectPage ssr=SsrMode::Async/>
                     <Route path=path!("d/:id/t/:message") view=channel::DirectPage ssr=SsrMode::Async/>
-                    <Route path=path!("channels") view=browse::BrowseChannels ssr=SsrMode::Async/>
-                    <Route path=path!("people") view=people::People ssr=SsrMode::Async/>
+                    <Route path=path!("channels") view=server_page::ServerPage ssr=SsrMode::Async/>
+                    <Route path=path!("people") view=server_page::ServerPage ssr=SsrMode::Async/>
                 </ParentRoute>
             </Routes>
         </Router>

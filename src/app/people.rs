@@ -1,128 +1,144 @@
 //! `/people`: find people by name and start a direct message (one person, or a group built
 //! up in the URL with "Add to group"), or, with `?invite=ID`, add them to a channel. Plain
-//! links and forms, so it works without JavaScript.
+//! links and forms, so it works without JavaScript; rendered by the server only (see
+//! `server_page.rs`).
 
-use super::url_error::UrlError;
-use crate::api::{find_people, Membership, OpenDirect};
-use crate::protocol::{UserInfo, MAX_DIRECT_MEMBERS};
-use leptos::either::Either;
-use leptos::prelude::*;
-use leptos::server_fn::ServerFn;
-use leptos_router::hooks::use_query_map;
+#[cfg(feature = "ssr")]
+pub use render::html;
 
-/// The people picker.
-#[component]
-pub fn People() -> impl IntoView {
-    let query = use_query_map();
-    let q = move || query.read().get("q").unwrap_or_default();
-    let invite = move || query.read().get("invite");
-    let group = move || {
-        query
-            .read()
-            .get("with")
-            .map(|w| {
-                w.split(',')
-                    .filter(|s| !s.is_empty())
-                    .take(MAX_DIRECT_MEMBERS - 1)
-                    .map(str::to_string)
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default()
-    };
-    let found = Resource::new(q, |q| async move {
-        if q.trim().is_empty() {
-            Ok(Vec::new())
-        } else {
-            find_people(q).await
-        }
-    });
-    let me = use_context::<super::workspace::Me>();
-    let row = move |person: UserInfo| {
-        let name = person.name.clone().unwrap_or_default();
-        let id = person.id.0.clone();
-        let is_me = me.is_some_and(|m| m.is(&person.id));
-        let action = match invite() {
-            Some(conversation) => Either::Left(view! {
-                <form method="post" action=Membership::url()>
-                    <input type="hidden" name="conversation" value=conversation/>
-                    <input type="hidden" name="invite" value=id.clone()/>
-                    <button type="submit">{format!("Add {name}")}</button>
-                </form>
-            }),
-            None => {
-                let mut with = group();
-                let in_group = with.contains(&id);
-                if !in_group {
-                    with.push(id.clone());
-                }
-                let add = format!("/people?q={}&with={}", urlencode(&q()), with.join(","));
-                Either::Right(view! {
-                    <form method="post" action=OpenDirect::url()>
-                        <input type="hidden" name="people" value=id.clone()/>
-                        <button type="submit">{if is_me { "Message yourself".to_string() } else { format!("Message {name}") }}</button>
-                    </form>
-                    {(!in_group && !is_me).then(|| view! { <a class="add-to-group" href=add>"Add to group"</a> })}
+#[cfg(feature = "ssr")]
+mod render {
+    use super::super::server_page::{query_param, to_html};
+    use super::super::url_error::error_in_query;
+    use crate::api::{Membership, OpenDirect};
+    use crate::error::AppError;
+    use crate::protocol::{UserId, UserInfo, MAX_DIRECT_MEMBERS};
+    use leptos::either::Either;
+    use leptos::prelude::*;
+    use leptos::server_fn::ServerFn;
+
+    /// What the page was asked for, from its query string.
+    pub struct Asked {
+        /// The name searched for.
+        pub q: String,
+        /// The channel people are added to, for "Add people".
+        invite: Option<String>,
+        /// The people gathered for a group so far.
+        with: Vec<String>,
+        /// The query string, for errors brought back by a form post.
+        query: String,
+    }
+
+    impl Asked {
+        pub fn from_query(query: &str) -> Self {
+            let with = query_param(query, "with")
+                .map(|w| {
+                    w.split(',')
+                        .filter(|s| !s.is_empty())
+                        .take(MAX_DIRECT_MEMBERS - 1)
+                        .map(str::to_string)
+                        .collect()
                 })
+                .unwrap_or_default();
+            Self {
+                q: query_param(query, "q").unwrap_or_default(),
+                invite: query_param(query, "invite"),
+                with,
+                query: query.to_string(),
             }
-        };
-        view! {
-            <li class="person">
-                <span class="author">{person.name.clone()}</span>
-                <span class="tag">{person.id.tag()}</span>
-                {action}
-            </li>
         }
-    };
-    view! {
-        <section class="people">
-            <h1>{move || if invite().is_some() { "Add people" } else { "New message" }}</h1>
-            <form method="get" action="/people" class="people-search">
-                {move || invite().map(|i| view! { <input type="hidden" name="invite" value=i/> })}
-                {move || {
-                    let with = group().join(",");
-                    (!with.is_empty()).then(|| view! { <input type="hidden" name="with" value=with/> })
-                }}
-                <label for="people-q">"Find people by name"</label>
-                <input id="people-q" name="q" value=q autocomplete="off"/>
-                <button type="submit">"Search"</button>
-            </form>
-            <UrlError path=OpenDirect::PATH/>
-            <UrlError path=Membership::PATH/>
-            {move || {
-                let with = group();
-                (!with.is_empty()).then(|| view! {
-                    <form method="post" action=OpenDirect::url() class="group">
-                        <input type="hidden" name="people" value=with.join(",")/>
-                        <button type="submit">{format!("Start a group with {} people", with.len() + 1)}</button>
-                    </form>
-                })
-            }}
-            <Transition fallback=|| view! { <p class="loading">"Searching…"</p> }>
-                {move || Suspend::new(async move {
-                    match found.await {
-                        Ok(list) if list.is_empty() && !q().trim().is_empty() => {
-                            Either::Left(view! { <p>"Nobody by that name."</p> }.into_any())
+    }
+
+    /// The picker, with the people found for `asked.q` (the caller is `me`).
+    pub fn html(asked: Asked, found: Result<Vec<UserInfo>, AppError>, me: UserId) -> String {
+        to_html(move || {
+            let Asked {
+                q,
+                invite,
+                with: group,
+                query,
+            } = asked;
+            let row = |person: UserInfo| {
+                let name = person.name.clone().unwrap_or_default();
+                let id = person.id.0.clone();
+                let is_me = person.id == me;
+                let action = match &invite {
+                    Some(conversation) => Either::Left(view! {
+                        <form method="post" action=Membership::url()>
+                            <input type="hidden" name="conversation" value=conversation.clone()/>
+                            <input type="hidden" name="invite" value=id.clone()/>
+                            <button type="submit">{format!("Add {name}")}</button>
+                        </form>
+                    }),
+                    None => {
+                        let mut with = group.clone();
+                        let in_group = with.contains(&id);
+                        if !in_group {
+                            with.push(id.clone());
                         }
-                        Ok(list) => Either::Left(view! {
-                            <ul class="people-list">{list.into_iter().map(row).collect_view()}</ul>
-                        }.into_any()),
-                        Err(e) => Either::Right(view! { <p role="alert" class="error">{e.to_string()}</p> }),
+                        let add = format!("/people?q={}&with={}", urlencode(&q), with.join(","));
+                        Either::Right(view! {
+                            <form method="post" action=OpenDirect::url()>
+                                <input type="hidden" name="people" value=id.clone()/>
+                                <button type="submit">{if is_me { "Message yourself".to_string() } else { format!("Message {name}") }}</button>
+                            </form>
+                            {(!in_group && !is_me).then(|| view! { <a class="add-to-group" href=add>"Add to group"</a> })}
+                        })
                     }
-                })}
-            </Transition>
-        </section>
+                };
+                view! {
+                    <li class="person">
+                        <span class="author">{person.name.clone()}</span>
+                        <span class="tag">{person.id.tag()}</span>
+                        {action}
+                    </li>
+                }
+            };
+            let results = match found {
+                Ok(list) if list.is_empty() && !q.trim().is_empty() => {
+                    Either::Left(view! { <p>"Nobody by that name."</p> })
+                }
+                Ok(list) => Either::Right(Either::Left(view! {
+                    <ul class="people-list">{list.into_iter().map(row).collect_view()}</ul>
+                })),
+                Err(e) => Either::Right(Either::Right(
+                    view! { <p role="alert" class="error">{e.to_string()}</p> },
+                )),
+            };
+            let errors = [OpenDirect::PATH, Membership::PATH]
+                .into_iter()
+                .filter_map(|path| error_in_query(&query, path))
+                .map(|e| view! { <p role="alert" class="error">{e}</p> })
+                .collect_view();
+            let with = group.join(",");
+            view! {
+                <section class="people">
+                    <h1>{if invite.is_some() { "Add people" } else { "New message" }}</h1>
+                    <form method="get" action="/people" class="people-search">
+                        {invite.clone().map(|i| view! { <input type="hidden" name="invite" value=i/> })}
+                        {(!with.is_empty()).then(|| view! { <input type="hidden" name="with" value=with.clone()/> })}
+                        <label for="people-q">"Find people by name"</label>
+                        <input id="people-q" name="q" value=q.clone() autocomplete="off"/>
+                        <button type="submit">"Search"</button>
+                    </form>
+                    {errors}
+                    {(!group.is_empty()).then(|| view! {
+                        <form method="post" action=OpenDirect::url() class="group">
+                            <input type="hidden" name="people" value=with.clone()/>
+                            <button type="submit">{format!("Start a group with {} people", group.len() + 1)}</button>
+                        </form>
+                    })}
+                    {results}
+                </section>
+            }
+        })
+    }
+
+    /// Percent-encodes a query value.
+    fn urlencode(value: &str) -> String {
+        url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
     }
 }
 
-/// Percent-encodes a query value.
-fn urlencode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
+#[cfg(feature = "ssr")]
+pub use render::Asked;

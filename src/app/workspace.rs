@@ -5,7 +5,7 @@ use super::sidebar::Sidebar;
 use super::{prefs, ChatClient};
 use crate::api::{set_display_name, SetDisplayName};
 use crate::error::AppError;
-use crate::protocol::{UserId, UserInfo};
+use crate::protocol::UserInfo;
 use leptos::prelude::*;
 use leptos::server::SharedValue;
 use leptos::server_fn::ServerFn;
@@ -18,12 +18,6 @@ use leptos_router::components::Outlet;
 pub struct Me(RwSignal<Option<UserInfo>>);
 
 impl Me {
-    /// Whether `id` is the signed-in user.
-    pub fn is(&self, id: &UserId) -> bool {
-        self.0
-            .with_untracked(|me| me.as_ref().is_some_and(|me| &me.id == id))
-    }
-
     /// The signed-in user, tracked.
     pub fn get(&self) -> Option<UserInfo> {
         self.0.get()
