@@ -15,6 +15,7 @@ pub mod protocol;
 mod protocol_frames;
 #[cfg(feature = "ssr")]
 pub mod server;
+pub mod timestamp;
 
 /// The WebAssembly entry point: hydrates the server-rendered page.
 #[cfg(feature = "hydrate")]

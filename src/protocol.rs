@@ -165,6 +165,7 @@ pub struct ConversationInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ThreadParent>,
     /// When it was created (UTC).
+    #[serde(deserialize_with = "crate::timestamp::read")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -232,6 +233,7 @@ pub struct ThreadSummary {
     /// How many replies it has.
     pub replies: u32,
     /// When the last one was sent.
+    #[serde(deserialize_with = "crate::timestamp::read")]
     pub last_reply_at: DateTime<Utc>,
 }
 
@@ -262,9 +264,14 @@ pub struct Message {
     /// The text, exactly as sent (clients render it as text, never as HTML). Empty once deleted.
     pub body: String,
     /// When the server accepted it (UTC).
+    #[serde(deserialize_with = "crate::timestamp::read")]
     pub sent_at: DateTime<Utc>,
     /// When its author last edited it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::timestamp::read_optional"
+    )]
     pub edited_at: Option<DateTime<Utc>>,
     /// Whether its author deleted it (it then carries no text).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

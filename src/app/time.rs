@@ -1,11 +1,11 @@
 //! Timestamps: stored and sent as UTC; shown in the reader's local time once the page runs
 //! in the browser (the server cannot know the reader's zone, so it renders UTC first).
 
-use chrono::{DateTime, SecondsFormat, Timelike, Utc};
+use chrono::{DateTime, Timelike, Utc};
 
 /// The machine-readable form for `<time datetime=…>`.
 pub fn iso(at: &DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+    crate::timestamp::format(at)
 }
 
 /// The server-rendered form: hours and minutes in UTC.
