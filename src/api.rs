@@ -13,7 +13,7 @@ use crate::protocol::{ConversationId, MessageId, UserId};
 use leptos::prelude::*;
 
 #[cfg(feature = "ssr")]
-mod ssr {
+pub(crate) mod ssr {
     use crate::error::AppError;
     use crate::protocol::UserInfo;
     use crate::server::client_addr::ClientIp;
@@ -325,36 +325,6 @@ pub async fn find_people(prefix: String) -> Result<Vec<UserInfo>, AppError> {
         async {
             let (state, user) = ssr::caller().await?;
             state.chat.find_people(&user, &prefix).await
-        }
-        .await,
-    )
-}
-
-/// The HTML of a page the server renders alone (`/channels`, `/people`), for the browser's
-/// navigation to it (see `app/server_page.rs`): `path` and `query` are the page's URL.
-#[server(endpoint = "page_html", output = JsonAnswer)]
-pub async fn page_html(path: String, query: String) -> Result<String, AppError> {
-    use crate::app::server_page::query_param;
-    use crate::app::{browse, people};
-    ssr::with_status(
-        async {
-            let (state, user) = ssr::caller().await?;
-            match path.trim_end_matches('/') {
-                "/channels" => {
-                    let after = query_param(&query, "after");
-                    Ok(browse::html(state.chat.browse(after.as_deref()).await?))
-                }
-                "/people" => {
-                    let asked = people::Asked::from_query(&query);
-                    let found = if asked.q.trim().is_empty() {
-                        Ok(Vec::new())
-                    } else {
-                        state.chat.find_people(&user, &asked.q).await
-                    };
-                    Ok(people::html(asked, found, user.id))
-                }
-                _ => Err(AppError::BadRequest),
-            }
         }
         .await,
     )

@@ -26,3 +26,11 @@ pub fn conversation_path(info: &ConversationInfo) -> String {
 pub fn thread_path(conversation: &ConversationInfo, parent: &MessageId) -> String {
     format!("{}/t/{}", conversation_path(conversation), parent.0)
 }
+
+/// One parameter of a URL's query string (`?a=1&b=2`), decoded.
+#[cfg(feature = "ssr")]
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.trim_start_matches('?').as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}

@@ -3,7 +3,7 @@
 //! server only (see `server_page.rs`).
 
 #[cfg(feature = "ssr")]
-pub use render::html;
+pub use render::page;
 
 #[cfg(feature = "ssr")]
 mod render {
@@ -12,8 +12,8 @@ mod render {
     use leptos::prelude::*;
 
     /// One page of channels; "More channels" leads to the next (a plain link).
-    pub fn html(channels: Vec<ConversationInfo>) -> String {
-        super::super::server_page::to_html(move || {
+    pub fn page(channels: Vec<ConversationInfo>) -> impl IntoView {
+        {
             let next = (channels.len() >= CHANNEL_PAGE)
                 .then(|| channels.last().and_then(|c| c.name.clone()))
                 .flatten();
@@ -40,6 +40,6 @@ mod render {
                     })}
                 </section>
             }
-        })
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! works without JavaScript), `?edit=ID` an edit form for one's own message.
 
 use super::chat_state::ConversationLog;
-use super::message::MessageItem;
+use super::message::{Editing, MessageItem, Picking};
 use super::message_list::MessageList;
 use super::workspace::Me;
 use super::{prefs, ChatClient};
@@ -127,14 +127,6 @@ fn Missing(error: AppError) -> impl IntoView {
         </section>
     }
 }
-
-/// Which message is being edited in place (with JavaScript), for the whole page.
-#[derive(Clone, Copy)]
-pub struct Editing(pub RwSignal<Option<MessageId>>);
-
-/// Which message has the reaction picker open (with JavaScript), for the whole page.
-#[derive(Clone, Copy)]
-pub struct Picking(pub RwSignal<Option<MessageId>>);
 
 /// The live conversation: follows new messages, sends, loads older pages as the user
 /// scrolls up, and shows who is typing.

@@ -3,7 +3,6 @@
 //! JavaScript, socket actions with it), a reaction picker, its thread, and for one's own
 //! messages Edit and Delete.
 
-use super::channel::{Editing, Picking};
 use super::message_groups::Place;
 use super::workspace::Me;
 use super::{time, ChatClient};
@@ -16,6 +15,14 @@ use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
 use leptos_router::hooks::use_query_map;
+
+/// Which message is being edited in place (with JavaScript), for the whole page.
+#[derive(Clone, Copy)]
+pub struct Editing(pub RwSignal<Option<MessageId>>);
+
+/// Which message has the reaction picker open (with JavaScript), for the whole page.
+#[derive(Clone, Copy)]
+pub struct Picking(pub RwSignal<Option<MessageId>>);
 
 /// Emoji offered by the picker (any other can be typed).
 const COMMON_EMOJI: [&str; 8] = ["👍", "❤️", "😂", "🎉", "🙏", "👀", "✅", "🔥"];

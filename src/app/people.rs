@@ -4,14 +4,14 @@
 //! `server_page.rs`).
 
 #[cfg(feature = "ssr")]
-pub use render::html;
+pub use render::{page, Asked};
 
 #[cfg(feature = "ssr")]
 mod render {
-    use super::super::server_page::{query_param, to_html};
     use super::super::url_error::error_in_query;
     use crate::api::{Membership, OpenDirect};
     use crate::error::AppError;
+    use crate::paths::query_param;
     use crate::protocol::{UserId, UserInfo, MAX_DIRECT_MEMBERS};
     use leptos::either::Either;
     use leptos::prelude::*;
@@ -50,8 +50,8 @@ mod render {
     }
 
     /// The picker, with the people found for `asked.q` (the caller is `me`).
-    pub fn html(asked: Asked, found: Result<Vec<UserInfo>, AppError>, me: UserId) -> String {
-        to_html(move || {
+    pub fn page(asked: Asked, found: Result<Vec<UserInfo>, AppError>, me: UserId) -> impl IntoView {
+        {
             let Asked {
                 q,
                 invite,
@@ -131,7 +131,7 @@ mod render {
                     {results}
                 </section>
             }
-        })
+        }
     }
 
     /// Percent-encodes a query value.
@@ -139,6 +139,3 @@ mod render {
         url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
     }
 }
-
-#[cfg(feature = "ssr")]
-pub use render::Asked;

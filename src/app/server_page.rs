@@ -4,7 +4,8 @@
 //! place. Their views are compiled into the server only, so the bundle carries one small
 //! component for all of them instead of a view, a resource and its hydration for each.
 
-use crate::api::page_html;
+use crate::error::AppError;
+use crate::json_text::JsonAnswer;
 use leptos::either::Either;
 use leptos::prelude::*;
 use leptos_router::hooks::use_location;
@@ -29,19 +30,50 @@ pub fn ServerPage() -> impl IntoView {
     }
 }
 
+/// The HTML of a page the server renders alone (`/channels`, `/people`), for the browser's
+/// navigation to it: `path` and `query` are the page's URL.
+#[server(endpoint = "page_html", output = JsonAnswer)]
+pub async fn page_html(path: String, query: String) -> Result<String, AppError> {
+    use super::{browse, people};
+    use crate::api::ssr::{caller, with_status};
+    use crate::paths::query_param;
+    with_status(
+        async {
+            let (state, user) = caller().await?;
+            match path.trim_end_matches('/') {
+                "/channels" => {
+                    let after = query_param(&query, "after");
+                    let channels = state.chat.browse(after.as_deref()).await?;
+                    Ok(to_html(move || browse::page(channels)))
+                }
+                "/people" => {
+                    let asked = people::Asked::from_query(&query);
+                    let found = if asked.q.trim().is_empty() {
+                        Ok(Vec::new())
+                    } else {
+                        state.chat.find_people(&user, &asked.q).await
+                    };
+                    Ok(to_html(move || people::page(asked, found, user.id)))
+                }
+                _ => Err(AppError::BadRequest),
+            }
+        }
+        .await,
+    )
+}
+
 /// Renders a view to HTML on the server, outside the page being rendered (its own owner,
 /// so nothing of it joins the page's hydration data).
 #[cfg(feature = "ssr")]
-pub fn to_html<V: IntoView + 'static>(view: impl FnOnce() -> V) -> String {
+fn to_html<V: IntoView + 'static>(view: impl FnOnce() -> V) -> String {
     use leptos::tachys::view::RenderHtml;
+    // A new root makes itself the current owner: put back the request's afterwards.
+    let outer = Owner::current();
     let owner = Owner::new_root(None);
-    owner.with(|| view().into_view().to_html())
-}
-
-/// One query parameter of a URL's query string (`?a=1&b=2`), decoded.
-#[cfg(feature = "ssr")]
-pub fn query_param(query: &str, name: &str) -> Option<String> {
-    url::form_urlencoded::parse(query.trim_start_matches('?').as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
+    let html = owner.with(|| view().into_view().to_html());
+    match outer {
+        Some(outer) => outer.set(),
+        None => owner.unset(),
+    }
+    html
 }

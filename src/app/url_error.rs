@@ -28,7 +28,7 @@ fn error_for(path: &str, from: &str, err: &str) -> Option<String> {
 /// [`UrlError`] for a page the server renders alone, from its query string.
 #[cfg(feature = "ssr")]
 pub fn error_in_query(query: &str, path: &str) -> Option<String> {
-    use super::server_page::query_param;
+    use crate::paths::query_param;
     error_for(
         path,
         &query_param(query, "__path")?,
