@@ -18,6 +18,7 @@ use crate::protocol::{
     mention_candidates, Author, ClientEvent, ConversationHistory, ConversationId, ConversationInfo,
     ConversationKind, MessageId, ThreadView,
 };
+use leptos::either::EitherOf3;
 use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
 use leptos::task::spawn_local;
@@ -96,17 +97,16 @@ fn Page(history: Resource<Loaded>) -> impl IntoView {
         <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match history.await {
-                    Ok((history, false, thread)) => view! {
+                    Ok((history, false, thread)) => EitherOf3::A(view! {
                         <div class="conversation-and-thread">
                             <ConversationView history=history.clone()/>
                             {thread.map(|view_| view! {
                                 <ThreadPanel initial=view_ conversation=history.conversation.clone()/>
                             })}
                         </div>
-                    }
-                    .into_any(),
-                    Ok((history, true, _)) => view! { <ArchiveView history/> }.into_any(),
-                    Err(error) => view! { <Missing error/> }.into_any(),
+                    }),
+                    Ok((history, true, _)) => EitherOf3::B(view! { <ArchiveView history/> }),
+                    Err(error) => EitherOf3::C(view! { <Missing error/> }),
                 }
             })}
         </Transition>

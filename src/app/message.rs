@@ -12,6 +12,7 @@ use crate::protocol::{
     mention_matches, ClientEvent, ConversationInfo, Message, MessageId, Reaction, EVERYONE_MENTIONS,
 };
 use chrono::{DateTime, Utc};
+use leptos::either::Either;
 use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
 use leptos_router::hooks::use_query_map;
@@ -133,9 +134,9 @@ pub fn MessageItem(
             </div>
             {move || {
                 if mine && edit_here() {
-                    view! { <EditForm id=edit_id.clone() body=body.clone()/> }.into_any()
+                    Either::Left(view! { <EditForm id=edit_id.clone() body=body.clone()/> })
                 } else {
-                    view! { <div class="body">{body_view.clone()}</div> }.into_any()
+                    Either::Right(view! { <div class="body">{body_view.clone()}</div> })
                 }
             }}
             <Reactions id=id.clone() reactions me/>
@@ -154,9 +155,9 @@ pub fn MessageItem(
 }
 
 /// The text with `@mentions` of the reader (and `@channel`, `@here`, `@everyone`) marked.
-fn highlight(body: &str, me: Option<&str>, any: bool) -> Vec<AnyView> {
+fn highlight(body: &str, me: Option<&str>, any: bool) -> Vec<Either<String, impl IntoView>> {
     if !any || !body.contains('@') {
-        return vec![body.to_string().into_any()];
+        return vec![Either::Left(body.to_string())];
     }
     let mut out = Vec::new();
     let mut rest = 0;
@@ -171,13 +172,15 @@ fn highlight(body: &str, me: Option<&str>, any: bool) -> Vec<AnyView> {
             .chain(me.map(str::to_string))
             .find(|w| mention_matches(after, w));
         if let Some(word) = word {
-            out.push(body[rest..at].to_string().into_any());
+            out.push(Either::Left(body[rest..at].to_string()));
             let end = at + 1 + word.len();
-            out.push(view! { <mark class="mention">{body[at..end].to_string()}</mark> }.into_any());
+            out.push(Either::Right(
+                view! { <mark class="mention">{body[at..end].to_string()}</mark> },
+            ));
             rest = end;
         }
     }
-    out.push(body[rest..].to_string().into_any());
+    out.push(Either::Left(body[rest..].to_string()));
     out
 }
 

@@ -22,7 +22,6 @@ mod workspace;
 pub use client::ChatClient;
 
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, Link, MetaTags, Stylesheet, Title};
 use leptos_router::components::{ParentRoute, Route, Router, Routes};
 use leptos_router::{path, SsrMode};
 
@@ -54,7 +53,11 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="color-scheme" content="light dark"/>
                 <AutoReload options=options.clone()/>
                 <HydrationScripts options/>
-                <MetaTags/>
+                // Plain tags in the shell (rendered by the server only), not leptos_meta's
+                // components: the bundle need not carry a head manager for three fixed tags.
+                <link rel="stylesheet" id="leptos" href="/pkg/flack.css"/>
+                <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
+                <title>"Flack"</title>
             </head>
             <body>
                 <App/>
@@ -66,7 +69,6 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 /// The app: shared client state, the hydration marker, and the routes.
 #[component]
 pub fn App() -> impl IntoView {
-    provide_meta_context();
     let client = ChatClient::new();
     provide_context(client);
     // Effects run only in the browser, after hydration.
@@ -78,9 +80,6 @@ pub fn App() -> impl IntoView {
     });
 
     view! {
-        <Stylesheet id="leptos" href="/pkg/flack.css"/>
-        <Title text="Flack"/>
-        <Link rel="icon" href="/favicon.svg" type_="image/svg+xml"/>
         <Router>
             <Routes fallback=|| view! { <p class="not-found">"Page not found."</p> }>
                 // Async: the server sends each page complete, so it works without JavaScript.

@@ -6,6 +6,7 @@ use super::{prefs, ChatClient};
 use crate::api::{set_display_name, SetDisplayName};
 use crate::error::AppError;
 use crate::protocol::UserInfo;
+use leptos::either::EitherOf3;
 use leptos::prelude::*;
 use leptos::server::SharedValue;
 use leptos::server_fn::ServerFn;
@@ -103,7 +104,7 @@ pub fn Workspace() -> impl IntoView {
     // Whether the user has a name (None: no user at all); renaming does not rebuild the page.
     let named = Memo::new(move |_| me.0.with(|u| u.as_ref().map(|u| u.name.is_some())));
     move || match named.get() {
-        Some(true) => view! {
+        Some(true) => EitherOf3::A(view! {
             <div class="app">
                 <Header me set_name/>
                 <Sidebar/>
@@ -111,13 +112,11 @@ pub fn Workspace() -> impl IntoView {
                     <Outlet/>
                 </main>
             </div>
-        }
-        .into_any(),
-        Some(false) => view! { <Welcome set_name/> }.into_any(),
-        None => view! {
+        }),
+        Some(false) => EitherOf3::B(view! { <Welcome set_name/> }),
+        None => EitherOf3::C(view! {
             <p role="alert" class="error">"Flack could not tell who you are. Reload the page."</p>
-        }
-        .into_any(),
+        }),
     }
 }
 
