@@ -114,6 +114,8 @@ export async function createChannel(page: Page, name: string): Promise<void> {
   await page.getByLabel('Channel name').fill(name);
   await page.getByRole('button', { name: 'Create channel' }).click();
   await expect(page).toHaveURL(new RegExp(`/c/${escapeRegExp(name)}$`));
+  // The form post loads a new page: keys typed before it hydrates would reach a plain form.
+  await waitForHydration(page);
   await expect(channelHeading(page, name)).toBeVisible();
 }
 
