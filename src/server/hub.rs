@@ -7,6 +7,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
+/// Frames a user's own stream holds for a subscriber that has not read them. A broadcast
+/// queue allocates all its slots at once (about 100 bytes each), and every user online
+/// has a stream: at the conversations' capacity (1,024) that is some 100 KiB per user. The
+/// stream carries few events, its socket's session reads it at once, and one that lags
+/// reloads the sidebar instead.
+pub const USER_STREAM_CAPACITY: usize = 64;
+
 /// Who receives an event.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Topic {
@@ -239,10 +246,14 @@ impl Hub for MemoryHub {
             topics.map.retain(|_, sender| sender.receiver_count() > 0);
             topics.after_sweep = topics.map.len();
         }
+        let capacity = match topic {
+            Topic::User(_) => self.capacity.min(USER_STREAM_CAPACITY),
+            Topic::Conversation(_) => self.capacity,
+        };
         topics
             .map
             .entry(topic.clone())
-            .or_insert_with(|| broadcast::channel(self.capacity).0)
+            .or_insert_with(|| broadcast::channel(capacity).0)
             .subscribe()
     }
 }
@@ -329,6 +340,19 @@ mod tests {
         assert!(ada_stream.try_recv().is_ok());
         drop((ada_phone, bo_tab));
         assert_eq!(hub.views().users(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_users_stream_holds_fewer_frames_than_a_conversation() {
+        let hub = MemoryHub::new(1024);
+        let mut user = hub.subscribe(&Topic::User(UserId("u".into())));
+        let mut conversation = hub.subscribe(&Topic::Conversation(ConversationId(1)));
+        for seq in 1..=(USER_STREAM_CAPACITY as u64 + 1) {
+            hub.publish(&Topic::User(UserId("u".into())), frame(seq));
+            hub.publish(&Topic::Conversation(ConversationId(1)), frame(seq));
+        }
+        assert!(matches!(user.recv().await, Err(RecvError::Lagged(1))));
+        assert_eq!(conversation.recv().await.unwrap().change, Some(1));
     }
 
     #[tokio::test]

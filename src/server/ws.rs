@@ -241,6 +241,11 @@ struct Session {
     /// What the hub knows of the conversation this socket has open (the writer says which
     /// it follows; the session clears it before opening another).
     view: Arc<View>,
+    /// The user's own stream (activity elsewhere, joins, read positions), followed here
+    /// rather than by the writer, whose every wake (a delivery of the open conversation)
+    /// would poll it too. One future lives across turns: a fresh `recv` each turn would
+    /// queue and unqueue a waiter under the topic's lock.
+    own: Option<OwnFrame>,
 }
 
 async fn run(
@@ -267,7 +272,6 @@ async fn run(
         sink,
         queue,
         close_signal,
-        Some(own),
         Writer {
             timeout: state.config.write_timeout(),
             backlog: state.config.outgoing_queue.max(1),
@@ -291,6 +295,7 @@ async fn run(
         away: false,
         named: None,
         view,
+        own: Some(own_frame(own)),
     };
     let end = tokio::select! {
         end = session.serve(&mut incoming) => end,
@@ -366,14 +371,9 @@ async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     mut queue: mpsc::Receiver<Out>,
     close: oneshot::Receiver<CloseFrame>,
-    own: Option<Subscription>,
     limits: Writer,
 ) {
     let timeout = limits.timeout;
-    // The user's stream is awaited by one future that lives across turns of the loop: a
-    // fresh `recv` each turn would queue and unqueue a waiter under the topic's lock on
-    // every delivery of the open channel.
-    let mut own = own.map(own_frame);
     let mut close = Some(close);
     let mut open: Option<Box<Open>> = None;
     loop {
@@ -446,23 +446,6 @@ async fn write_loop(
                 })
                 .await;
                 if closing || !matches!(written, Ok(Ok(()))) {
-                    return;
-                }
-            }
-            (frame, subscription) = async { own.as_mut().expect("guarded").await }, if own.is_some() => {
-                own = Some(own_frame(subscription));
-                let text = match frame {
-                    // Activity in the open conversation: the socket hears the message itself.
-                    Ok(frame) if frame.about.is_some() && frame.about == open.as_ref().map(|o| o.info.id) => continue,
-                    Ok(frame) => frame.text,
-                    Err(RecvError::Lagged(_)) => Frame::new(None, &ServerEvent::Refresh).text,
-                    Err(RecvError::Closed) => {
-                        own = None;
-                        continue;
-                    }
-                };
-                let written = tokio::time::timeout(timeout, sink.send(Message::Text(text))).await;
-                if !matches!(written, Ok(Ok(()))) {
                     return;
                 }
             }
@@ -588,10 +571,28 @@ impl Session {
                         self.enqueue(Message::Ping(Default::default()))
                     }
                 }
+                (frame, own) = async { self.own.as_mut().expect("guarded").await }, if self.own.is_some() => {
+                self.own = Some(own_frame(own));
+                self.on_own(frame)
+            }
                 _ = self.outgoing.closed() => Err(End::Gone),
             };
             if let Err(end) = step {
                 return end;
+            }
+        }
+    }
+
+    /// Passes on a frame of the user's own stream, unless it is about the conversation this
+    /// socket has open (which it hears of there); a lag there reloads the sidebar.
+    fn on_own(&mut self, frame: Result<Frame, RecvError>) -> Result<(), End> {
+        match frame {
+            Ok(frame) if frame.about.is_some() && frame.about == self.view.get() => Ok(()),
+            Ok(frame) => self.enqueue(Message::Text(frame.text)),
+            Err(RecvError::Lagged(_)) => self.send_event(&ServerEvent::Refresh),
+            Err(RecvError::Closed) => {
+                self.own = None;
+                Ok(())
             }
         }
     }
