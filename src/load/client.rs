@@ -235,22 +235,18 @@ pub async fn join(
     Ok(())
 }
 
-/// A new Flack user `name`, made a member of every channel in `channels`, connected and
-/// subscribed to `open` (one of them).
+/// A new Flack user `name`, made a member of every channel in `channels`; its token.
 pub async fn member_of(
     http: &reqwest::Client,
     target: &Target,
     name: &str,
     channels: &[u64],
-    open: &str,
-) -> Result<Ws> {
+) -> Result<String> {
     let token = login(http, target, name).await?;
     for &id in channels {
         join(http, target, &token, id).await?;
     }
-    let mut ws = flack_connect(target, &token, false).await?;
-    flack_subscribe(&mut ws, open).await?;
-    Ok(ws)
+    Ok(token)
 }
 
 /// Opens a WebSocket to the target's `/ws` (with `Authorization: Bearer` when a token is

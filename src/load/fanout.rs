@@ -295,21 +295,37 @@ pub async fn fanout(run: &Run, params: &FanoutParams) -> Result<FanoutOutcome> {
     } else {
         Vec::new()
     };
+    // Members join their channels before any socket opens: an open socket that is not read
+    // meanwhile would miss the server's pings and be dropped.
+    let tokens: Vec<Option<String>> = if member_of.is_empty() {
+        vec![None; params.clients]
+    } else {
+        futures_util::stream::iter(0..params.clients)
+            .map(|i| {
+                let (http, member_of) = (&http, &member_of);
+                async move {
+                    client::member_of(http, target, &format!("load-c{i}"), member_of)
+                        .await
+                        .map(Some)
+                }
+            })
+            .buffered(params.connect_concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_>>()?
+    };
 
     // Join, at most `connect_concurrency` at once.
     let mut connect = super::histogram();
     let mut first_error = None;
     let opened: Vec<(usize, Result<Ws>, Duration)> = futures_util::stream::iter(0..params.clients)
         .map(|i| {
-            let (http, channel, member_of) = (&http, &channel, &member_of);
+            let (http, channel, token) = (&http, &channel, tokens[i].as_deref());
             async move {
                 let started = Instant::now();
                 let name = format!("load-c{i}");
-                let ws = if member_of.is_empty() {
-                    client::open(http, target, &name, None, channel, false).await
-                } else {
-                    client::member_of(http, target, &name, member_of, channel).await
-                };
+                let ws = client::open(http, target, &name, token, channel, false).await;
                 (i, ws, started.elapsed())
             }
         })
