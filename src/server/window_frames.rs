@@ -1,14 +1,16 @@
-//! Serialized join answers, shared. Every fresh join of a conversation answers with the same
-//! window until the conversation changes, so its JSON is built once and the bytes shared by every
+//! Recent windows, shared. Every fresh join of a conversation answers with the same window
+//! until the conversation changes, so its JSON is built once and the bytes shared by every
 //! socket that joins meanwhile (a 100-message window can be megabytes: building it per join
-//! was the dearest thing a client could ask for). Bounded in bytes; any write to a conversation
-//! makes its entry stale.
+//! was the dearest thing a client could ask for); every page of it is rendered from the same
+//! window, read from the store once. Bounded in bytes; the write pipeline makes an entry stale
+//! when it publishes a change to its conversation.
 
-use crate::protocol::ConversationId;
+use crate::protocol::{ConversationId, Message};
+use crate::server::store::Window;
 use axum::extract::ws::Utf8Bytes;
 use lru::LruCache;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// A conversation's serialized window and the highest sequence number in it.
 #[derive(Clone, Debug)]
@@ -24,6 +26,39 @@ struct Entry {
     /// entry dropped and made again never matches an old one.
     generation: u64,
     joined: Option<Joined>,
+    /// The window itself, and about how many bytes it holds.
+    window: Option<(Arc<Window>, usize)>,
+}
+
+impl Entry {
+    fn bytes(&self) -> usize {
+        self.joined.as_ref().map_or(0, |j| j.text.len()) + self.window.as_ref().map_or(0, |w| w.1)
+    }
+}
+
+/// About how many bytes a window holds in memory (its strings and its structs).
+fn window_bytes(window: &Window) -> usize {
+    let message = |m: &Message| {
+        std::mem::size_of::<Message>()
+            + m.id.0.len()
+            + m.author.id.0.len()
+            + m.author.name.len()
+            + m.body.len()
+            + m.client_id.as_ref().map_or(0, String::len)
+            + m.mentions.iter().map(|u| 24 + u.0.len()).sum::<usize>()
+            + m.reactions
+                .iter()
+                .map(|r| {
+                    64 + r.emoji.len()
+                        + r.users
+                            .iter()
+                            .map(|u| 48 + u.id.0.len() + u.name.len())
+                            .sum::<usize>()
+                })
+                .sum::<usize>()
+            + m.thread.as_ref().map_or(0, |_| 48)
+    };
+    std::mem::size_of::<Window>() + window.messages.iter().map(message).sum::<usize>()
 }
 
 /// The cache: conversation key → its current generation and, if built since, its window.
@@ -47,11 +82,11 @@ impl WindowFrames {
         self.next.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The cached window of `key`, or the generation to build one for.
-    pub fn get(&self, key: ConversationId) -> Result<Joined, u64> {
+    /// Something cached for `key`, or the generation to build it for.
+    fn lookup<T>(&self, key: ConversationId, read: impl Fn(&Entry) -> Option<T>) -> Result<T, u64> {
         let mut guard = self.entries.lock().expect("frames lock");
         if let Some(entry) = guard.0.get(&key) {
-            return entry.joined.clone().ok_or(entry.generation);
+            return read(entry).ok_or(entry.generation);
         }
         let generation = self.fresh();
         guard.0.put(
@@ -59,29 +94,64 @@ impl WindowFrames {
             Entry {
                 generation,
                 joined: None,
+                window: None,
             },
         );
         Err(generation)
     }
 
-    /// Keeps a window built for `generation`, unless the conversation changed meanwhile.
-    pub fn put(&self, key: ConversationId, generation: u64, joined: Joined) {
+    /// Keeps what was built for `generation` (`fill` returns the bytes it added), unless the
+    /// conversation changed meanwhile; then evicts the least recently used past the budget.
+    fn keep(&self, key: ConversationId, generation: u64, fill: impl FnOnce(&mut Entry) -> usize) {
         let mut guard = self.entries.lock().expect("frames lock");
         let (entries, bytes) = &mut *guard;
         let Some(entry) = entries.peek_mut(&key) else {
             return;
         };
-        if entry.generation != generation || entry.joined.is_some() {
+        if entry.generation != generation {
             return;
         }
-        *bytes += joined.text.len();
-        entry.joined = Some(joined);
+        *bytes += fill(entry);
         while *bytes > self.budget {
             match entries.pop_lru() {
-                Some((_, old)) => *bytes -= old.joined.map_or(0, |j| j.text.len()),
+                Some((_, old)) => *bytes -= old.bytes(),
                 None => break,
             }
         }
+    }
+
+    /// The cached join answer of `key`, or the generation to build one for.
+    pub fn get(&self, key: ConversationId) -> Result<Joined, u64> {
+        self.lookup(key, |e| e.joined.clone())
+    }
+
+    /// Keeps a join answer built for `generation`, unless the conversation changed meanwhile.
+    pub fn put(&self, key: ConversationId, generation: u64, joined: Joined) {
+        self.keep(key, generation, |entry| match entry.joined {
+            Some(_) => 0,
+            None => {
+                let added = joined.text.len();
+                entry.joined = Some(joined);
+                added
+            }
+        });
+    }
+
+    /// The cached recent window of `key`, or the generation to read one for.
+    pub fn window(&self, key: ConversationId) -> Result<Arc<Window>, u64> {
+        self.lookup(key, |e| e.window.as_ref().map(|w| w.0.clone()))
+    }
+
+    /// Keeps a window read for `generation`, unless the conversation changed meanwhile.
+    pub fn put_window(&self, key: ConversationId, generation: u64, window: Arc<Window>) {
+        self.keep(key, generation, |entry| match entry.window {
+            Some(_) => 0,
+            None => {
+                let added = window_bytes(&window);
+                entry.window = Some((window, added));
+                added
+            }
+        });
     }
 
     /// The conversation changed: what is cached for it is stale.
@@ -90,7 +160,9 @@ impl WindowFrames {
         let mut guard = self.entries.lock().expect("frames lock");
         let (entries, bytes) = &mut *guard;
         if let Some(entry) = entries.peek_mut(&key) {
-            *bytes -= entry.joined.take().map_or(0, |j| j.text.len());
+            *bytes -= entry.bytes();
+            entry.joined = None;
+            entry.window = None;
             entry.generation = generation;
         }
     }
@@ -104,6 +176,7 @@ impl WindowFrames {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{Author, MessageId, UserId};
 
     fn joined(text: &str, last_change: u64) -> Joined {
         Joined {
@@ -128,6 +201,67 @@ mod tests {
         assert!(frames.get(G).is_err());
         frames.put(G, next, joined("w2", 2));
         assert_eq!(frames.get(G).unwrap().last_change, 2);
+    }
+
+    fn window(body: &str) -> Arc<Window> {
+        let message = Message {
+            id: MessageId("m1".into()),
+            conversation: G,
+            seq: 1,
+            change: 1,
+            author: Author {
+                id: UserId("u1".into()),
+                name: "Ada".into(),
+            },
+            body: body.into(),
+            sent_at: chrono::Utc::now(),
+            edited_at: None,
+            deleted: false,
+            reactions: Vec::new(),
+            thread: None,
+            mentions: Vec::new(),
+            mentions_all: false,
+            client_id: None,
+        };
+        Arc::new(Window {
+            messages: vec![message],
+            has_older: false,
+            last_change: 1,
+        })
+    }
+
+    #[test]
+    fn a_window_is_read_once_until_the_conversation_changes() {
+        let frames = WindowFrames::new(100_000);
+        let generation = frames.window(G).unwrap_err();
+        frames.put_window(G, generation, window("w1"));
+        assert_eq!(frames.window(G).unwrap().messages[0].body, "w1");
+        // The join answer is cached beside it, and goes with it.
+        let joined_generation = frames.get(G).unwrap_err();
+        assert_eq!(joined_generation, generation);
+        frames.put(G, generation, joined("j1", 1));
+        assert!(frames.get(G).is_ok() && frames.window(G).is_ok());
+        let held = frames.bytes();
+        assert!(held > "j1".len() + "w1".len(), "both counted: {held}");
+        frames.invalidate(G);
+        assert_eq!(frames.bytes(), 0);
+        assert!(frames.window(G).is_err() && frames.get(G).is_err());
+        // A window read before the change is not kept.
+        frames.put_window(G, generation, window("stale"));
+        assert!(frames.window(G).is_err());
+    }
+
+    #[test]
+    fn windows_stay_within_the_byte_budget() {
+        let one = window_bytes(&window(&"x".repeat(1000)));
+        let frames = WindowFrames::new(2 * one + one / 2);
+        for key in [1, 2, 3].map(ConversationId) {
+            let generation = frames.window(key).unwrap_err();
+            frames.put_window(key, generation, window(&"x".repeat(1000)));
+        }
+        assert!(frames.bytes() <= 2 * one + one / 2);
+        assert!(frames.window(ConversationId(1)).is_err(), "the oldest went");
+        assert!(frames.window(ConversationId(3)).is_ok(), "the newest stays");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::server::access::{self, Readable};
 use crate::server::hub::{Frame, Subscription, Topic};
 use crate::server::store::{Changes, Window};
 use crate::server::window_frames::Joined;
+use std::sync::Arc;
 
 /// A page of a conversation as its reader gets it.
 fn history_of(readable: Readable, window: Window) -> ConversationHistory {
@@ -64,11 +65,20 @@ impl Chat {
 
     /// A conversation `user` may read, with its recent messages and their read position.
     pub async fn history(&self, readable: Readable) -> Result<ConversationHistory, AppError> {
-        let window = self
-            .store
-            .recent(readable.info.id, self.limits.window)
-            .await?;
-        Ok(history_of(readable, window))
+        let window = self.recent(readable.info.id).await?;
+        Ok(history_of(readable, Window::clone(&window)))
+    }
+
+    /// A conversation's recent window: read from the store once, then shared (pages and
+    /// joins alike) until the conversation changes.
+    async fn recent(&self, id: ConversationId) -> Result<Arc<Window>, AppError> {
+        let generation = match self.frames.window(id) {
+            Ok(window) => return Ok(window),
+            Err(generation) => generation,
+        };
+        let window = Arc::new(self.store.recent(id, self.limits.window).await?);
+        self.frames.put_window(id, generation, window.clone());
+        Ok(window)
     }
 
     /// Up to a window's worth of messages older than `before_seq`.
@@ -112,10 +122,10 @@ impl Chat {
 
     /// A `subscribed` event that resets the client to the recent window.
     pub async fn fresh_join(&self, info: &ConversationInfo) -> Result<ServerEvent, AppError> {
-        let window = self.store.recent(info.id, self.limits.window).await?;
+        let window = self.recent(info.id).await?;
         Ok(ServerEvent::Subscribed {
             conversation: info.clone(),
-            messages: window.messages,
+            messages: window.messages.clone(),
             last_change: window.last_change,
             reset: true,
             has_older: window.has_older,
