@@ -267,7 +267,7 @@ async fn run(
     // The user's own stream, followed from the start (activity, joins, read positions).
     let own = state.chat.hub().subscribe(&Topic::User(user.id.clone()));
     let view = Arc::new(state.chat.hub().views().watch(&user.id));
-    state.chat.socket_opened(&user.id).await;
+    Box::pin(state.chat.socket_opened(&user.id)).await;
     let writer = tokio::spawn(write_loop(
         sink,
         queue,
@@ -301,12 +301,15 @@ async fn run(
         end = session.serve(&mut incoming) => end,
         _ = holds.registered.revoked.notified() => End::Close(CLOSE_SIGNED_OUT, "signed out"),
     };
-    let end = session.settle_in_flight(end).await;
-    session
-        .state
-        .chat
-        .socket_closed(&session.user.id, session.away)
-        .await;
+    // Boxed, as the handlers are: only a closing socket needs their state.
+    let end = Box::pin(session.settle_in_flight(end)).await;
+    Box::pin(
+        session
+            .state
+            .chat
+            .socket_closed(&session.user.id, session.away),
+    )
+    .await;
     let state_counters = session.state.sockets.counters.clone();
     let Session { user, outgoing, .. } = session;
     if let End::Close(code, reason) = end {
@@ -538,7 +541,9 @@ impl Session {
                 message = incoming.next(), if self.in_flight.len() < MAX_IN_FLIGHT => match message {
                     Some(Ok(message)) => {
                         last_heard = Instant::now();
-                        self.on_message(message).await
+                        // Boxed: a handler's future (a subscribe reads the store) would
+                        // otherwise be part of every idle socket's memory.
+                        Box::pin(self.on_message(message)).await
                     }
                     Some(Err(e)) => {
                         tracing::debug!(error = %e, "socket read failed");
@@ -558,7 +563,7 @@ impl Session {
                 back = async { self.lagged.as_mut().expect("guarded").await }, if self.lagged.is_some() => {
                     self.lagged = None;
                     match back {
-                        Ok(open) => self.replay(open).await,
+                        Ok(open) => Box::pin(self.replay(open)).await,
                         // The writer moved on to another channel.
                         Err(_) => Ok(()),
                     }
