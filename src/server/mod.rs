@@ -9,6 +9,7 @@ pub mod config;
 pub mod front;
 pub mod hub;
 pub mod identity;
+pub mod metrics;
 pub mod serve;
 pub mod site;
 pub mod sockets;
@@ -30,6 +31,7 @@ pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(crate::app::App);
     let options = state.leptos_options.clone();
     let max_body = state.config.max_body_bytes;
+    let operations = metrics::routes(state.clone());
     Router::new()
         .route("/ws", get(ws::upgrade))
         .route("/auth/session", post(identity::create_session))
@@ -53,4 +55,6 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(front::security_headers))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+        // Outside the layers above: probes carry no identity and name the node by address.
+        .merge(operations)
 }

@@ -22,6 +22,7 @@ pub use signals::Presence;
 use super::access::AccessCache;
 use super::budgets::Budgets;
 use super::hub::{Frame, Hub, Topic};
+use super::metrics::PipelineStats;
 use super::store::{Appended, NewMessage, Store};
 use super::window_frames::WindowFrames;
 use crate::error::AppError;
@@ -92,6 +93,8 @@ pub struct Chat {
     typing: DefaultKeyedRateLimiter<UserId>,
     budgets: Budgets,
     frames: Arc<WindowFrames>,
+    /// What the write pipeline has stored, for `/metrics`.
+    stats: Arc<PipelineStats>,
     /// The default channels (everyone's sidebar lists them; opening one joins it).
     defaults: std::sync::RwLock<Vec<ConversationId>>,
     presence: Presence,
@@ -175,10 +178,12 @@ impl Chat {
             std::num::NonZeroUsize::new(MEMBER_LISTS).expect("not zero"),
         )));
         let access = Arc::new(AccessCache::new(ACCESS_CONVERSATIONS, ACCESS_MEMBERSHIPS));
+        let stats = Arc::new(PipelineStats::default());
         tokio::spawn(pipeline(
             store.clone(),
             hub.clone(),
             frames.clone(),
+            stats.clone(),
             Forget {
                 access: access.clone(),
                 member_ids: member_ids.clone(),
@@ -187,6 +192,7 @@ impl Chat {
         ));
         Chat {
             frames,
+            stats,
             store,
             hub,
             limits,
@@ -219,7 +225,12 @@ impl Chat {
         self.hub.as_ref()
     }
 
-    /// The store, for identity look-ups.
+    /// What the write pipeline has stored so far (for `/metrics`).
+    pub fn pipeline_stats(&self) -> &PipelineStats {
+        &self.stats
+    }
+
+    /// The store, for identity look-ups and the readiness probe.
     pub fn store(&self) -> &dyn Store {
         self.store.as_ref()
     }
@@ -324,6 +335,7 @@ async fn pipeline(
     store: Arc<dyn Store>,
     hub: Arc<dyn Hub>,
     frames: Arc<WindowFrames>,
+    stats: Arc<PipelineStats>,
     forget: Forget,
     mut queue: mpsc::Receiver<Write>,
 ) {
@@ -353,7 +365,9 @@ async fn pipeline(
                         Err(_) => break,
                     }
                 }
+                let (posts, started) = (messages.len(), std::time::Instant::now());
                 let results = store.append_batch(messages).await;
+                stats.batch(posts, started.elapsed());
                 for appended in results.iter().flatten().filter(|a| a.fresh) {
                     let conversation = appended.message.conversation;
                     let ids = member_ids(store.as_ref(), &forget.member_ids, conversation).await;
@@ -367,7 +381,10 @@ async fn pipeline(
                 }
             }
             Write::Job(job) => {
-                for publish in job(store.clone()).await {
+                let started = std::time::Instant::now();
+                let published = job(store.clone()).await;
+                stats.job(started.elapsed());
+                for publish in published {
                     if let Topic::Conversation(id) = &publish.topic {
                         if publish.frame.change.is_some() {
                             frames.invalidate(*id);
