@@ -621,6 +621,9 @@ impl Session {
         open.give_back = Some(back);
         self.lagged = Some(lagged);
         let bytes = text_len(&reply);
+        // Counted before the writer can take it (it subtracts what it writes): counted after,
+        // a window written at once would take the count below zero for a moment.
+        let mut queued = self.queued.add(bytes);
         let replaced = self
             .window
             .lock()
@@ -628,10 +631,13 @@ impl Session {
             .replace(PendingWindow { reply, bytes, open });
         match replaced {
             // The writer has not taken the earlier one: its marker is still queued.
-            Some(earlier) => self.queued.sub(earlier.bytes),
+            Some(earlier) => {
+                self.queued.sub(earlier.bytes);
+                queued = queued.saturating_sub(earlier.bytes);
+            }
             None => self.enqueue_out(Out::Window)?,
         }
-        if self.queued.add(bytes) > self.state.config.outgoing_queue_bytes {
+        if queued > self.state.config.outgoing_queue_bytes {
             return Err(End::Close(CLOSE_SLOW_CONSUMER, TOO_SLOW));
         }
         Ok(())
