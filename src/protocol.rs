@@ -293,6 +293,34 @@ pub struct Message {
     pub client_id: Option<String>,
 }
 
+/// A plain message for unit tests: id `m<seq>`, body `body <seq>`, change number `seq`.
+#[cfg(test)]
+impl Message {
+    pub fn sample(
+        conversation: ConversationId,
+        seq: u64,
+        author: Author,
+        sent_at: DateTime<Utc>,
+    ) -> Message {
+        Message {
+            id: MessageId(format!("m{seq}")),
+            conversation,
+            seq,
+            change: seq,
+            author,
+            body: format!("body {seq}"),
+            sent_at,
+            edited_at: None,
+            deleted: false,
+            reactions: Vec::new(),
+            thread: None,
+            mentions: Vec::new(),
+            mentions_all: false,
+            client_id: None,
+        }
+    }
+}
+
 impl Message {
     /// Whether it mentions this user (by name, or everyone).
     pub fn mentions_user(&self, user: &UserId) -> bool {

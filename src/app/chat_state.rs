@@ -218,25 +218,11 @@ mod tests {
     const HERE: ConversationId = ConversationId(7);
 
     fn msg(seq: u64) -> Message {
-        Message {
-            id: MessageId(format!("m{seq}")),
-            conversation: HERE,
-            seq,
-            change: seq,
-            author: Author {
-                id: UserId("u".into()),
-                name: "Ada".into(),
-            },
-            body: format!("body {seq}"),
-            sent_at: Utc::now(),
-            edited_at: None,
-            deleted: false,
-            reactions: Vec::new(),
-            thread: None,
-            mentions: Vec::new(),
-            mentions_all: false,
-            client_id: None,
-        }
+        let author = Author {
+            id: UserId("u".into()),
+            name: "Ada".into(),
+        };
+        Message::sample(HERE, seq, author, Utc::now())
     }
 
     fn log_with(seqs: &[u64], has_older: bool) -> ConversationLog {

@@ -98,7 +98,7 @@ pub fn day_label(day: i64, today: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Author, MessageId, UserId};
+    use crate::protocol::{Author, UserId};
     use chrono::{DateTime, Utc};
 
     fn at(rfc3339: &str) -> DateTime<Utc> {
@@ -112,25 +112,11 @@ mod tests {
     }
 
     fn msg(seq: u64, author: &str, sent_at: &str) -> Message {
-        Message {
-            id: MessageId(format!("m{seq}")),
-            conversation: crate::protocol::ConversationId(1),
-            seq,
-            change: seq,
-            author: Author {
-                id: UserId(author.into()),
-                name: author.into(),
-            },
-            body: format!("body {seq}"),
-            sent_at: at(sent_at),
-            edited_at: None,
-            deleted: false,
-            reactions: Vec::new(),
-            thread: None,
-            mentions: Vec::new(),
-            mentions_all: false,
-            client_id: None,
-        }
+        let author = Author {
+            id: UserId(author.into()),
+            name: author.into(),
+        };
+        Message::sample(crate::protocol::ConversationId(1), seq, author, at(sent_at))
     }
 
     fn heads(places: &[Place]) -> Vec<bool> {

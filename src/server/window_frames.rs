@@ -176,7 +176,7 @@ impl WindowFrames {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Author, MessageId, UserId};
+    use crate::protocol::{Author, UserId};
 
     fn joined(text: &str, last_change: u64) -> Joined {
         Joined {
@@ -204,24 +204,13 @@ mod tests {
     }
 
     fn window(body: &str) -> Arc<Window> {
+        let author = Author {
+            id: UserId("u1".into()),
+            name: "Ada".into(),
+        };
         let message = Message {
-            id: MessageId("m1".into()),
-            conversation: G,
-            seq: 1,
-            change: 1,
-            author: Author {
-                id: UserId("u1".into()),
-                name: "Ada".into(),
-            },
             body: body.into(),
-            sent_at: chrono::Utc::now(),
-            edited_at: None,
-            deleted: false,
-            reactions: Vec::new(),
-            thread: None,
-            mentions: Vec::new(),
-            mentions_all: false,
-            client_id: None,
+            ..Message::sample(G, 1, author, chrono::Utc::now())
         };
         Arc::new(Window {
             messages: vec![message],
