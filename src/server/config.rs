@@ -101,8 +101,8 @@ pub struct Config {
     pub max_memberships: usize,
     /// Users kept in memory (SQLite store); the least recently seen are read again from disk.
     pub user_cache_entries: usize,
-    /// Bytes of serialized join answers (a channel's window as JSON) kept to share between
-    /// joins of an unchanged channel.
+    /// Bytes of recent windows and their serialized join answers, kept to share between the
+    /// pages and joins of an unchanged conversation.
     pub join_cache_bytes: usize,
     /// `tracing` filter, e.g. `"info"` or `"flack=debug,tower_http=info"`.
     pub log: String,
