@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Flack needs, skipping whatever is already there:
 # the wasm32 target, pinned cargo-leptos and wasm-bindgen CLI, Debian's chromium, and the
-# npm packages of end2end/ (Playwright and binaryen's wasm-opt). Safe to run again.
+# npm packages of end2end/ (Playwright and binaryen's wasm-opt), and Debian's PostgreSQL,
+# Redis and nginx. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +33,18 @@ if [ ! -x /usr/bin/chromium ]; then
   say "installing Debian's chromium"
   as_root apt-get update
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+fi
+
+# PostgreSQL, Redis and nginx for the multi-node tests and scripts/cluster.sh. They are
+# started by scripts/services.sh in a temporary directory, never as system services.
+missing=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian's ${missing[*]}"
+  as_root apt-get update
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
 if [ ! -x end2end/node_modules/.bin/playwright ] || [ end2end/package-lock.json -nt end2end/node_modules/.package-lock.json ]; then
