@@ -7,16 +7,20 @@
 #   scripts/services.sh restart-redis DIR     stops Redis and starts it again, same port
 #   scripts/services.sh restart-postgres DIR  the same for PostgreSQL (fast shutdown)
 #   scripts/services.sh stop-postgres DIR | start-postgres DIR
+#   scripts/services.sh start DIR --until-gone PID   ... and stops them once PID has exited
 #
 # DIR/services.env sets FLACK_TEST_POSTGRES_URL (a superuser's URL: tests create a database
 # each) and FLACK_TEST_REDIS_URL. PostgreSQL refuses to run as root: as root, it runs as the
 # `postgres` user the Debian package creates.
 set -euo pipefail
 
+self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cmd=${1:?usage: services.sh start|stop|restart-redis|restart-postgres DIR}
 dir=${2:?usage: services.sh $cmd DIR}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
+watch_pid=
+if [ "${3:-}" = --until-gone ]; then watch_pid=${4:?--until-gone needs a PID}; fi
 
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 [ -n "$pg_bin" ] || { echo "services: PostgreSQL is not installed (scripts/setup.sh installs it)" >&2; exit 1; }
@@ -97,6 +101,11 @@ case $cmd in
 export FLACK_TEST_POSTGRES_URL=postgres://flack@127.0.0.1:$(cat "$dir/postgres.port")/postgres
 export FLACK_TEST_REDIS_URL=redis://127.0.0.1:$(cat "$dir/redis.port")/
 EOF
+    if [ -n "$watch_pid" ]; then
+      # A test process that dies without stopping them must not leave servers behind.
+      setsid bash -c "while kill -0 $watch_pid 2>/dev/null; do sleep 1; done; '$self' stop '$dir'; rm -rf '$dir'" \
+        </dev/null >/dev/null 2>&1 &
+    fi
     ;;
   stop) stop_redis; stop_postgres ;;
   restart-redis) stop_redis; start_redis ;;

@@ -15,6 +15,8 @@ pub mod site;
 pub mod sockets;
 pub mod state;
 pub mod store;
+#[cfg(any(test, feature = "load"))]
+pub mod testing;
 pub mod window_frames;
 pub mod ws;
 
