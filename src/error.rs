@@ -159,6 +159,10 @@ pub enum AppError {
     /// The identity was signed out (its sockets are closed).
     #[error("You signed out.")]
     SignedOut,
+    /// The server cannot reach its database (or bus) right now: nothing was changed, and the
+    /// same request may be sent again (clients retry sends on their own).
+    #[error("The server can't reach its database right now; trying again shortly.")]
+    Unavailable,
     /// Anything else: a transport failure, a bug. Details are logged on the server.
     #[error("Something went wrong on the server; please try again.")]
     Internal {
@@ -240,6 +244,7 @@ impl AppError {
             AppError::NoDisplayName => StatusCode::PRECONDITION_REQUIRED,
             AppError::Unauthenticated | AppError::SignedOut => StatusCode::UNAUTHORIZED,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
