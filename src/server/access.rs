@@ -188,6 +188,13 @@ impl AccessCache {
         members.pop(&(id, user.clone()));
     }
 
+    /// Forgets every membership (changes may have been missed).
+    pub fn forget_memberships(&self) {
+        let mut members = self.members.lock().expect("access lock");
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        members.clear();
+    }
+
     /// Entries held now: conversations and memberships (for tests).
     pub fn entries(&self) -> (usize, usize) {
         (

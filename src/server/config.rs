@@ -108,6 +108,12 @@ pub struct Config {
     pub log: String,
     /// Log as JSON lines instead of text.
     pub log_json: bool,
+    /// The Redis server that carries events between nodes (`redis://127.0.0.1:6379/`).
+    /// Empty: one node, events fan out within this process. Every node of a cluster names
+    /// the same Redis and the same PostgreSQL database.
+    pub redis_url: String,
+    /// Put before every Redis key and channel, so that clusters can share a Redis.
+    pub redis_prefix: String,
 }
 
 impl Default for Config {
@@ -152,6 +158,8 @@ impl Default for Config {
             join_cache_bytes: 8 * 1024 * 1024,
             log: "info".into(),
             log_json: false,
+            redis_url: String::new(),
+            redis_prefix: "flack".into(),
         }
     }
 }

@@ -3,7 +3,7 @@
 use super::budgets::{Allowance, Budgets, ByteRate};
 use super::chat::{Chat, Limits};
 use super::config::{Config, StoreKind};
-use super::hub::MemoryHub;
+use super::hub::{Hub, MemoryHub, RedisHub, RedisHubOptions};
 use super::identity::Tokens;
 use super::serve::Connections;
 use super::site::Site;
@@ -50,7 +50,19 @@ impl AppState {
             ),
         };
         let tokens = Tokens::new(store.secret().await?);
-        let hub = Arc::new(MemoryHub::new(config.broadcast_capacity));
+        let hub: Arc<dyn Hub> =
+            if config.redis_url.is_empty() {
+                Arc::new(MemoryHub::new(config.broadcast_capacity))
+            } else {
+                let options = RedisHubOptions {
+                    url: config.redis_url.clone(),
+                    prefix: config.redis_prefix.clone(),
+                    capacity: config.broadcast_capacity,
+                };
+                Arc::new(RedisHub::connect(options).await.map_err(|e| {
+                    AppError::internal(format!("Redis at {}: {e}", config.redis_url))
+                })?)
+            };
         let budgets = Budgets::with_joins(
             Allowance {
                 per_hour: config.new_identities_per_hour,

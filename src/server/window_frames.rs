@@ -167,6 +167,14 @@ impl WindowFrames {
         }
     }
 
+    /// Forgets everything (changes may have been missed): what is being built now is not
+    /// kept either.
+    pub fn clear(&self) {
+        let mut guard = self.entries.lock().expect("frames lock");
+        guard.0.clear();
+        guard.1 = 0;
+    }
+
     /// Bytes held now.
     pub fn bytes(&self) -> usize {
         self.entries.lock().expect("frames lock").1

@@ -174,12 +174,13 @@ impl Open {
     }
 
     /// What to do with a frame of this conversation: changes it was sent already (frames
-    /// published while a join read the store are in its reply) are skipped, the next one is
-    /// written, and one past a missing number means a gap, replayed from the store.
+    /// published while a join read the store are in its reply) are skipped, the next one (or
+    /// a catch-up that starts at or before it) is written, and one past a missing number
+    /// means a gap, replayed from the store.
     fn accepts(&mut self, frame: &Frame) -> Accept {
         match frame.change {
             Some(change) if change <= self.last_change => Accept::Skip,
-            Some(change) if change == self.last_change + 1 => {
+            Some(change) if frame.first <= self.last_change + 1 => {
                 self.last_change = change;
                 Accept::Write
             }
@@ -265,7 +266,18 @@ async fn run(
     };
     let window: WindowSlot = Arc::default();
     // The user's own stream, followed from the start (activity, joins, read positions).
-    let own = state.chat.hub().subscribe(&Topic::User(user.id.clone()));
+    let own = match state
+        .chat
+        .hub()
+        .subscribe(&Topic::User(user.id.clone()))
+        .await
+    {
+        Ok(own) => own,
+        Err(e) => {
+            tracing::warn!(error = %e, "no stream for a new socket");
+            return;
+        }
+    };
     let view = Arc::new(state.chat.hub().views().watch(&user.id));
     Box::pin(state.chat.socket_opened(&user.id)).await;
     let writer = tokio::spawn(write_loop(

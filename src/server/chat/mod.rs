@@ -15,6 +15,7 @@ mod conversations;
 mod people;
 mod posting;
 mod reading;
+mod relay;
 mod signals;
 
 pub use signals::Presence;
@@ -107,14 +108,12 @@ pub struct Chat {
 /// Member ids by conversation, a bounded cache dropped on every membership change.
 type MemberIds = Mutex<lru::LruCache<ConversationId, Arc<Vec<UserId>>>>;
 
-/// Something to publish once a write has committed.
+/// Something to publish once a write has committed. A change of membership says so in its
+/// frame ([`Frame::member`]): the cached membership and the conversation's cached member
+/// ids are then forgotten as it is published here, and as it arrives on every other node.
 pub struct Publish {
     topic: Topic,
     frame: Frame,
-    /// This user's membership of this conversation changed: the cached membership and the
-    /// conversation's cached member ids are stale. Forgotten as the change is published, so
-    /// that whatever delivers the change (to every node, with several) also forgets.
-    member_changed: Option<(ConversationId, UserId)>,
 }
 
 impl Publish {
@@ -123,7 +122,6 @@ impl Publish {
         Publish {
             topic: Topic::Conversation(conversation),
             frame: Frame::new(Some(change), event),
-            member_changed: None,
         }
     }
 
@@ -134,9 +132,10 @@ impl Publish {
         event: &ServerEvent,
         user: &UserId,
     ) -> Self {
+        let publish = Publish::change(conversation, change, event);
         Publish {
-            member_changed: Some((conversation, user.clone())),
-            ..Publish::change(conversation, change, event)
+            frame: publish.frame.for_member(conversation, user),
+            ..publish
         }
     }
 
@@ -145,16 +144,12 @@ impl Publish {
         Publish {
             topic: Topic::User(user.clone()),
             frame,
-            member_changed: None,
         }
     }
 
     /// On `user`'s own stream: they became a member of `conversation` (one just created).
     fn joined(user: &UserId, conversation: ConversationId, event: &ServerEvent) -> Self {
-        Publish {
-            member_changed: Some((conversation, user.clone())),
-            ..Publish::to_user(user, Frame::new(None, event))
-        }
+        Publish::to_user(user, Frame::new(None, event).for_member(conversation, user))
     }
 }
 
@@ -179,15 +174,20 @@ impl Chat {
         )));
         let access = Arc::new(AccessCache::new(ACCESS_CONVERSATIONS, ACCESS_MEMBERSHIPS));
         let stats = Arc::new(PipelineStats::default());
+        let forget = Arc::new(Forget {
+            access: access.clone(),
+            member_ids: member_ids.clone(),
+            frames: frames.clone(),
+        });
+        hub.attach(Arc::new(relay::ChatRelay::new(
+            store.clone(),
+            forget.clone(),
+        )));
         tokio::spawn(pipeline(
             store.clone(),
             hub.clone(),
-            frames.clone(),
             stats.clone(),
-            Forget {
-                access: access.clone(),
-                member_ids: member_ids.clone(),
-            },
+            forget,
             queue,
         ));
         Chat {
@@ -314,19 +314,46 @@ async fn member_ids(store: &dyn Store, cache: &MemberIds, id: ConversationId) ->
     ids
 }
 
-/// The caches a membership change makes stale.
+/// The caches in front of the store that published changes make stale: the recent
+/// windows, memberships and member ids. The pipeline forgets as it publishes; other nodes
+/// forget as the frames arrive ([`relay::ChatRelay`]).
 struct Forget {
     access: Arc<AccessCache>,
     member_ids: Arc<MemberIds>,
+    frames: Arc<WindowFrames>,
 }
 
 impl Forget {
-    fn member(&self, conversation: ConversationId, user: &UserId) {
-        self.access.forget_member(conversation, user);
-        self.member_ids
-            .lock()
-            .expect("members lock")
-            .pop(&conversation);
+    /// Forgets what `frame`, published on `topic`, makes stale.
+    fn published(&self, topic: &Topic, frame: &Frame) {
+        if let (Topic::Conversation(id), Some(_)) = (topic, frame.change) {
+            self.frames.invalidate(*id);
+        }
+        if let Some(member) = &frame.member {
+            let (conversation, user) = member.as_ref();
+            self.access.forget_member(*conversation, user);
+            self.member_ids
+                .lock()
+                .expect("members lock")
+                .pop(conversation);
+        }
+    }
+}
+
+impl Forget {
+    /// Forgets everything cached (the bus lost frames: any of it may be stale).
+    fn everything(&self) {
+        self.frames.clear();
+        self.access.forget_memberships();
+        self.member_ids.lock().expect("members lock").clear();
+    }
+}
+
+/// Publishes after a commit. The frame is delivered here whatever the bus says; if other
+/// nodes could not be told, they heal from the store when they notice.
+async fn publish(hub: &dyn Hub, topic: &Topic, frame: Frame) {
+    if let Err(e) = hub.publish(topic, frame).await {
+        tracing::debug!(error = %e, "published here only");
     }
 }
 
@@ -334,9 +361,8 @@ impl Forget {
 async fn pipeline(
     store: Arc<dyn Store>,
     hub: Arc<dyn Hub>,
-    frames: Arc<WindowFrames>,
     stats: Arc<PipelineStats>,
-    forget: Forget,
+    forget: Arc<Forget>,
     mut queue: mpsc::Receiver<Write>,
 ) {
     let mut held: Option<Write> = None;
@@ -371,10 +397,10 @@ async fn pipeline(
                 for appended in results.iter().flatten().filter(|a| a.fresh) {
                     let conversation = appended.message.conversation;
                     let ids = member_ids(store.as_ref(), &forget.member_ids, conversation).await;
-                    for publish in posting::published(appended, &ids) {
-                        hub.publish(&publish.topic, publish.frame);
+                    for p in posting::published(appended, &ids) {
+                        forget.published(&p.topic, &p.frame);
+                        publish(hub.as_ref(), &p.topic, p.frame).await;
                     }
-                    frames.invalidate(conversation);
                 }
                 for (result, reply) in results.into_iter().zip(replies) {
                     let _ = reply.send(result);
@@ -384,16 +410,9 @@ async fn pipeline(
                 let started = std::time::Instant::now();
                 let published = job(store.clone()).await;
                 stats.job(started.elapsed());
-                for publish in published {
-                    if let Topic::Conversation(id) = &publish.topic {
-                        if publish.frame.change.is_some() {
-                            frames.invalidate(*id);
-                        }
-                    }
-                    if let Some((conversation, user)) = &publish.member_changed {
-                        forget.member(*conversation, user);
-                    }
-                    hub.publish(&publish.topic, publish.frame);
+                for p in published {
+                    forget.published(&p.topic, &p.frame);
+                    publish(hub.as_ref(), &p.topic, p.frame).await;
                 }
             }
         }

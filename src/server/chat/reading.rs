@@ -52,7 +52,10 @@ impl Chat {
                 })
             }
         };
-        let frames = self.hub.subscribe(&Topic::Conversation(readable.info.id));
+        let frames = self
+            .hub
+            .subscribe(&Topic::Conversation(readable.info.id))
+            .await?;
         if readable.member.is_none() && self.is_default(readable.info.id) {
             if let Ok(author) = Self::author(user) {
                 if let Err(e) = self.join_unchecked(readable.info.id, &author).await {
@@ -72,6 +75,10 @@ impl Chat {
     /// A conversation's recent window: read from the store once, then shared (pages and
     /// joins alike) until the conversation changes.
     async fn recent(&self, id: ConversationId) -> Result<Arc<Window>, AppError> {
+        if !self.hub.follows(&Topic::Conversation(id)) {
+            // This node would not hear of its changes: nothing kept of it can be trusted.
+            return Ok(Arc::new(self.store.recent(id, self.limits.window).await?));
+        }
         let generation = match self.frames.window(id) {
             Ok(window) => return Ok(window),
             Err(generation) => generation,
@@ -110,6 +117,9 @@ impl Chat {
                     return Ok(Self::serialize(&Self::caught_up(info, changes)));
                 }
             }
+        }
+        if !self.hub.follows(&Topic::Conversation(info.id)) {
+            return Ok(Self::serialize(&self.fresh_join(info).await?));
         }
         let generation = match self.frames.get(info.id) {
             Ok(joined) => return Ok(joined),
@@ -185,7 +195,7 @@ impl Chat {
                 seq,
             };
             let publish = Publish::to_user(&user.id, Frame::new(None, &event));
-            self.hub.publish(&publish.topic, publish.frame);
+            super::publish(self.hub.as_ref(), &publish.topic, publish.frame).await;
         }
         Ok(())
     }

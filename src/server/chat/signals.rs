@@ -71,8 +71,13 @@ impl Chat {
             conversation: id,
             user: author,
         };
-        self.hub
-            .publish(&Topic::Conversation(id), Frame::new(None, &event));
+        // Typing may be lost on the way to other nodes.
+        super::publish(
+            self.hub.as_ref(),
+            &Topic::Conversation(id),
+            Frame::new(None, &event),
+        )
+        .await;
         Ok(())
     }
 
@@ -126,12 +131,20 @@ impl Chat {
         );
         for summary in conversations {
             let info = summary.conversation;
-            self.hub
-                .publish(&Topic::Conversation(info.id), frame.clone());
+            super::publish(
+                self.hub.as_ref(),
+                &Topic::Conversation(info.id),
+                frame.clone(),
+            )
+            .await;
             if info.kind == ConversationKind::Direct {
                 for person in info.people.iter().filter(|p| &p.id != user) {
-                    self.hub
-                        .publish(&Topic::User(person.id.clone()), frame.clone());
+                    super::publish(
+                        self.hub.as_ref(),
+                        &Topic::User(person.id.clone()),
+                        frame.clone(),
+                    )
+                    .await;
                 }
             }
         }

@@ -89,7 +89,11 @@ async fn posting_validates_and_fans_out_once_serialized() {
     let chat = chat().await;
     let ada = named(&chat, "Ada").await;
     let general = general(&chat, &ada).await;
-    let mut sub = chat.hub().subscribe(&Topic::Conversation(general.id));
+    let mut sub = chat
+        .hub()
+        .subscribe(&Topic::Conversation(general.id))
+        .await
+        .unwrap();
     let m = chat
         .post(&ada, general.id, "hi <b>", None)
         .await
@@ -116,7 +120,11 @@ async fn a_retried_send_is_acknowledged_but_not_broadcast_again() {
     let ada = named(&chat, "Ada").await;
     let general = general(&chat, &ada).await;
     chat.post(&ada, general.id, "warm", None).await.unwrap();
-    let mut sub = chat.hub().subscribe(&Topic::Conversation(general.id));
+    let mut sub = chat
+        .hub()
+        .subscribe(&Topic::Conversation(general.id))
+        .await
+        .unwrap();
     let first = chat
         .post(&ada, general.id, "once", Some("k".into()))
         .await
@@ -285,7 +293,11 @@ async fn outsiders_reach_nothing_of_private_conversations() {
         .open_direct(&ada, std::slice::from_ref(&bob.id), HERE)
         .await
         .unwrap();
-    let mut eve_stream = chat.hub().subscribe(&Topic::User(eve.id.clone()));
+    let mut eve_stream = chat
+        .hub()
+        .subscribe(&Topic::User(eve.id.clone()))
+        .await
+        .unwrap();
     for conversation in [secret.clone(), dm.clone()] {
         let id = conversation.id;
         let m = chat
@@ -348,8 +360,16 @@ async fn members_hear_activity_and_mentions_on_their_own_stream() {
         .await
         .unwrap();
     chat.join(&bob, team.id).await.unwrap();
-    let mut bob_stream = chat.hub().subscribe(&Topic::User(bob.id.clone()));
-    let mut cy_stream = chat.hub().subscribe(&Topic::User(cy.id.clone()));
+    let mut bob_stream = chat
+        .hub()
+        .subscribe(&Topic::User(bob.id.clone()))
+        .await
+        .unwrap();
+    let mut cy_stream = chat
+        .hub()
+        .subscribe(&Topic::User(cy.id.clone()))
+        .await
+        .unwrap();
     let m = chat
         .post(&ada, team.id, "hey @bob smith, look", None)
         .await
@@ -399,7 +419,11 @@ async fn direct_messages_have_two_to_eight_named_people_and_tell_each_of_them() 
     for i in 0..MAX_DIRECT_MEMBERS {
         people.push(named(&chat, &format!("P{i}")).await);
     }
-    let mut p0 = chat.hub().subscribe(&Topic::User(people[0].id.clone()));
+    let mut p0 = chat
+        .hub()
+        .subscribe(&Topic::User(people[0].id.clone()))
+        .await
+        .unwrap();
     let ids: Vec<_> = people.iter().map(|p| p.id.clone()).collect();
     assert_eq!(
         chat.open_direct(&ada, &ids, HERE).await,
@@ -439,7 +463,11 @@ async fn edits_and_reactions_are_checked_and_live() {
         .await
         .unwrap()
         .message;
-    let mut sub = chat.hub().subscribe(&Topic::Conversation(general.id));
+    let mut sub = chat
+        .hub()
+        .subscribe(&Topic::Conversation(general.id))
+        .await
+        .unwrap();
     assert_eq!(
         chat.edit(&bob, &m.id, "mine now").await,
         Err(AppError::NotAuthor)
@@ -498,7 +526,11 @@ async fn every_change_is_published_with_the_next_number_in_order() {
         .await
         .unwrap();
     let start = chat.store().recent(race.id, 1).await.unwrap().last_change;
-    let mut sub = chat.hub().subscribe(&Topic::Conversation(race.id));
+    let mut sub = chat
+        .hub()
+        .subscribe(&Topic::Conversation(race.id))
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for t in 0..6 {
         let chat = chat.clone();
@@ -538,7 +570,11 @@ async fn replies_count_on_the_parent_and_can_echo_to_the_channel() {
         .await
         .unwrap()
         .message;
-    let mut sub = chat.hub().subscribe(&Topic::Conversation(general.id));
+    let mut sub = chat
+        .hub()
+        .subscribe(&Topic::Conversation(general.id))
+        .await
+        .unwrap();
     let reply = chat
         .reply(&bob, &parent.id, "answer", Some("r1".into()), true)
         .await
@@ -584,8 +620,16 @@ async fn nobody_joins_past_max_memberships_and_a_refusal_changes_nothing() {
         .await
         .unwrap();
     let full: Result<(), AppError> = Err(AppError::TooManyConversations { max: 3 });
-    let mut ada_stream = chat.hub().subscribe(&Topic::User(ada.id.clone()));
-    let mut open_sub = chat.hub().subscribe(&Topic::Conversation(open.id));
+    let mut ada_stream = chat
+        .hub()
+        .subscribe(&Topic::User(ada.id.clone()))
+        .await
+        .unwrap();
+    let mut open_sub = chat
+        .hub()
+        .subscribe(&Topic::Conversation(open.id))
+        .await
+        .unwrap();
     // Creating, joining, posting (which joins), being invited, starting a direct message.
     assert_eq!(
         chat.create_channel(&ada, "fourth", false, HERE)
@@ -755,7 +799,11 @@ async fn leaving_ends_posting_at_once_though_access_is_cached() {
         .create_channel(&ada, "open", false, HERE)
         .await
         .unwrap();
-    let mut bob_stream = chat.hub().subscribe(&Topic::User(bob.id.clone()));
+    let mut bob_stream = chat
+        .hub()
+        .subscribe(&Topic::User(bob.id.clone()))
+        .await
+        .unwrap();
     chat.post(&bob, open.id, "first", None).await.unwrap();
     chat.post(&bob, open.id, "second", None).await.unwrap();
     let joined = drain(&mut bob_stream)
