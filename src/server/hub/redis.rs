@@ -559,3 +559,116 @@ impl Hub for RedisHub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::contract::{self, FakeRelay, Nodes};
+    use super::*;
+    use crate::server::testing::{fresh_prefix, Services};
+
+    async fn hub(url: &str, prefix: &str, capacity: usize) -> RedisHub {
+        RedisHub::connect(RedisHubOptions {
+            url: url.to_string(),
+            prefix: prefix.to_string(),
+            capacity,
+        })
+        .await
+        .expect("Redis answers")
+    }
+
+    async fn nodes(url: &str, count: usize) -> Nodes {
+        let prefix = fresh_prefix();
+        let mut nodes = Nodes {
+            hubs: Vec::new(),
+            relays: Vec::new(),
+        };
+        for _ in 0..count {
+            let hub = hub(url, &prefix, 1024).await;
+            let relay = Arc::new(FakeRelay::default());
+            hub.attach(relay.clone());
+            nodes.hubs.push(Arc::new(hub));
+            nodes.relays.push(relay);
+        }
+        nodes
+    }
+
+    #[tokio::test]
+    async fn passes_the_contract() {
+        let url = Services::shared().redis_url.clone();
+        contract::run_all(&move |capacity| {
+            let url = url.clone();
+            Box::pin(
+                async move { Arc::new(hub(&url, &fresh_prefix(), capacity).await) as Arc<dyn Hub> },
+            )
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn passes_the_contract_between_nodes() {
+        let url = Services::shared().redis_url.clone();
+        contract::run_between(&move || {
+            let url = url.clone();
+            Box::pin(async move { nodes(&url, 2).await })
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_redis_restart_loses_nothing_followed() {
+        let services = Services::private();
+        let nodes = nodes(&services.redis_url, 2).await;
+        let (a, b) = (&nodes.hubs[0], &nodes.hubs[1]);
+        let id = ConversationId(3);
+        let topic = Topic::Conversation(id);
+        let user = Topic::User(UserId("bo".into()));
+        let mut there = b.subscribe(&topic).await.unwrap();
+        let mut stream = b.subscribe(&user).await.unwrap();
+        let event = ServerEvent::Refresh;
+        a.publish(&topic, Frame::new(Some(1), &event))
+            .await
+            .unwrap();
+        assert_eq!(contract::next(&mut there).await.change, Some(1));
+        assert!(b.follows(&topic));
+
+        services.restart_redis();
+        // Changes committed while the bus was down are in the store.
+        nodes.relays[1].set_latest(id, 3);
+        let mut refused = false;
+        for change in 2..=3 {
+            refused |= a
+                .publish(&topic, Frame::new(Some(change), &event))
+                .await
+                .is_err();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        // Node B reconnects, subscribes again and heals what it followed; its users'
+        // streams are told to refresh.
+        let healed = contract::next(&mut there).await;
+        assert_eq!((healed.first, healed.change), (2, Some(3)));
+        let note = contract::next(&mut stream).await;
+        assert!(
+            note.text.as_str().contains("refresh"),
+            "{}",
+            note.text.as_str()
+        );
+        assert!(nodes.relays[1].lost.load(Ordering::SeqCst) >= 1);
+        assert!(b.stats().reconnects >= 1);
+        assert!(b.stats().gaps_healed >= 1);
+        // And frames flow again, after the healed ones.
+        let mut followed = false;
+        for _ in 0..50 {
+            if b.follows(&topic) && a.follows(&Topic::Conversation(ConversationId(99))) {
+                followed = true;
+                break;
+            }
+            let _ = a.subscribe(&Topic::Conversation(ConversationId(99))).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(followed, "both nodes follow again");
+        a.publish(&topic, Frame::new(Some(4), &event))
+            .await
+            .unwrap();
+        assert_eq!(contract::next(&mut there).await.change, Some(4));
+    }
+}
