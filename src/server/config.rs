@@ -15,6 +15,8 @@ pub enum StoreKind {
     Sqlite,
     /// Nothing on disk: an SQLite database in memory, gone on restart.
     Memory,
+    /// A PostgreSQL database (`database_url`), which several nodes may share.
+    Postgres,
 }
 
 /// All of Flack's own settings. Field names are the keys in `Leptos.toml` and, upper-cased with
@@ -24,12 +26,20 @@ pub enum StoreKind {
 pub struct Config {
     /// Where the server listens.
     pub address: SocketAddr,
-    /// Where messages are kept: `"sqlite"` (durable) or `"memory"`.
+    /// Where messages are kept: `"sqlite"` (durable, one node), `"memory"` or `"postgres"`
+    /// (durable, shared by several nodes; needs `database_url`). A `database_url` starting
+    /// with `postgres://` or `postgresql://` means `"postgres"` even when this is left at
+    /// `"sqlite"` (see [`Config::store_kind`]).
     pub store: StoreKind,
     /// The SQLite file (created on first start).
     pub database: std::path::PathBuf,
     /// Wait for the disk on every commit (survives power loss, not just a crash).
     pub sqlite_full_sync: bool,
+    /// The PostgreSQL database (`postgres://user:password@host:5432/flack`) for
+    /// `store = "postgres"`; setting it to such a URL is enough to choose that store.
+    pub database_url: Option<String>,
+    /// Connections each node keeps to PostgreSQL at most.
+    pub postgres_pool_size: u32,
     /// Messages kept in memory per channel (the spec's 100).
     pub history_window: usize,
     /// Messages per second one user may send, sustained.
@@ -123,6 +133,8 @@ impl Default for Config {
             store: StoreKind::Sqlite,
             database: "flack.db".into(),
             sqlite_full_sync: false,
+            database_url: None,
+            postgres_pool_size: 16,
             history_window: crate::protocol::HISTORY_WINDOW,
             rate_limit_per_sec: 20,
             rate_limit_burst: 60,
@@ -175,6 +187,19 @@ impl Config {
         Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(file))
             .merge(Env::prefixed("FLACK_").ignore(&["config"]))
+    }
+
+    /// The store to open: `store`, except that a PostgreSQL `database_url` with `store` left at
+    /// `"sqlite"` means PostgreSQL.
+    pub fn store_kind(&self) -> StoreKind {
+        let postgres_url = self
+            .database_url
+            .as_deref()
+            .is_some_and(|url| url.starts_with("postgres://") || url.starts_with("postgresql://"));
+        match self.store {
+            StoreKind::Sqlite if postgres_url => StoreKind::Postgres,
+            kind => kind,
+        }
     }
 
     /// The write timeout as a duration.
@@ -240,6 +265,27 @@ mod tests {
                 config.ping_interval_secs,
                 Config::default().ping_interval_secs
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_postgres_url_chooses_postgres() {
+        figment::Jail::expect_with(|jail| {
+            let config: Config = Config::figment("/nonexistent/flack.toml").extract()?;
+            assert_eq!(config.store_kind(), StoreKind::Sqlite);
+            jail.set_env("FLACK_DATABASE_URL", "postgresql://flack@db/flack");
+            let config: Config = Config::figment("/nonexistent/flack.toml").extract()?;
+            assert_eq!(config.store_kind(), StoreKind::Postgres);
+            assert_eq!(config.postgres_pool_size, 16);
+            // A store chosen otherwise stays chosen.
+            jail.set_env("FLACK_STORE", "memory");
+            let config: Config = Config::figment("/nonexistent/flack.toml").extract()?;
+            assert_eq!(config.store_kind(), StoreKind::Memory);
+            jail.set_env("FLACK_STORE", "postgres");
+            jail.set_env("FLACK_DATABASE_URL", "");
+            let config: Config = Config::figment("/nonexistent/flack.toml").extract()?;
+            assert_eq!(config.store_kind(), StoreKind::Postgres);
             Ok(())
         });
     }

@@ -8,7 +8,7 @@ use super::identity::Tokens;
 use super::serve::Connections;
 use super::site::Site;
 use super::sockets::Sockets;
-use super::store::{CacheLimits, SqliteStore, Store};
+use super::store::{CacheLimits, PostgresStore, SqliteStore, Store};
 use crate::error::AppError;
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
@@ -43,11 +43,19 @@ impl AppState {
         let caches = CacheLimits {
             users: config.user_cache_entries,
         };
-        let store: Arc<dyn Store> = match config.store {
+        let store: Arc<dyn Store> = match config.store_kind() {
             StoreKind::Memory => Arc::new(SqliteStore::in_memory(caches).await?),
             StoreKind::Sqlite => Arc::new(
                 SqliteStore::open(&config.database, config.sqlite_full_sync, caches).await?,
             ),
+            StoreKind::Postgres => {
+                let url = config
+                    .database_url
+                    .as_deref()
+                    .filter(|url| !url.is_empty())
+                    .ok_or_else(|| AppError::internal("store = \"postgres\" needs database_url"))?;
+                Arc::new(PostgresStore::connect(url, config.postgres_pool_size, caches).await?)
+            }
         };
         let tokens = Tokens::new(store.secret().await?);
         let hub: Arc<dyn Hub> =

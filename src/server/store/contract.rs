@@ -652,3 +652,154 @@ async fn unknown_ids_are_errors(store: &dyn Store) {
         Err(AppError::NoSuchConversation)
     );
 }
+
+/// Two handles on one database (two nodes, or two processes on one SQLite file) append at
+/// once — four writers, each sending batches that touch two conversations in its own order,
+/// while a reader follows each conversation's changes. No number is given twice, none is
+/// skipped, numbers follow commit order (a reader catching up after each number it saw misses
+/// nothing), and a client id sent through one handle is known to the other.
+pub async fn two_handles_never_share_a_number(a: &dyn Store, b: &dyn Store) {
+    use futures_util::future::join_all;
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    const WRITERS: usize = 4;
+    const BATCHES: usize = 10;
+    const PER_BATCH: usize = 5;
+    let ada = user(a, "Ada").await;
+    let first = channel(a, &ada, ConversationKind::Public).await;
+    let second = channel(b, &ada, ConversationKind::Public).await;
+    let conversations = [first, second];
+    let start: Vec<u64> = {
+        let mut start = Vec::new();
+        for id in conversations {
+            start.push(a.recent(id, 1).await.unwrap().last_change);
+        }
+        start
+    };
+    let handles = [a, b];
+    let ada = &ada;
+
+    // Writer `w` sends through handle `w % 2`; its messages alternate between the two
+    // conversations, odd writers starting with the second.
+    let writer = |w: usize| async move {
+        let store = handles[w % 2];
+        let mut stored = Vec::new();
+        for batch in 0..BATCHES {
+            let messages: Vec<NewMessage> = (0..PER_BATCH)
+                .map(|i| {
+                    let n = batch * PER_BATCH + i;
+                    let to = conversations[(n + w) % 2];
+                    new_message(to, ada, &format!("w{w}-{n}"), None)
+                })
+                .collect();
+            for result in store.append_batch(messages).await {
+                let appended = result.expect("every message is stored");
+                assert!(appended.fresh);
+                stored.push(appended.message);
+            }
+        }
+        stored
+    };
+    let writing_done = AtomicBool::new(false);
+    // Follows one conversation through the other handle the way a client does: from the last
+    // number it was brought to, a page at a time.
+    let reader = |c: usize| {
+        let writing_done = &writing_done;
+        let start = &start;
+        async move {
+            let store = handles[(c + 1) % 2];
+            let mut cursor = start[c];
+            let mut seen = Vec::new();
+            loop {
+                let finished = writing_done.load(Ordering::SeqCst);
+                loop {
+                    let page = store
+                        .changes(conversations[c], cursor, 7)
+                        .await
+                        .unwrap()
+                        .expect("a number the conversation gave out");
+                    assert!(page.last_change >= cursor, "never brought back");
+                    for m in &page.messages {
+                        assert!(m.change > cursor, "a number after the cursor");
+                    }
+                    seen.extend(page.messages);
+                    cursor = page.last_change;
+                    if !page.more {
+                        break;
+                    }
+                }
+                if finished {
+                    return seen;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        }
+    };
+    let writers = async {
+        let stored = join_all((0..WRITERS).map(writer)).await;
+        writing_done.store(true, Ordering::SeqCst);
+        stored
+    };
+    let (stored, seen) = tokio::join!(writers, join_all((0..2).map(reader)));
+
+    let total = WRITERS * BATCHES * PER_BATCH;
+    assert_eq!(stored.iter().map(Vec::len).sum::<usize>(), total);
+    // Each writer's own messages, sent one batch after the other, number upwards.
+    for messages in &stored {
+        for c in conversations {
+            let numbers: Vec<u64> = messages
+                .iter()
+                .filter(|m| m.conversation == c)
+                .map(|m| m.change)
+                .collect();
+            assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+        }
+    }
+    for (c, id) in conversations.into_iter().enumerate() {
+        let mine: BTreeMap<u64, &crate::protocol::Message> = stored
+            .iter()
+            .flatten()
+            .filter(|m| m.conversation == id)
+            .map(|m| (m.change, m))
+            .collect();
+        let count = total / 2;
+        let sent = stored.iter().flatten().filter(|m| m.conversation == id);
+        assert_eq!(sent.count(), count);
+        // Distinct numbers (no two messages share one), exactly the next `count` of them.
+        assert_eq!(mine.len(), count, "a change number was given twice");
+        let want: Vec<u64> = (start[c] + 1..=start[c] + count as u64).collect();
+        assert_eq!(mine.keys().copied().collect::<Vec<_>>(), want);
+        assert!(mine.values().all(|m| m.seq == m.change));
+        // The reader that followed along saw every message once, in number order.
+        let followed: Vec<u64> = seen[c].iter().map(|m| m.change).collect();
+        assert_eq!(
+            followed, want,
+            "a reader following changes missed or repeated one"
+        );
+        // Both handles read back all of them, as they were stored.
+        for store in handles {
+            let window = store.recent(id, count + 10).await.unwrap();
+            assert_eq!(window.last_change, start[c] + count as u64);
+            let stored: Vec<_> = mine.values().map(|m| (*m).clone()).collect();
+            assert_eq!(window.messages, stored);
+            let changes = store
+                .changes(id, start[c], count + 10)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(changes.messages, stored);
+        }
+    }
+    // A client id stored through one handle is answered with the original through the other.
+    let original = a
+        .append(new_message(first, ada, "once", Some("both-handles")))
+        .await
+        .unwrap();
+    let again = b
+        .append(new_message(first, ada, "once", Some("both-handles")))
+        .await
+        .unwrap();
+    assert!(original.fresh && !again.fresh);
+    assert_eq!(again.message, original.message);
+}

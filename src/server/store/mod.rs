@@ -1,16 +1,20 @@
 //! Where users, conversations, messages and read positions live. The contract is split by
 //! aggregate ([`Users`], [`Conversations`], [`Messages`]); [`Store`] is all of them.
-//! [`SqliteStore`] is the driver (on a file, or in memory for `store = "memory"`), and every
-//! driver runs the same [`contract`] suite, unchanged.
+//! The drivers: [`SqliteStore`] (on a file, or in memory for `store = "memory"`; one node) and
+//! [`PostgresStore`] (`store = "postgres"`; several nodes sharing one database, numbers taken
+//! under each conversation's row lock). Every driver runs the same [`contract`] suite,
+//! unchanged.
 //!
 //! Drivers keep the database's own constraints (uniqueness, numbering, existence); who may do
 //! what is decided before they are called, in [`crate::server::access`].
 
 #[cfg(test)]
 pub mod contract;
+mod postgres;
 mod sqlite;
 mod user_cache;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::error::AppError;

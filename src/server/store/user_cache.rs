@@ -44,6 +44,11 @@ impl UserCache {
         self.by_token.pop(token_hash);
     }
 
+    /// Forgets a user (changed elsewhere): the next look-up, by id or token, reads the store.
+    pub fn forget(&mut self, id: &UserId) {
+        self.by_id.pop(id);
+    }
+
     /// Users cached now.
     pub fn count(&self) -> usize {
         self.by_id.len()

@@ -12,7 +12,7 @@ use chrono::Utc;
 use sqlx::{Row, Sqlite, Transaction};
 
 /// The key a direct conversation of these people is found by: their sorted ids.
-fn direct_key(people: &[Author]) -> String {
+pub(in crate::server::store) fn direct_key(people: &[Author]) -> String {
     let mut ids: Vec<&str> = people.iter().map(|p| p.id.0.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();

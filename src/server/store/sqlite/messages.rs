@@ -247,12 +247,12 @@ enum Slot {
     New(NewMessage),
 }
 
-fn mentions_json(mentions: &[UserId]) -> Option<String> {
+pub(in crate::server::store) fn mentions_json(mentions: &[UserId]) -> Option<String> {
     (!mentions.is_empty()).then(|| serde_json::to_string(mentions).expect("ids serialize"))
 }
 
 /// The summary a message shows of its reaction rows (emoji in the order first used).
-fn summarize(rows: &[(String, String, String)]) -> Vec<Reaction> {
+pub(in crate::server::store) fn summarize(rows: &[(String, String, String)]) -> Vec<Reaction> {
     let mut out: Vec<Reaction> = Vec::new();
     for (emoji, user, name) in rows {
         let index = match out.iter().position(|r| &r.emoji == emoji) {

@@ -4,8 +4,8 @@
 //! conversation's numbers come from its row (`last_change`), inside the writing transaction.
 //! The aggregates live in their own files: [`users`], [`conversations`], [`messages`].
 
-mod conversations;
-mod messages;
+pub(super) mod conversations;
+pub(super) mod messages;
 mod users;
 
 use super::user_cache::UserCache;
@@ -60,32 +60,32 @@ fn first<T>(rows: Vec<T>) -> Option<T> {
     rows.into_iter().next()
 }
 
-fn to_u64(value: i64) -> u64 {
+pub(in crate::server::store) fn to_u64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
-fn to_i64(value: u64) -> i64 {
+pub(in crate::server::store) fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-fn limit_of(limit: usize) -> i64 {
+pub(in crate::server::store) fn limit_of(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
 /// A fresh opaque id: 32 hex digits.
-fn new_id() -> String {
+pub(in crate::server::store) fn new_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
 /// A fresh message id: time-ordered (UUIDv7), so that SQLite's index of message ids grows at
 /// its end. Random ids put every message of a batch on a different index page, and each of
 /// those pages was written to the WAL again on every commit.
-fn new_message_id() -> String {
+pub(in crate::server::store) fn new_message_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
 
 /// A fresh server secret: 32 random bytes.
-fn new_secret() -> Vec<u8> {
+pub(in crate::server::store) fn new_secret() -> Vec<u8> {
     use rand::RngCore;
     let mut secret = vec![0u8; 32];
     rand::rng().fill_bytes(&mut secret);
@@ -295,6 +295,13 @@ mod tests {
     async fn passes_the_contract_on_disk() {
         let dir = tempfile::tempdir().unwrap();
         contract::run_all(&on_disk(dir.path()).await).await;
+    }
+
+    #[tokio::test]
+    async fn two_handles_on_one_file_never_share_a_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (on_disk(dir.path()).await, on_disk(dir.path()).await);
+        contract::two_handles_never_share_a_number(&a, &b).await;
     }
 
     #[tokio::test]
