@@ -1,7 +1,8 @@
 //! The Flack server: reads the settings, builds the state and the router, serves until told
 //! to stop.
 
-use flack::server::{config::Config, router, serve::serve, state::AppState};
+use flack::server::config::{Config, StoreKind};
+use flack::server::{router, serve::serve, state::AppState};
 use leptos::config::get_configuration;
 use tracing_subscriber::EnvFilter;
 
@@ -42,7 +43,26 @@ async fn main() {
     // The port actually bound (the setting may say 0).
     config.address = listener.local_addr().unwrap_or(config.address);
     let address = config.address;
-    let store = format!("{:?} ({})", config.store, config.database.display());
+    // What the store is, without a database URL's password.
+    let store = match config.store_kind() {
+        StoreKind::Postgres => {
+            let url = config.database_url.as_deref().unwrap_or_default();
+            let host = url.rsplit_once('@').map_or(url, |(_, host)| host);
+            format!("PostgreSQL ({host})")
+        }
+        kind => format!("{kind:?} ({})", config.database.display()),
+    };
+    let hub = if config.redis_url.is_empty() {
+        "in-process".to_string()
+    } else {
+        format!(
+            "Redis ({})",
+            config
+                .redis_url
+                .rsplit_once('@')
+                .map_or(config.redis_url.as_str(), |(_, host)| host)
+        )
+    };
     let state = match AppState::new(config, leptos_options).await {
         Ok(state) => state,
         Err(e) => {
@@ -50,7 +70,7 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    tracing::info!(%store, "store open");
+    tracing::info!(%store, %hub, "store open");
     {
         let chat = state.chat.clone();
         let counters = state.sockets.counters.clone();

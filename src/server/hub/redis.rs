@@ -634,12 +634,10 @@ mod tests {
         services.restart_redis();
         // Changes committed while the bus was down are in the store.
         nodes.relays[1].set_latest(id, 3);
-        let mut refused = false;
         for change in 2..=3 {
-            refused |= a
-                .publish(&topic, Frame::new(Some(change), &event))
-                .await
-                .is_err();
+            // Delivered on node A whatever the bus says; whether this publish saw the
+            // outage depends on timing.
+            let _ = a.publish(&topic, Frame::new(Some(change), &event)).await;
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         // Node B reconnects, subscribes again and heals what it followed; its users'
