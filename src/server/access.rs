@@ -127,16 +127,21 @@ pub struct AccessCache {
     conversations: Mutex<LruCache<ConversationId, ConversationInfo>>,
     members: Mutex<LruCache<(ConversationId, UserId), bool>>,
     generation: AtomicU64,
+    /// Memberships are kept (one node: every change passes through this process).
+    keeps_members: bool,
 }
 
 impl AccessCache {
-    /// A cache of at most `conversations` conversations and `memberships` memberships.
+    /// A cache of at most `conversations` conversations and `memberships` memberships. With
+    /// several nodes, pass no memberships: a leave committed on another node must stop the
+    /// next post here, and its note on the bus may come a moment later.
     pub fn new(conversations: usize, memberships: usize) -> Self {
         let size = |n: usize| NonZeroUsize::new(n.max(1)).expect("at least one");
         AccessCache {
             conversations: Mutex::new(LruCache::new(size(conversations))),
             members: Mutex::new(LruCache::new(size(memberships))),
             generation: AtomicU64::new(0),
+            keeps_members: memberships > 0,
         }
     }
 
@@ -167,6 +172,9 @@ impl AccessCache {
         id: ConversationId,
         user: &UserId,
     ) -> Result<bool, AppError> {
+        if !self.keeps_members {
+            return Ok(store.membership(id, user).await?.is_some());
+        }
         let key = (id, user.clone());
         if let Some(member) = self.members.lock().expect("access lock").get(&key) {
             return Ok(*member);

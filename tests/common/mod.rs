@@ -44,3 +44,4 @@ pub async fn login(addr: SocketAddr, name: &str) -> String {
     assert_eq!(body["user"]["name"], name);
     body["token"].as_str().unwrap().to_string()
 }
+pub mod cluster;
