@@ -18,6 +18,9 @@ use std::time::Duration;
 /// How long a message sent over the socket may wait for its acknowledgement before it is
 /// shown as failed (a late acknowledgement still turns it sent).
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a send the server could not store (its database out of reach) waits before
+/// it goes again.
+const UNAVAILABLE_RETRY: Duration = Duration::from_secs(1);
 /// How long "… is typing" shows after the last signal.
 const TYPING_SHOWN_MS: f64 = 6000.0;
 
@@ -372,6 +375,15 @@ impl ChatClient {
                 list.push((user, status));
             }),
             ServerEvent::Refresh => self.refresh_sidebar(),
+            ServerEvent::Error {
+                error: crate::error::AppError::Unavailable,
+                client_id: Some(client_id),
+                ..
+            } => {
+                // The server could not reach its database: nothing was stored, so the
+                // same send (same client id) goes again shortly, as often as it takes.
+                set_timeout(move || self.retry(client_id), UNAVAILABLE_RETRY);
+            }
             ServerEvent::Error {
                 message,
                 client_id: Some(client_id),
