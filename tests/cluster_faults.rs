@@ -1,0 +1,433 @@
+//! Faults in a cluster of three nodes on one PostgreSQL and one Redis (real servers, a
+//! private pair per test): a node killed with SIGKILL mid-stream, Redis restarted
+//! mid-stream, PostgreSQL stopped and started again. Whatever happens, every acknowledged
+//! message is stored once, every client ends showing what a fresh load shows, and none
+//! hears a message twice.
+#![cfg(feature = "ssr")]
+
+mod common;
+
+use common::cluster::{self, next_within, Watcher};
+use common::login;
+use flack::protocol::{ClientEvent, ConversationId, ServerEvent};
+use flack::server::config::Config;
+use flack::server::testing::Services;
+use futures_util::SinkExt;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message as Frame;
+
+/// Client ids acknowledged, with the sequence number the ack gave.
+type Acks = Arc<Mutex<HashMap<String, u64>>>;
+
+/// Refusals seen, by error code (the database away: "unavailable").
+type Refusals = Arc<Mutex<HashMap<String, usize>>>;
+
+async fn open_socket(addr: SocketAddr, token: &str) -> Option<cluster::Ws> {
+    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.ok()?;
+    match next_within(&mut ws, Duration::from_secs(5)).await {
+        Some(ServerEvent::Hello { .. }) => Some(ws),
+        _ => None,
+    }
+}
+
+/// Records acks (and refusals) that arrive within `quiet` of each other.
+async fn drain(ws: &mut cluster::Ws, acks: &Acks, refusals: &Refusals, quiet: Duration) {
+    while let Some(event) = next_within(ws, quiet).await {
+        match event {
+            ServerEvent::Ack {
+                client_id: Some(id),
+                seq,
+                ..
+            } => {
+                acks.lock().unwrap().insert(id, seq);
+            }
+            ServerEvent::Error { error, .. } => {
+                let code = serde_json::to_value(&error).unwrap()["code"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                *refusals.lock().unwrap().entry(code).or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A sender as a client is one: it sends `ids` through the first of `addrs` that answers,
+/// paced, and after a broken connection or a refusal sends what was not acknowledged
+/// again (same client ids), through the next node, until everything is acknowledged.
+#[allow(clippy::too_many_arguments)]
+async fn send_all(
+    addrs: Vec<SocketAddr>,
+    token: String,
+    conversation: ConversationId,
+    ids: Vec<String>,
+    acks: Acks,
+    refusals: Refusals,
+    pace: Duration,
+) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut at = 0;
+    loop {
+        let missing: Vec<String> = {
+            let acks = acks.lock().unwrap();
+            ids.iter()
+                .filter(|id| !acks.contains_key(*id))
+                .cloned()
+                .collect()
+        };
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} sends never acknowledged",
+            missing.len()
+        );
+        let Some(mut ws) = open_socket(addrs[at % addrs.len()], &token).await else {
+            at += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        for id in &missing {
+            let event = ClientEvent::Send {
+                conversation: Some(conversation),
+                channel: None,
+                body: format!("body of {id}"),
+                client_id: Some(id.clone()),
+            };
+            let text = serde_json::to_string(&event).unwrap();
+            if ws.send(Frame::text(text)).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(pace).await;
+            drain(&mut ws, &acks, &refusals, Duration::from_millis(1)).await;
+        }
+        drain(&mut ws, &acks, &refusals, Duration::from_millis(1500)).await;
+        // Still missing (a node gone, the database away): again, through the next node.
+        at += 1;
+    }
+}
+
+/// Everything stored in `conversation`, as (client id, seq).
+async fn stored(config: &Config, conversation: ConversationId) -> Vec<(String, u64)> {
+    let store = flack::server::store::PostgresStore::connect(
+        config.database_url.as_deref().unwrap(),
+        2,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    use flack::server::store::Messages;
+    let window = store.recent(conversation, 100_000).await.unwrap();
+    window
+        .messages
+        .into_iter()
+        .map(|m| (m.client_id.unwrap_or_default(), m.seq))
+        .collect()
+}
+
+/// Every acknowledged message is stored once, with the number its ack gave; nothing
+/// unsent is stored.
+fn assert_exactly_once(acks: &Acks, stored: &[(String, u64)], expected: usize) {
+    let acks = acks.lock().unwrap();
+    assert_eq!(acks.len(), expected, "every send acknowledged in the end");
+    let ids: HashSet<&String> = stored.iter().map(|(id, _)| id).collect();
+    assert_eq!(ids.len(), stored.len(), "a message stored twice");
+    assert_eq!(stored.len(), expected, "stored exactly what was sent");
+    for (id, seq) in stored {
+        assert_eq!(acks.get(id), Some(seq), "{id} stored with another number");
+    }
+}
+
+/// A watcher's view: heard in order, each once, and equal to a fresh load.
+fn assert_consistent(watchers: &[Watcher], fresh: &[flack::protocol::Message]) {
+    for (i, watcher) in watchers.iter().enumerate() {
+        assert!(
+            watcher.live.windows(2).all(|w| w[0] < w[1]),
+            "watcher {i} heard out of order or twice: {:?}",
+            watcher.live
+        );
+        let shown: Vec<_> = watcher.log.messages.iter().collect();
+        let stored: Vec<_> = fresh.iter().collect();
+        assert_eq!(shown, stored, "watcher {i} differs from a fresh load");
+    }
+}
+
+async fn general(config: &Config) -> ConversationId {
+    let store = flack::server::store::PostgresStore::connect(
+        config.database_url.as_deref().unwrap(),
+        2,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    use flack::server::store::Conversations;
+    store.channel_named("general").await.unwrap().unwrap().id
+}
+
+async fn fresh(config: &Config, id: ConversationId) -> Vec<flack::protocol::Message> {
+    let store = flack::server::store::PostgresStore::connect(
+        config.database_url.as_deref().unwrap(),
+        2,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    use flack::server::store::Messages;
+    store.recent(id, 100_000).await.unwrap().messages
+}
+
+/// Ids for `senders` senders of `each` messages.
+fn ids(sender: usize, each: usize) -> Vec<String> {
+    (0..each).map(|k| format!("s{sender}-{k}")).collect()
+}
+
+/// The real binary as one node of the cluster `config` describes, on `port`.
+fn node(config: &Config, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_flack"))
+        .env(
+            "FLACK_DATABASE_URL",
+            config.database_url.as_deref().unwrap(),
+        )
+        .env("FLACK_REDIS_URL", &config.redis_url)
+        .env("FLACK_REDIS_PREFIX", &config.redis_prefix)
+        .env("FLACK_ADDRESS", format!("127.0.0.1:{port}"))
+        .env("FLACK_RATE_LIMIT_PER_SEC", "1000000")
+        .env("FLACK_RATE_LIMIT_BURST", "1000000")
+        .env("FLACK_FRAME_RATE_PER_SEC", "1000000")
+        .env("FLACK_FRAME_BURST", "1000000")
+        .env("FLACK_SUBSCRIBE_RATE_PER_SEC", "1000000")
+        .env("FLACK_SUBSCRIBE_BURST", "1000000")
+        .env("FLACK_NEW_IDENTITIES_BURST", "100000")
+        .env("FLACK_LOG", "warn")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the flack binary starts")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_ready(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(res) = reqwest::get(format!("http://{addr}/readyz")).await {
+            if res.status() == 200 {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "node {addr} never ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Pumps every watcher until it shows `count` messages.
+async fn settle(watchers: &mut [Watcher], count: usize) {
+    for watcher in watchers {
+        watcher.pump_until(|log| log.messages.len() >= count).await;
+    }
+}
+
+#[tokio::test]
+async fn a_node_killed_mid_stream_loses_nothing_and_repeats_nothing() {
+    const EACH: usize = 150;
+    let services = Services::private();
+    let config = cluster::config(&services).await;
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let addrs: Vec<SocketAddr> = ports.iter().map(|p| ([127, 0, 0, 1], *p).into()).collect();
+    // The first node creates the schema and the default channel; then the others.
+    let mut children = vec![node(&config, ports[0])];
+    wait_ready(addrs[0]).await;
+    for port in &ports[1..] {
+        children.push(node(&config, *port));
+    }
+    for addr in &addrs {
+        wait_ready(*addr).await;
+    }
+    let general = general(&config).await;
+    let (acks, refusals): (Acks, Refusals) = Default::default();
+    // Watchers on every node; senders on every node, each falling over to the next node.
+    let mut watchers = Vec::new();
+    let mut watcher_tokens = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let token = login(*addr, &format!("W{i}")).await;
+        watchers.push(Watcher::open(*addr, &token, general, None).await);
+        watcher_tokens.push(token);
+    }
+    let mut senders = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let token = login(*addr, &format!("S{i}")).await;
+        let order: Vec<SocketAddr> = (0..3).map(|k| addrs[(i + k) % 3]).collect();
+        senders.push(tokio::spawn(send_all(
+            order,
+            token,
+            general,
+            ids(i, EACH),
+            acks.clone(),
+            refusals.clone(),
+            Duration::from_millis(5),
+        )));
+    }
+    // Kill node 2 once a third of the messages are acknowledged.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acks.lock().unwrap().len() < EACH {
+        assert!(Instant::now() < deadline, "the stream never got going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    children[2].kill().unwrap(); // SIGKILL
+    children[2].wait().unwrap();
+    // Its watcher reconnects to node 0 and resumes after what it applied.
+    let orphan = watchers.pop().unwrap();
+    // Apply what had arrived before the kill, then resume elsewhere.
+    let mut orphan = orphan;
+    while let Some(event) = next_within(&mut orphan.ws, Duration::from_millis(200)).await {
+        orphan.apply(event);
+    }
+    let (live, caught_up) = (orphan.live.clone(), orphan.caught_up);
+    let mut resumed = Watcher::open(addrs[0], &watcher_tokens[2], general, Some(orphan.log)).await;
+    resumed.live = live;
+    resumed.caught_up += caught_up;
+    watchers.push(resumed);
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    settle(&mut watchers, 3 * EACH).await;
+    let stored = stored(&config, general).await;
+    assert_exactly_once(&acks, &stored, 3 * EACH);
+    assert_consistent(&watchers, &fresh(&config, general).await);
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_redis_restart_mid_stream_delivers_every_message_once() {
+    const EACH: usize = 120;
+    let services = Services::private();
+    let config = cluster::config(&services).await;
+    let nodes = cluster::nodes(&config, 3).await;
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|(a, _)| *a).collect();
+    let general = general(&config).await;
+    let (acks, refusals): (Acks, Refusals) = Default::default();
+    let mut watchers = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let token = login(*addr, &format!("W{i}")).await;
+        watchers.push(Watcher::open(*addr, &token, general, None).await);
+    }
+    let mut senders = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let token = login(*addr, &format!("S{i}")).await;
+        senders.push(tokio::spawn(send_all(
+            vec![*addr],
+            token,
+            general,
+            ids(i, EACH),
+            acks.clone(),
+            refusals.clone(),
+            Duration::from_millis(10),
+        )));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acks.lock().unwrap().len() < EACH {
+        assert!(Instant::now() < deadline, "the stream never got going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    services.restart_redis();
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    settle(&mut watchers, 3 * EACH).await;
+    let stored = stored(&config, general).await;
+    assert_exactly_once(&acks, &stored, 3 * EACH);
+    assert_consistent(&watchers, &fresh(&config, general).await);
+    let reconnects: u64 = nodes
+        .iter()
+        .map(|(_, s)| s.chat.hub().stats().reconnects)
+        .sum();
+    assert!(reconnects >= 3, "every node made its connection again");
+}
+
+#[tokio::test]
+async fn a_postgres_restart_refuses_writes_plainly_and_loses_nothing_acknowledged() {
+    const EACH: usize = 80;
+    let services = Services::private();
+    let config = cluster::config(&services).await;
+    let nodes = cluster::nodes(&config, 3).await;
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|(a, _)| *a).collect();
+    let general = general(&config).await;
+    let (acks, refusals): (Acks, Refusals) = Default::default();
+    let mut watchers = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let token = login(*addr, &format!("W{i}")).await;
+        watchers.push(Watcher::open(*addr, &token, general, None).await);
+    }
+    let mut senders = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let token = login(*addr, &format!("S{i}")).await;
+        senders.push(tokio::spawn(send_all(
+            vec![*addr],
+            token,
+            general,
+            ids(i, EACH),
+            acks.clone(),
+            refusals.clone(),
+            Duration::from_millis(20),
+        )));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acks.lock().unwrap().len() < EACH {
+        assert!(Instant::now() < deadline, "the stream never got going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    services.stop_postgres();
+    // While it is away, sends are refused as "unavailable" (never hang, never an ack).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while refusals
+        .lock()
+        .unwrap()
+        .get("unavailable")
+        .copied()
+        .unwrap_or(0)
+        == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no refusal while the database was away: {:?}",
+            refusals.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    services.start_postgres();
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    settle(&mut watchers, 3 * EACH).await;
+    let stored = stored(&config, general).await;
+    assert_exactly_once(&acks, &stored, 3 * EACH);
+    assert_consistent(&watchers, &fresh(&config, general).await);
+    let others: Vec<_> = refusals
+        .lock()
+        .unwrap()
+        .keys()
+        .filter(|code| *code != "unavailable")
+        .cloned()
+        .collect();
+    assert!(others.is_empty(), "other refusals: {others:?}");
+}
