@@ -169,3 +169,6 @@ impl Backing {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
