@@ -2,11 +2,12 @@
 //! identities and new channels, per client address (IPv6 addresses by their /64, since one
 //! machine is given a whole /64). Per-socket frame budgets live with the socket (`ws.rs`).
 
+use super::limits::{refused, Backing, RateLimiter};
 use crate::error::AppError;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+use governor::{DefaultDirectRateLimiter, Quota};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 
 /// A budget: so many per hour, sustained, and a burst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,20 +38,13 @@ pub fn budget_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// What a refusal says: when to try again.
-fn refused(not_until: governor::NotUntil<governor::clock::QuantaInstant>) -> AppError {
-    let wait = not_until.wait_time_from(DefaultClock::default().now());
-    AppError::RateLimited {
-        retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
-    }
-}
-
-/// Per-address budgets for lasting things, and for the bytes of channel windows sent.
+/// Per-address budgets for lasting things, and for the bytes of channel windows sent
+/// (in this process, or shared by a cluster: see [`Backing`]).
 pub struct Budgets {
-    identities: DefaultKeyedRateLimiter<IpAddr>,
-    channels: DefaultKeyedRateLimiter<IpAddr>,
+    identities: Arc<dyn RateLimiter>,
+    channels: Arc<dyn RateLimiter>,
     /// KiB of join answers (channel windows), per address.
-    join_kib: DefaultKeyedRateLimiter<IpAddr>,
+    join_kib: Arc<dyn RateLimiter>,
 }
 
 /// How many bytes of channel windows one address may be sent by joining channels.
@@ -77,50 +71,59 @@ impl Budgets {
 
     /// The same, with a budget of `joins` bytes of channel windows per address.
     pub fn with_joins(identities: Allowance, channels: Allowance, joins: ByteRate) -> Self {
+        Self::on(&Backing::Local, identities, channels, joins)
+    }
+
+    /// The same, kept on `backing`.
+    pub fn on(
+        backing: &Backing,
+        identities: Allowance,
+        channels: Allowance,
+        joins: ByteRate,
+    ) -> Self {
         let kib = |bytes: usize| {
             NonZeroU32::new(u32::try_from((bytes / 1024).max(1)).unwrap_or(u32::MAX))
                 .expect("at least one")
         };
         Budgets {
-            identities: DefaultKeyedRateLimiter::keyed(quota_per_hour(identities)),
-            channels: DefaultKeyedRateLimiter::keyed(quota_per_hour(channels)),
-            join_kib: DefaultKeyedRateLimiter::keyed(
+            identities: backing.limiter("identities", quota_per_hour(identities)),
+            channels: backing.limiter("channels", quota_per_hour(channels)),
+            join_kib: backing.limiter(
+                "join_kib",
                 Quota::per_second(kib(joins.per_second)).allow_burst(kib(joins.burst)),
             ),
         }
     }
 
     /// Spends `bytes` of `ip`'s budget for channel windows (the answers to joining a channel,
-    /// which can be megabytes each), or says when it may try again.
-    pub fn join_bytes(&self, ip: IpAddr, bytes: usize) -> Result<(), AppError> {
+    /// which can be megabytes each), or says when it may try again. One answer larger than
+    /// the whole burst is never affordable, and refused with a minute's wait.
+    pub async fn join_bytes(&self, ip: IpAddr, bytes: usize) -> Result<(), AppError> {
         let kib = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
-        let n = NonZeroU32::new(kib).expect("at least one");
-        match self.join_kib.check_key_n(&budget_key(ip), n) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => Err(refused(not_until)),
-            // One answer larger than the whole burst: never affordable, say so plainly.
-            Err(_) => Err(AppError::RateLimited {
-                retry_after_ms: 60_000,
-            }),
-        }
+        self.join_kib.check(&key(ip), kib).await
     }
 
     /// Spends one new identity of `ip`'s budget, or says when it may try again.
-    pub fn new_identity(&self, ip: IpAddr) -> Result<(), AppError> {
-        self.identities.check_key(&budget_key(ip)).map_err(refused)
+    pub async fn new_identity(&self, ip: IpAddr) -> Result<(), AppError> {
+        self.identities.check(&key(ip), 1).await
     }
 
     /// Spends one new channel of `ip`'s budget, or says when it may try again.
-    pub fn new_channel(&self, ip: IpAddr) -> Result<(), AppError> {
-        self.channels.check_key(&budget_key(ip)).map_err(refused)
+    pub async fn new_channel(&self, ip: IpAddr) -> Result<(), AppError> {
+        self.channels.check(&key(ip), 1).await
     }
 
     /// Forgets addresses whose budgets are full again (keeps the maps small).
     pub fn forget_idle(&self) {
-        self.identities.retain_recent();
-        self.channels.retain_recent();
-        self.join_kib.retain_recent();
+        self.identities.forget_idle();
+        self.channels.forget_idle();
+        self.join_kib.forget_idle();
     }
+}
+
+/// The limiter key of a client address.
+fn key(ip: IpAddr) -> String {
+    budget_key(ip).to_string()
 }
 
 /// One socket's budget for frames of every kind.
@@ -146,8 +149,8 @@ impl FrameBudget {
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_address_spends_its_own_budget() {
+    #[tokio::test]
+    async fn an_address_spends_its_own_budget() {
         let budgets = Budgets::new(
             Allowance {
                 per_hour: 1,
@@ -160,22 +163,22 @@ mod tests {
         );
         let a: IpAddr = "127.0.0.2".parse().unwrap();
         let b: IpAddr = "127.0.0.3".parse().unwrap();
-        assert!(budgets.new_identity(a).is_ok());
-        assert!(budgets.new_identity(a).is_ok());
+        assert!(budgets.new_identity(a).await.is_ok());
+        assert!(budgets.new_identity(a).await.is_ok());
         assert!(matches!(
-            budgets.new_identity(a),
+            budgets.new_identity(a).await,
             Err(AppError::RateLimited { retry_after_ms }) if retry_after_ms > 1000
         ));
-        assert!(budgets.new_identity(b).is_ok(), "others keep theirs");
+        assert!(budgets.new_identity(b).await.is_ok(), "others keep theirs");
         assert!(
-            budgets.new_channel(a).is_ok(),
+            budgets.new_channel(a).await.is_ok(),
             "channels are a separate budget"
         );
-        assert!(budgets.new_channel(a).is_err());
+        assert!(budgets.new_channel(a).await.is_err());
     }
 
-    #[test]
-    fn window_bytes_are_budgeted_per_address() {
+    #[tokio::test]
+    async fn window_bytes_are_budgeted_per_address() {
         let few = Allowance {
             per_hour: 1,
             burst: 1,
@@ -189,12 +192,19 @@ mod tests {
             },
         );
         let a: IpAddr = "127.0.0.2".parse().unwrap();
-        assert!(budgets.join_bytes(a, 60 * 1024).is_ok());
-        assert!(budgets.join_bytes(a, 60 * 1024).is_err(), "over the burst");
+        assert!(budgets.join_bytes(a, 60 * 1024).await.is_ok());
+        assert!(
+            budgets.join_bytes(a, 60 * 1024).await.is_err(),
+            "over the burst"
+        );
         assert!(budgets
             .join_bytes("127.0.0.3".parse().unwrap(), 60 * 1024)
+            .await
             .is_ok());
-        assert!(budgets.join_bytes(a, 1).is_ok(), "small answers still fit");
+        assert!(
+            budgets.join_bytes(a, 1).await.is_ok(),
+            "small answers still fit"
+        );
     }
 
     #[test]

@@ -70,9 +70,12 @@ pub struct Config {
     pub public_url: String,
     /// Reverse proxies whose `X-Forwarded-For` names the client (their own addresses).
     pub trusted_proxies: Vec<IpAddr>,
-    /// Connections open at once, from everyone.
+    /// Connections open at once, from everyone, on this process (it guards the process'
+    /// own file descriptors, so it stays per node in a cluster); WebSockets on this process
+    /// are held to it too.
     pub max_connections: usize,
-    /// Connections open at once from one client address (IPv6: one /64).
+    /// Connections open at once from one client address (IPv6: one /64) on this process.
+    /// WebSockets from one address are held to it over the whole cluster (with `redis_url`).
     pub max_connections_per_ip: usize,
     /// Seconds a connection may take to send a request's head, or stay idle between requests.
     pub header_timeout_secs: u64,
@@ -124,6 +127,10 @@ pub struct Config {
     pub redis_url: String,
     /// Put before every Redis key and channel, so that clusters can share a Redis.
     pub redis_prefix: String,
+    /// Seconds a node counts as alive after its last heartbeat on Redis (it beats every
+    /// third of that). The WebSockets and presence of a node that dies stop counting for the
+    /// cluster this long after. Only with `redis_url`.
+    pub redis_node_ttl_secs: u64,
 }
 
 impl Default for Config {
@@ -172,6 +179,7 @@ impl Default for Config {
             log_json: false,
             redis_url: String::new(),
             redis_prefix: "flack".into(),
+            redis_node_ttl_secs: 15,
         }
     }
 }

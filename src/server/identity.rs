@@ -270,7 +270,7 @@ pub async fn create_session(
     Json(request): Json<SessionRequest>,
 ) -> Result<Response, AppError> {
     let name = validate_display_name(&request.name)?;
-    state.chat.budgets().new_identity(ip)?;
+    state.chat.budgets().new_identity(ip).await?;
     let token = state.tokens.issue();
     let user = state
         .chat

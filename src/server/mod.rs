@@ -9,6 +9,7 @@ pub mod config;
 pub mod front;
 pub mod hub;
 pub mod identity;
+pub mod limits;
 pub mod metrics;
 pub mod serve;
 pub mod site;

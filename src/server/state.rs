@@ -5,6 +5,7 @@ use super::chat::{Chat, Limits};
 use super::config::{Config, StoreKind};
 use super::hub::{Hub, MemoryHub, RedisHub, RedisHubOptions};
 use super::identity::Tokens;
+use super::limits::{redis::Node, redis::NodeOptions, Backing, SocketCap};
 use super::serve::Connections;
 use super::site::Site;
 use super::sockets::Sockets;
@@ -29,8 +30,9 @@ pub struct AppState {
     pub chat: Arc<Chat>,
     /// Open TCP connections against their caps (by peer address).
     pub connections: Arc<Connections>,
-    /// Open WebSockets against the per-client cap (by client address, behind proxies too).
-    pub socket_slots: Arc<Connections>,
+    /// Open WebSockets against the per-client cap (by client address, behind proxies too;
+    /// over the cluster with Redis) and this process' total.
+    pub socket_slots: Arc<dyn SocketCap>,
     /// Open WebSockets by token, and the bytes they have queued.
     pub sockets: Arc<Sockets>,
 }
@@ -71,7 +73,20 @@ impl AppState {
                     AppError::internal(format!("Redis at {}: {e}", config.redis_url))
                 })?)
             };
-        let budgets = Budgets::with_joins(
+        let backing = if config.redis_url.is_empty() {
+            Backing::Local
+        } else {
+            // This node's id in the shared limits and presence.
+            let node = NodeOptions {
+                url: config.redis_url.clone(),
+                prefix: config.redis_prefix.clone(),
+                node: uuid::Uuid::new_v4().simple().to_string(),
+                alive_ttl: std::time::Duration::from_secs(config.redis_node_ttl_secs.max(1)),
+            };
+            Backing::Redis(Node::start(node).await.map_err(AppError::internal)?)
+        };
+        let budgets = Budgets::on(
+            &backing,
             Allowance {
                 per_hour: config.new_identities_per_hour,
                 burst: config.new_identities_burst,
@@ -93,7 +108,7 @@ impl AppState {
             max_memberships: config.max_memberships,
             join_cache_bytes: config.join_cache_bytes,
         };
-        let chat = Arc::new(Chat::new(store, hub, limits, budgets));
+        let chat = Arc::new(Chat::with_backing(store, hub, limits, budgets, &backing));
         chat.ensure_channels(&config.default_channels).await?;
         Ok(AppState {
             leptos_options,
@@ -101,7 +116,7 @@ impl AppState {
             tokens: Arc::new(tokens),
             chat,
             connections: Connections::new(config.max_connections, config.max_connections_per_ip),
-            socket_slots: Connections::new(config.max_connections, config.max_connections_per_ip),
+            socket_slots: backing.socket_cap(config.max_connections, config.max_connections_per_ip),
             sockets: Arc::new(Sockets::default()),
             config: Arc::new(config),
         })

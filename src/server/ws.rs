@@ -11,6 +11,7 @@ use super::chat::{settle, Chat};
 use super::client_addr::ClientIp;
 use super::hub::{Frame, Subscription, Topic, View};
 use super::identity::{CurrentUser, TokenHash};
+use super::limits::SocketSlot;
 use super::serve::{Admitted, ConnectionSlot};
 use super::sockets::Registered;
 use super::state::AppState;
@@ -63,7 +64,7 @@ const ACK_GRACE: Duration = Duration::from_secs(2);
 /// and its registration (which "Sign out" uses to close it).
 struct Holds {
     _connection: Option<Arc<Admitted>>,
-    _socket: Admitted,
+    _socket: SocketSlot,
     registered: Registered,
 }
 
@@ -86,7 +87,7 @@ pub async fn upgrade(
         return AppError::Unauthenticated.into_response();
     };
     let ip = client.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |c| c.0 .0);
-    let Some(socket_slot) = state.socket_slots.admit(budget_key(ip)) else {
+    let Some(socket_slot) = state.socket_slots.admit(budget_key(ip)).await else {
         return AppError::RateLimited {
             retry_after_ms: 1000,
         }
@@ -741,7 +742,7 @@ impl Session {
                 self.view.set(None);
                 // Subscribe first, then read the store: frames that arrive meanwhile are
                 // skipped by change number instead of being lost.
-                let opened = match chat.spend_open(&self.user) {
+                let opened = match chat.spend_open(&self.user).await {
                     Ok(()) => {
                         chat.open(&self.user, conversation, channel.as_deref())
                             .await
@@ -758,11 +759,14 @@ impl Session {
                     self.named = Some((channel_key(name), info.id));
                 }
                 let answer = chat.join_answer(&info, after_change).await;
-                let answer = answer.and_then(|joined| {
-                    chat.budgets()
+                let answer = match answer {
+                    Ok(joined) => chat
+                        .budgets()
                         .join_bytes(self.ip, joined.text.len())
-                        .map(|()| joined)
-                });
+                        .await
+                        .map(|()| joined),
+                    Err(error) => Err(error),
+                };
                 match answer {
                     Err(error @ AppError::RateLimited { .. }) => self.strike(error, None),
                     Ok(joined) => {

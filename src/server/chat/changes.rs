@@ -30,7 +30,7 @@ impl Chat {
     ) -> Result<Message, AppError> {
         let body = validate_message_body(body)?;
         let (_, readable) = access::own_message(self.store.as_ref(), &user.id, id).await?;
-        self.spend_write(&user.id)?;
+        self.spend_write(&user.id).await?;
         let (mentions, mentions_all) = self
             .mentions(&body, readable.governing.id, &user.id)
             .await?;
@@ -48,7 +48,7 @@ impl Chat {
     /// Deletes `user`'s own message: its text goes, everyone sees it disappear.
     pub async fn delete(&self, user: &UserInfo, id: &MessageId) -> Result<Message, AppError> {
         access::own_message(self.store.as_ref(), &user.id, id).await?;
-        self.spend_write(&user.id)?;
+        self.spend_write(&user.id).await?;
         let id = id.clone();
         self.run(move |store| {
             Box::pin(async move {
@@ -72,7 +72,7 @@ impl Chat {
         let author = Self::author(user)?;
         let emoji = validate_emoji(emoji)?;
         access::readable_message(self.store.as_ref(), &user.id, id).await?;
-        self.spend_write(&user.id)?;
+        self.spend_write(&user.id).await?;
         let id = id.clone();
         self.run(move |store| {
             Box::pin(async move {

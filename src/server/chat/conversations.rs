@@ -7,8 +7,8 @@ use super::{Chat, Publish};
 use crate::error::AppError;
 use crate::protocol::{
     validate_channel_name, Author, ConversationId, ConversationInfo, ConversationKind,
-    ConversationSummary, Member, ServerEvent, UserId, UserInfo, CHANNEL_PAGE, MAX_DIRECT_MEMBERS,
-    MEMBERS_SHOWN,
+    ConversationSummary, Member, PresenceStatus, ServerEvent, UserId, UserInfo, CHANNEL_PAGE,
+    MAX_DIRECT_MEMBERS, MEMBERS_SHOWN,
 };
 use crate::server::access::{self, Readable};
 use crate::server::hub::Frame;
@@ -83,7 +83,7 @@ impl Chat {
             });
         }
         self.check_membership_room(&user.id).await?;
-        self.budgets.new_channel(ip)?;
+        self.budgets.new_channel(ip).await?;
         let kind = if private {
             ConversationKind::Private
         } else {
@@ -175,7 +175,7 @@ impl Chat {
         if people.len() < 2 && others.is_empty() {
             return Err(AppError::NoSuchUser);
         }
-        self.spend_write(&user.id)?;
+        self.spend_write(&user.id).await?;
         if let Some(found) = self.existing_direct(&people).await? {
             return Ok(found);
         }
@@ -183,7 +183,7 @@ impl Chat {
         for person in &people {
             self.check_membership_room(&person.id).await?;
         }
-        self.budgets.new_channel(ip)?;
+        self.budgets.new_channel(ip).await?;
         self.run(move |store| {
             Box::pin(async move {
                 let result = store.open_direct(&people).await;
@@ -230,7 +230,7 @@ impl Chat {
         if readable.member.is_some() {
             return Ok(());
         }
-        self.spend_write(&user.id)?;
+        self.spend_write(&user.id).await?;
         self.join_unchecked(readable.info.id, &author).await
     }
 
@@ -262,7 +262,7 @@ impl Chat {
     /// Leaves a channel; a private one is then out of sight.
     pub async fn leave(&self, user: &UserInfo, id: ConversationId) -> Result<(), AppError> {
         access::leavable(self.store.as_ref(), &user.id, id).await?;
-        self.spend_write(&user.id)?;
+        self.spend_write(&user.id).await?;
         let me = user.id.clone();
         self.run(move |store| {
             Box::pin(async move {
@@ -295,7 +295,7 @@ impl Chat {
             .await?
             .ok_or(AppError::NoSuchUser)?;
         let name = other.name.ok_or(AppError::NoSuchUser)?;
-        self.spend_write(&user.id)?;
+        self.spend_write(&user.id).await?;
         let author = Author { id: other.id, name };
         self.join_unchecked(readable.info.id, &author).await
     }
@@ -338,7 +338,7 @@ impl Chat {
         if prefix.is_empty() || prefix.chars().count() > crate::protocol::MAX_DISPLAY_NAME_CHARS {
             return Ok(Vec::new());
         }
-        self.opens.check_key(&user.id).map_err(super::refusal)?;
+        self.opens.check(&user.id.0, 1).await?;
         self.store.users_named(prefix, PEOPLE_FOUND).await
     }
 
@@ -353,10 +353,13 @@ impl Chat {
             .store
             .members(readable.governing.id, MEMBERS_SHOWN)
             .await?;
+        let ids: Vec<UserId> = members.iter().map(|m| m.id.clone()).collect();
+        let statuses = self.presence.statuses(&ids).await;
         Ok(members
             .into_iter()
-            .map(|user| Member {
-                online: self.presence.is_online(&user.id),
+            .zip(statuses)
+            .map(|(user, status)| Member {
+                online: status == PresenceStatus::Online,
                 user,
             })
             .collect())

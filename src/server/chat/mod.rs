@@ -18,19 +18,19 @@ mod reading;
 mod relay;
 mod signals;
 
-pub use signals::Presence;
+pub use signals::{status_from, Change, Presence, PresenceBook};
 
 use super::access::AccessCache;
 use super::budgets::Budgets;
 use super::hub::{Frame, Hub, Topic};
+use super::limits::{Backing, RateLimiter};
 use super::metrics::PipelineStats;
 use super::store::{Appended, NewMessage, Store};
 use super::window_frames::WindowFrames;
 use crate::error::AppError;
 use crate::protocol::{ConversationId, ServerEvent, UserId};
 use futures_util::future::BoxFuture;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota};
+use governor::Quota;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
@@ -88,17 +88,19 @@ pub struct Chat {
     hub: Arc<dyn Hub>,
     limits: Limits,
     writes: mpsc::Sender<Write>,
-    limiter: DefaultKeyedRateLimiter<UserId>,
-    opens: DefaultKeyedRateLimiter<UserId>,
+    /// Writes per user.
+    limiter: Arc<dyn RateLimiter>,
+    /// Opens per user.
+    opens: Arc<dyn RateLimiter>,
     /// Typing signals, one per user per few seconds.
-    typing: DefaultKeyedRateLimiter<UserId>,
+    typing: Arc<dyn RateLimiter>,
     budgets: Budgets,
     frames: Arc<WindowFrames>,
     /// What the write pipeline has stored, for `/metrics`.
     stats: Arc<PipelineStats>,
     /// The default channels (everyone's sidebar lists them; opening one joins it).
     defaults: std::sync::RwLock<Vec<ConversationId>>,
-    presence: Presence,
+    presence: Arc<dyn PresenceBook>,
     /// What posting checks, kept; the pipeline forgets what membership changes make stale.
     access: Arc<AccessCache>,
     /// Member ids by conversation, for activity on the members' own streams.
@@ -165,8 +167,20 @@ enum Write {
 }
 
 impl Chat {
-    /// Wires a store and a hub and starts the write pipeline (needs a Tokio runtime).
+    /// Wires a store and a hub and starts the write pipeline (needs a Tokio runtime); rate
+    /// limits and presence in this process.
     pub fn new(store: Arc<dyn Store>, hub: Arc<dyn Hub>, limits: Limits, budgets: Budgets) -> Self {
+        Self::with_backing(store, hub, limits, budgets, &Backing::Local)
+    }
+
+    /// The same, with rate limits and presence on `backing` (shared by a cluster's nodes).
+    pub fn with_backing(
+        store: Arc<dyn Store>,
+        hub: Arc<dyn Hub>,
+        limits: Limits,
+        budgets: Budgets,
+        backing: &Backing,
+    ) -> Self {
         let (writes, queue) = mpsc::channel(QUEUE);
         let frames = Arc::new(WindowFrames::new(limits.join_cache_bytes));
         let member_ids = Arc::new(Mutex::new(lru::LruCache::new(
@@ -202,14 +216,15 @@ impl Chat {
             hub,
             limits,
             writes,
-            limiter: DefaultKeyedRateLimiter::keyed(limits.post.quota()),
-            opens: DefaultKeyedRateLimiter::keyed(limits.open.quota()),
-            typing: DefaultKeyedRateLimiter::keyed(
+            limiter: backing.limiter("write", limits.post.quota()),
+            opens: backing.limiter("open", limits.open.quota()),
+            typing: backing.limiter(
+                "typing",
                 Quota::with_period(std::time::Duration::from_secs(3)).expect("not zero"),
             ),
             budgets,
             defaults: Default::default(),
-            presence: Presence::default(),
+            presence: backing.presence(),
             access,
             member_ids,
         }
@@ -246,8 +261,8 @@ impl Chat {
     }
 
     /// Spends one of the user's writes (every kind of write shares the rate).
-    fn spend_write(&self, user: &UserId) -> Result<(), AppError> {
-        self.limiter.check_key(user).map_err(refusal)
+    async fn spend_write(&self, user: &UserId) -> Result<(), AppError> {
+        self.limiter.check(&user.0, 1).await
     }
 
     async fn enqueue(&self, write: Write) -> Result<(), AppError> {
@@ -278,21 +293,13 @@ impl Chat {
         settle(answer).await
     }
 
-    /// Forgets rate-limit state of users and addresses idle long enough to be back at full
-    /// burst.
+    /// Forgets in-process rate-limit state of users and addresses idle long enough to be
+    /// back at full burst (on Redis, idle keys expire by themselves).
     pub fn forget_idle_limits(&self) {
-        self.limiter.retain_recent();
-        self.opens.retain_recent();
-        self.typing.retain_recent();
+        self.limiter.forget_idle();
+        self.opens.forget_idle();
+        self.typing.forget_idle();
         self.budgets.forget_idle();
-    }
-}
-
-/// A rate limit's refusal, saying when to try again.
-fn refusal(not_until: governor::NotUntil<governor::clock::QuantaInstant>) -> AppError {
-    let wait = not_until.wait_time_from(DefaultClock::default().now());
-    AppError::RateLimited {
-        retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
     }
 }
 

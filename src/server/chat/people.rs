@@ -19,7 +19,7 @@ impl Chat {
         let name = validate_display_name(raw)?;
         match provisional {
             Some(token_hash) => {
-                self.budgets.new_identity(ip)?;
+                self.budgets.new_identity(ip).await?;
                 self.store.store_user(user.clone(), token_hash, name).await
             }
             None => self.store.set_display_name(user, name).await,

@@ -133,7 +133,7 @@ impl Chat {
         let client_id = client_id.as_deref().map(validate_client_id).transpose()?;
         let sendable =
             access::sendable(self.store.as_ref(), &self.access, &user.id, conversation).await?;
-        self.spend_write(&user.id)?;
+        self.spend_write(&user.id).await?;
         if sendable.joins_on_post {
             self.join_unchecked(sendable.info.id, &author).await?;
         }
@@ -169,7 +169,7 @@ impl Chat {
         if readable.info.kind == crate::protocol::ConversationKind::Thread {
             return Err(AppError::NestedThread);
         }
-        self.spend_write(&user.id)?;
+        self.spend_write(&user.id).await?;
         if readable.joins_on_post() {
             self.join_unchecked(readable.info.id, &author).await?;
         }

@@ -29,8 +29,8 @@ pub const MAX_CATCH_UP: usize = 1000;
 
 impl Chat {
     /// Spends one of the user's socket subscribes (each answer can be a whole window).
-    pub fn spend_open(&self, user: &UserInfo) -> Result<(), AppError> {
-        self.opens.check_key(&user.id).map_err(super::refusal)
+    pub async fn spend_open(&self, user: &UserInfo) -> Result<(), AppError> {
+        self.opens.check(&user.id.0, 1).await
     }
 
     /// Opens a conversation `user` may read (by id, or a channel by name): subscribes to its
@@ -188,7 +188,7 @@ impl Chat {
         if readable.member.is_none() {
             return Ok(()); // previewing a public channel: nothing to remember
         }
-        self.opens.check_key(&user.id).map_err(super::refusal)?;
+        self.opens.check(&user.id.0, 1).await?;
         if self.store.mark_read(id, &user.id, seq).await? {
             let event = ServerEvent::ReadMoved {
                 conversation: id,

@@ -1,6 +1,7 @@
 //! Signals that take no change number and are never stored: "someone is typing" (throttled,
 //! and the first thing a busy socket drops) and presence (online, away, offline), kept in
-//! memory per user from their open sockets.
+//! per user from their open sockets (in this process, or over the cluster: see
+//! [`PresenceBook`]).
 
 use super::Chat;
 use crate::error::AppError;
@@ -12,6 +13,57 @@ use crate::server::hub::{Frame, Topic};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+/// What happened to one of a user's sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// A socket opened.
+    Opened,
+    /// A socket closed (`away`: it was away).
+    Closed {
+        /// It was away when it closed.
+        away: bool,
+    },
+    /// A socket went away (`true`) or came back (`false`).
+    Away(bool),
+}
+
+impl Change {
+    /// Applies this change to a user's (sockets, away sockets).
+    pub fn apply(self, counts: &mut (u32, u32)) {
+        match self {
+            Change::Opened => counts.0 += 1,
+            Change::Closed { away } => {
+                counts.0 = counts.0.saturating_sub(1);
+                if away {
+                    counts.1 = counts.1.saturating_sub(1);
+                }
+            }
+            Change::Away(true) => counts.1 += 1,
+            Change::Away(false) => counts.1 = counts.1.saturating_sub(1),
+        }
+    }
+}
+
+/// The status of a user with `sockets` open of which `away` are away.
+pub fn status_from(sockets: u32, away: u32) -> PresenceStatus {
+    match (sockets, away) {
+        (0, _) => PresenceStatus::Offline,
+        (s, a) if a >= s => PresenceStatus::Away,
+        _ => PresenceStatus::Online,
+    }
+}
+
+/// Who is connected, wherever: the in-process [`Presence`] (one node), or a driver that
+/// combines every node's sockets (`limits::redis::RedisPresence`).
+#[async_trait::async_trait]
+pub trait PresenceBook: Send + Sync {
+    /// Applies `change` to `user`'s sockets here; returns the user's new status if it
+    /// changed (over the whole cluster).
+    async fn change(&self, user: &UserId, change: Change) -> Option<PresenceStatus>;
+    /// The statuses of `users` now, in order.
+    async fn statuses(&self, users: &[UserId]) -> Vec<PresenceStatus>;
+}
+
 /// Who is connected: per user, their open sockets and how many of those are away. Bounded
 /// by the connection caps (an entry lives only while its user has a socket).
 #[derive(Default)]
@@ -20,21 +72,13 @@ pub struct Presence {
 }
 
 impl Presence {
-    fn status(sockets: u32, away: u32) -> PresenceStatus {
-        match (sockets, away) {
-            (0, _) => PresenceStatus::Offline,
-            (s, a) if a >= s => PresenceStatus::Away,
-            _ => PresenceStatus::Online,
-        }
-    }
-
     /// Applies a change to a user's counts; returns the new status if it changed.
     fn update(&self, user: &UserId, f: impl FnOnce(&mut (u32, u32))) -> Option<PresenceStatus> {
         let mut users = self.users.lock().expect("presence lock");
         let entry = users.entry(user.clone()).or_default();
-        let before = Self::status(entry.0, entry.1);
+        let before = status_from(entry.0, entry.1);
         f(entry);
-        let after = Self::status(entry.0, entry.1);
+        let after = status_from(entry.0, entry.1);
         if entry.0 == 0 {
             users.remove(user);
         }
@@ -43,10 +87,7 @@ impl Presence {
 
     /// Whether the user has a socket open that is not away.
     pub fn is_online(&self, user: &UserId) -> bool {
-        let users = self.users.lock().expect("presence lock");
-        users
-            .get(user)
-            .is_some_and(|&(s, a)| Self::status(s, a) == PresenceStatus::Online)
+        self.status_of(user) == PresenceStatus::Online
     }
 
     /// The user's status now.
@@ -54,7 +95,18 @@ impl Presence {
         let users = self.users.lock().expect("presence lock");
         users
             .get(user)
-            .map_or(PresenceStatus::Offline, |&(s, a)| Self::status(s, a))
+            .map_or(PresenceStatus::Offline, |&(s, a)| status_from(s, a))
+    }
+}
+
+#[async_trait::async_trait]
+impl PresenceBook for Presence {
+    async fn change(&self, user: &UserId, change: Change) -> Option<PresenceStatus> {
+        self.update(user, |c| change.apply(c))
+    }
+
+    async fn statuses(&self, users: &[UserId]) -> Vec<PresenceStatus> {
+        users.iter().map(|u| self.status_of(u)).collect()
     }
 }
 
@@ -64,7 +116,7 @@ impl Chat {
     pub async fn typing(&self, user: &UserInfo, id: ConversationId) -> Result<(), AppError> {
         let author = Self::author(user)?;
         access::readable(self.store.as_ref(), &user.id, id).await?;
-        if self.typing.check_key(&user.id).is_err() {
+        if self.typing.check(&user.id.0, 1).await.is_err() {
             return Ok(());
         }
         let event = ServerEvent::Typing {
@@ -83,36 +135,26 @@ impl Chat {
 
     /// A socket of `user` opened.
     pub async fn socket_opened(&self, user: &UserId) {
-        let status = self.presence.update(user, |c| c.0 += 1);
+        let status = self.presence.change(user, Change::Opened).await;
         self.announce(user, status).await;
     }
 
     /// A socket of `user` closed (`away`: it was away).
     pub async fn socket_closed(&self, user: &UserId, away: bool) {
-        let status = self.presence.update(user, |c| {
-            c.0 = c.0.saturating_sub(1);
-            if away {
-                c.1 = c.1.saturating_sub(1);
-            }
-        });
+        let status = self.presence.change(user, Change::Closed { away }).await;
         self.announce(user, status).await;
     }
 
     /// A socket of `user` went away or came back.
     pub async fn socket_away(&self, user: &UserId, away: bool) {
-        let status = self.presence.update(user, |c| {
-            if away {
-                c.1 += 1;
-            } else {
-                c.1 = c.1.saturating_sub(1);
-            }
-        });
+        let status = self.presence.change(user, Change::Away(away)).await;
         self.announce(user, status).await;
     }
 
-    /// The user's status now.
-    pub fn presence_of(&self, user: &UserId) -> PresenceStatus {
-        self.presence.status_of(user)
+    /// The user's status now (over the whole cluster).
+    pub async fn presence_of(&self, user: &UserId) -> PresenceStatus {
+        let statuses = self.presence.statuses(std::slice::from_ref(user)).await;
+        statuses.first().copied().unwrap_or(PresenceStatus::Offline)
     }
 
     /// Tells those who would show it that `user`'s status changed: the open sockets of the

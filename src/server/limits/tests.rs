@@ -1,0 +1,264 @@
+//! The Redis drivers against a real Redis: two nodes are two [`Node`]s on one prefix.
+
+use super::redis::{Node, NodeOptions, CALL_TIMEOUT};
+use super::*;
+use crate::protocol::{PresenceStatus, UserId};
+use crate::server::chat::Change;
+use crate::server::testing::{fresh_prefix, Services};
+use std::time::{Duration, Instant};
+
+async fn node(url: &str, prefix: &str, ttl: Duration) -> Arc<Node> {
+    Node::start(NodeOptions {
+        url: url.to_string(),
+        prefix: prefix.to_string(),
+        node: uuid::Uuid::new_v4().simple().to_string(),
+        alive_ttl: ttl,
+    })
+    .await
+    .expect("a well-formed URL")
+}
+
+/// Two nodes of one cluster on the shared Redis.
+async fn two_nodes(ttl: Duration) -> (Arc<Node>, Arc<Node>, String) {
+    let url = &Services::shared().redis_url;
+    let prefix = fresh_prefix();
+    (
+        node(url, &prefix, ttl).await,
+        node(url, &prefix, ttl).await,
+        prefix,
+    )
+}
+
+fn quota(per_second: u32, burst: u32) -> Quota {
+    Quota::per_second(NonZeroU32::new(per_second).unwrap())
+        .allow_burst(NonZeroU32::new(burst).unwrap())
+}
+
+#[tokio::test]
+async fn two_nodes_share_one_budget() {
+    let (a, b, _) = two_nodes(Duration::from_secs(10)).await;
+    let hourly =
+        Quota::per_hour(NonZeroU32::new(1).unwrap()).allow_burst(NonZeroU32::new(5).unwrap());
+    let on_a = Backing::Redis(a).limiter("writes", hourly);
+    let on_b = Backing::Redis(b).limiter("writes", hourly);
+    let mut allowed = 0;
+    let mut refusals = Vec::new();
+    for i in 0..10 {
+        let limiter = if i % 2 == 0 { &on_a } else { &on_b };
+        match limiter.check("ada", 1).await {
+            Ok(()) => allowed += 1,
+            Err(AppError::RateLimited { retry_after_ms }) => refusals.push(retry_after_ms),
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(allowed, 5, "one burst for the cluster, not one per node");
+    assert!(
+        refusals.iter().all(|&ms| ms > 60_000 && ms <= 3_600_000),
+        "a refusal says when: {refusals:?}"
+    );
+    assert!(on_b.check("bob", 1).await.is_ok(), "other keys keep theirs");
+    assert!(
+        matches!(
+            on_a.check("carol", 6).await,
+            Err(AppError::RateLimited {
+                retry_after_ms: NEVER_AFFORDABLE_MS
+            })
+        ),
+        "more than the whole burst is never affordable"
+    );
+}
+
+#[tokio::test]
+async fn a_key_idles_back_to_full_and_vanishes() {
+    let (a, b, prefix) = two_nodes(Duration::from_secs(10)).await;
+    let on_a = Backing::Redis(a).limiter("opens", quota(10, 2));
+    let on_b = Backing::Redis(b).limiter("opens", quota(10, 2));
+    assert!(on_a.check("ada", 1).await.is_ok());
+    assert!(on_b.check("ada", 1).await.is_ok());
+    match on_a.check("ada", 1).await {
+        Err(AppError::RateLimited { retry_after_ms }) => {
+            assert!((1..=100).contains(&retry_after_ms), "{retry_after_ms}")
+        }
+        other => panic!("refused expected, got {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = ::redis::Client::open(Services::shared().redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let exists: bool = ::redis::cmd("EXISTS")
+        .arg(format!("{prefix}:rl:opens:ada"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!exists, "an idle key expires");
+    assert!(on_b.check("ada", 1).await.is_ok());
+    assert!(on_a.check("ada", 1).await.is_ok(), "the whole burst again");
+    assert!(on_b.check("ada", 1).await.is_err());
+}
+
+#[tokio::test]
+async fn without_redis_the_local_limit_answers_in_time() {
+    let started = Instant::now();
+    let down = node(
+        "redis://127.0.0.1:1/",
+        &fresh_prefix(),
+        Duration::from_secs(10),
+    )
+    .await;
+    let backing = Backing::Redis(down);
+    let limiter = backing.limiter("writes", quota(1, 3));
+    for expected in [true, true, true, false] {
+        let call = Instant::now();
+        assert_eq!(limiter.check("ada", 1).await.is_ok(), expected);
+        assert!(call.elapsed() <= CALL_TIMEOUT + Duration::from_millis(100));
+    }
+    let presence = backing.presence();
+    let ada = UserId("ada".into());
+    assert_eq!(
+        presence.change(&ada, Change::Opened).await,
+        Some(PresenceStatus::Online),
+        "this node's own sockets still count"
+    );
+    assert_eq!(
+        presence.statuses(&[ada]).await,
+        vec![PresenceStatus::Online]
+    );
+    let sockets = backing.socket_cap(10, 1);
+    let ip: IpAddr = "127.0.0.2".parse().unwrap();
+    let held = sockets.admit(ip).await;
+    assert!(held.is_some());
+    assert!(sockets.admit(ip).await.is_none(), "the local cap holds");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+/// Waits until `check` holds (writes on release happen in the background).
+async fn eventually(mut check: impl AsyncFnMut() -> bool) -> bool {
+    for _ in 0..50 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn socket_counts_add_up_over_live_nodes() {
+    let ttl = Duration::from_millis(300);
+    let (a, b, _) = two_nodes(ttl).await;
+    let on_a = Backing::Redis(a).socket_cap(100, 3);
+    let b_node = b.clone();
+    let on_b = Backing::Redis(b).socket_cap(100, 3);
+    let ip: IpAddr = "127.0.0.2".parse().unwrap();
+    let other: IpAddr = "127.0.0.3".parse().unwrap();
+    let mut on_a_held = vec![on_a.admit(ip).await.unwrap(), on_a.admit(ip).await.unwrap()];
+    let _on_b_held = on_b.admit(ip).await.unwrap();
+    assert!(
+        on_b.admit(ip).await.is_none(),
+        "two here and one there fill the cap"
+    );
+    assert!(on_a.admit(ip).await.is_none());
+    assert!(on_a.admit(other).await.is_some(), "per address");
+    on_a_held.pop();
+    let mut again = None;
+    assert!(
+        eventually(async || {
+            again = on_b.admit(ip).await;
+            again.is_some()
+        })
+        .await,
+        "a closed socket frees its place for every node"
+    );
+    assert_eq!(on_b.open_from(ip), 2);
+    // Node B dies without a word: once its key expires, its sockets stop counting.
+    b_node.halt();
+    tokio::time::sleep(ttl * 2).await;
+    let more: Vec<_> = [on_a.admit(ip).await, on_a.admit(ip).await]
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(more.len(), 2, "only this node's one socket counts now");
+    assert!(on_a.admit(ip).await.is_none());
+}
+
+#[tokio::test]
+async fn presence_is_combined_over_the_nodes() {
+    let (a, b, _) = two_nodes(Duration::from_secs(10)).await;
+    let (on_a, on_b) = (Backing::Redis(a).presence(), Backing::Redis(b).presence());
+    let ada = UserId("ada".into());
+    let both = [ada.clone()];
+    assert_eq!(on_b.statuses(&both).await, vec![PresenceStatus::Offline]);
+    assert_eq!(
+        on_a.change(&ada, Change::Opened).await,
+        Some(PresenceStatus::Online)
+    );
+    assert_eq!(on_a.statuses(&both).await, vec![PresenceStatus::Online]);
+    assert_eq!(
+        on_b.statuses(&both).await,
+        vec![PresenceStatus::Online],
+        "online on A only: B says so too"
+    );
+    assert_eq!(
+        on_b.change(&ada, Change::Opened).await,
+        None,
+        "already online"
+    );
+    assert_eq!(
+        on_a.change(&ada, Change::Away(true)).await,
+        None,
+        "away on A, online on B"
+    );
+    assert_eq!(on_a.statuses(&both).await, vec![PresenceStatus::Online]);
+    assert_eq!(on_b.statuses(&both).await, vec![PresenceStatus::Online]);
+    assert_eq!(
+        on_b.change(&ada, Change::Closed { away: false }).await,
+        Some(PresenceStatus::Away),
+        "only the away socket is left"
+    );
+    assert_eq!(
+        on_a.change(&ada, Change::Closed { away: true }).await,
+        Some(PresenceStatus::Offline),
+        "the last socket anywhere closed"
+    );
+    assert_eq!(on_a.statuses(&both).await, vec![PresenceStatus::Offline]);
+    assert_eq!(on_b.statuses(&both).await, vec![PresenceStatus::Offline]);
+}
+
+#[tokio::test]
+async fn a_dead_nodes_sockets_stop_counting_and_live_ones_come_back() {
+    let ttl = Duration::from_millis(300);
+    let (a, b, prefix) = two_nodes(ttl).await;
+    let (a_node, b_node) = (a.clone(), b.clone());
+    let (on_a, on_b) = (Backing::Redis(a).presence(), Backing::Redis(b).presence());
+    let (ada, bob) = (UserId("ada".into()), UserId("bob".into()));
+    on_a.change(&ada, Change::Opened).await;
+    on_b.change(&bob, Change::Opened).await;
+    let users = [ada.clone(), bob.clone()];
+    let online = vec![PresenceStatus::Online, PresenceStatus::Online];
+    assert_eq!(on_b.statuses(&users).await, online);
+    // Redis forgets B's counts (a restart): B's next heartbeat writes them again.
+    let client = ::redis::Client::open(Services::shared().redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = ::redis::cmd("DEL")
+        .arg(format!("{prefix}:presence:bob"))
+        .arg(format!("{prefix}:node:{}", b_node.id()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        on_a.statuses(&users).await,
+        vec![PresenceStatus::Online, PresenceStatus::Offline]
+    );
+    tokio::time::sleep(ttl).await;
+    assert_eq!(
+        on_a.statuses(&users).await,
+        online,
+        "healed by the heartbeat"
+    );
+    // A dies (SIGKILL): its users are offline for everyone once its key expires.
+    a_node.halt();
+    tokio::time::sleep(ttl * 2).await;
+    assert_eq!(
+        on_b.statuses(&users).await,
+        vec![PresenceStatus::Offline, PresenceStatus::Online]
+    );
+}
