@@ -61,8 +61,8 @@ struct Inner {
     sink: tokio::sync::Mutex<Option<PubSubSink>>,
     /// Topics subscribed on Redis (the cell is set once the subscription is confirmed).
     subscribed: Mutex<HashMap<Topic, Arc<OnceCell<()>>>>,
-    /// Per conversation followed here: the last change number delivered here.
-    delivered: Mutex<HashMap<ConversationId, u64>>,
+    /// Per conversation followed here: what was delivered, and frames held past a gap.
+    delivered: Mutex<HashMap<ConversationId, Gate>>,
     relay: OnceLock<Arc<dyn Relay>>,
     /// The last publish failed.
     down: AtomicBool,
@@ -161,49 +161,23 @@ impl Inner {
     }
 
     /// Delivers a frame here, in change order for a conversation: what was delivered
-    /// already is skipped, and a gap is first filled from the store.
-    async fn deliver(&self, topic: &Topic, frame: Frame) {
-        let (Topic::Conversation(id), Some(change)) = (topic, frame.change) else {
+    /// already is skipped, and a frame past a gap is held for [`HOLD`] (frames of two
+    /// nodes cross on the bus) and then, if the gap is still open, preceded by a catch-up
+    /// from the store. Never waits: healing runs in a task of its own.
+    fn deliver(self: &Arc<Self>, topic: &Topic, frame: Frame) {
+        let (Topic::Conversation(id), Some(_)) = (topic, frame.change) else {
             self.local.deliver(topic, frame);
             return;
-        };
-        let last = {
-            let mut delivered = self.delivered.lock().expect("delivered lock");
-            match delivered.get(id).copied() {
-                Some(last) if change <= last => return,
-                Some(last) if frame.first <= last + 1 => {
-                    delivered.insert(*id, change);
-                    None
-                }
-                Some(last) => Some(last),
-                None => {
-                    delivered.insert(*id, change);
-                    None
-                }
-            }
-        };
-        let Some(last) = last else {
-            self.local.deliver(topic, frame);
-            return;
-        };
-        // A gap: read what is missing before delivering past it.
-        let healed = match self.relay.get() {
-            Some(relay) => relay.heal(*id, last).await,
-            None => None,
-        };
-        let frame = match healed {
-            Some(healed) if healed.change >= Some(change) => {
-                self.gaps_healed.fetch_add(1, Ordering::Relaxed);
-                healed
-            }
-            // The store could not fill it: deliver as it is, and each subscriber replays.
-            _ => frame,
         };
         let mut delivered = self.delivered.lock().expect("delivered lock");
-        let at = delivered.entry(*id).or_insert(0);
-        *at = (*at).max(frame.change.unwrap_or(0));
-        drop(delivered);
-        self.local.deliver(topic, frame);
+        let gate = delivered.entry(*id).or_default();
+        if gate.pass(frame, |f| {
+            self.local.deliver(topic, f);
+        }) {
+            gate.healing = true;
+            drop(delivered);
+            tokio::spawn(heal_gap(self.clone(), *id));
+        }
     }
 
     /// Subscribes on Redis to `topic` if this node has not yet; waits for the confirmation.
@@ -278,7 +252,7 @@ impl Inner {
 
     /// After the connection came back: subscribes again to every followed topic, heals
     /// every followed conversation, and tells users' streams to refresh.
-    async fn resume(&self, sink: PubSubSink) {
+    async fn resume(self: &Arc<Self>, sink: PubSubSink) {
         let topics: Vec<Topic> = {
             let mut subscribed = self.subscribed.lock().expect("subscribed lock");
             subscribed.retain(|topic, _| self.local.has_subscribers(topic));
@@ -318,14 +292,15 @@ impl Inner {
                         .lock()
                         .expect("delivered lock")
                         .get(id)
-                        .copied();
+                        .and_then(|gate| gate.last);
                     let (Some(last), Some(relay)) = (last, self.relay.get()) else {
                         continue;
                     };
-                    if let Some(healed) = relay.heal(*id, last).await {
+                    let healed = tokio::time::timeout(HEAL_TIMEOUT, relay.heal(*id, last)).await;
+                    if let Ok(Some(healed)) = healed {
                         if healed.change > Some(last) {
                             self.gaps_healed.fetch_add(1, Ordering::Relaxed);
-                            self.deliver(&topic, healed).await;
+                            self.deliver(&topic, healed);
                         }
                     }
                 }
@@ -333,6 +308,134 @@ impl Inner {
                     self.local.deliver(&topic, refresh.clone());
                 }
             }
+        }
+    }
+}
+
+/// How long a frame past a gap waits for the missing ones to arrive on the bus before the
+/// gap is filled from the store.
+const HOLD: Duration = Duration::from_millis(50);
+/// How long a catch-up read may take (the database may be away: then the frames held go
+/// out as they are, and each subscriber replays the gap itself).
+const HEAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Frames held past a gap in one conversation at most; past it the gap is healed at once.
+const HELD: usize = 256;
+
+/// One conversation's order of delivery here.
+#[derive(Default)]
+struct Gate {
+    /// The last change number delivered (`None`: nothing yet, the first frame sets it).
+    last: Option<u64>,
+    /// Frames past a gap, by the first change each brings.
+    held: std::collections::BTreeMap<u64, Frame>,
+    /// A task is filling the gap.
+    healing: bool,
+}
+
+impl Gate {
+    /// Delivers `frame` (and whatever held frames it lets through) in order with `out`,
+    /// or holds it past a gap; `true` when a healing task should start.
+    fn pass(&mut self, frame: Frame, mut out: impl FnMut(Frame)) -> bool {
+        let change = frame.change.unwrap_or(0);
+        match self.last {
+            Some(last) if change <= last => return false,
+            Some(last) if frame.first > last + 1 => {
+                let keep = self
+                    .held
+                    .get(&frame.first)
+                    .is_none_or(|held| held.change < frame.change);
+                if keep {
+                    self.held.insert(frame.first, frame);
+                }
+                return !self.healing;
+            }
+            _ => {}
+        }
+        self.last = Some(change);
+        out(frame);
+        self.release(&mut out);
+        false
+    }
+
+    /// Delivers held frames that follow on from what was delivered.
+    fn release(&mut self, out: &mut impl FnMut(Frame)) {
+        while let Some(entry) = self.held.first_entry() {
+            let last = self.last.unwrap_or(0);
+            if *entry.key() > last + 1 {
+                break;
+            }
+            let frame = entry.remove();
+            if frame.change.unwrap_or(0) > last {
+                self.last = frame.change;
+                out(frame);
+            }
+        }
+    }
+
+    /// Gives up waiting: delivers every held frame as it is (each subscriber sees the gap
+    /// and replays it from the store).
+    fn flush(&mut self, out: &mut impl FnMut(Frame)) {
+        while let Some((_, frame)) = self.held.pop_first() {
+            if frame.change > self.last {
+                self.last = frame.change;
+                out(frame);
+            }
+        }
+    }
+}
+
+/// Fills a conversation's gap: waits a moment for the missing frames, then reads them from
+/// the store as one catch-up.
+async fn heal_gap(inner: Arc<Inner>, id: ConversationId) {
+    let topic = Topic::Conversation(id);
+    let out = |frame: Frame| {
+        inner.local.deliver(&topic, frame);
+    };
+    loop {
+        let waited = {
+            let delivered = inner.delivered.lock().expect("delivered lock");
+            delivered.get(&id).is_some_and(|g| g.held.len() >= HELD)
+        };
+        if !waited {
+            tokio::time::sleep(HOLD).await;
+        }
+        let last = {
+            let mut delivered = inner.delivered.lock().expect("delivered lock");
+            let Some(gate) = delivered.get_mut(&id) else {
+                return;
+            };
+            if gate.held.is_empty() {
+                gate.healing = false;
+                return;
+            }
+            gate.last.unwrap_or(0)
+        };
+        let healed = match inner.relay.get() {
+            Some(relay) => tokio::time::timeout(HEAL_TIMEOUT, relay.heal(id, last))
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
+        let mut delivered = inner.delivered.lock().expect("delivered lock");
+        let Some(gate) = delivered.get_mut(&id) else {
+            return;
+        };
+        let mut out = out;
+        match healed {
+            Some(healed) if gate.last == Some(last) && healed.change > Some(last) => {
+                inner.gaps_healed.fetch_add(1, Ordering::Relaxed);
+                gate.last = healed.change;
+                out(healed);
+                gate.release(&mut out);
+            }
+            // Filled meanwhile (the missing frames came): nothing to add.
+            Some(_) if gate.last != Some(last) => gate.release(&mut out),
+            _ => gate.flush(&mut out),
+        }
+        if gate.held.is_empty() {
+            gate.healing = false;
+            return;
         }
     }
 }
@@ -401,7 +504,7 @@ async fn relay_loop(
             if let Some(relay) = inner.relay.get() {
                 relay.arriving(&topic, &frame);
             }
-            inner.deliver(&topic, frame).await;
+            inner.deliver(&topic, frame);
         }
         // The connection is gone: make it again, then catch up. Until then nothing cached
         // can be trusted.
@@ -501,7 +604,7 @@ impl Hub for RedisHub {
                 .outbox
                 .try_send((inner.members_channel(), inner.envelope(&note)));
         }
-        inner.deliver(topic, frame).await;
+        inner.deliver(topic, frame);
         if inner
             .outbox
             .try_send((inner.channel(topic), envelope))
