@@ -163,6 +163,23 @@ async fn messages_edits_and_reactions_from_every_node_reach_every_node_in_order(
         .map(|(_, s)| s.chat.hub().stats().relayed)
         .sum();
     assert!(relayed > 0, "nothing crossed the bus");
+    // The same figures, as /metrics shows them to an operator.
+    let text = reqwest::get(format!("http://{}/metrics", addrs[2]))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let metric = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(metric("flack_bus_frames_relayed_total") >= (2 * PER_SENDER) as f64);
+    assert!(metric("flack_deliveries_total") >= (2 * total) as f64);
+    assert_eq!(metric("flack_bus_reconnects_total"), 0.0);
     eprintln!(
         "heard live {heard} of {}; relayed {relayed}; gaps healed {healed}",
         watchers.len() * total

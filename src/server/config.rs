@@ -112,7 +112,9 @@ pub struct Config {
     pub max_channels: usize,
     /// Conversations one user may belong to at most (channels and direct messages).
     pub max_memberships: usize,
-    /// Users kept in memory (SQLite store); the least recently seen are read again from disk.
+    /// Users kept in memory; the least recently seen are read again from the database.
+    /// With `redis_url` (several nodes) none are kept: another node may rename a user or
+    /// sign a token out.
     pub user_cache_entries: usize,
     /// Bytes of recent windows and their serialized join answers, kept to share between the
     /// pages and joins of an unchanged conversation.

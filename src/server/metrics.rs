@@ -85,7 +85,8 @@ pub fn render(state: &AppState) -> String {
     let sockets = &state.sockets.counters;
     let load = |n: &AtomicU64| n.load(Ordering::Relaxed).to_string();
     let seconds = load_seconds(&pipeline.store_micros);
-    let rows: [(&str, &str, &str, String); 13] = [
+    let hub = state.chat.hub().stats();
+    let rows: [(&str, &str, &str, String); 18] = [
         (
             "flack_connections_open",
             "gauge",
@@ -103,6 +104,36 @@ pub fn render(state: &AppState) -> String {
             "gauge",
             "Bytes queued for sockets, not yet written.",
             state.sockets.queued_bytes_now().to_string(),
+        ),
+        (
+            "flack_deliveries_total",
+            "counter",
+            "Frames handed to this node's sockets (one per socket reached).",
+            hub.deliveries.to_string(),
+        ),
+        (
+            "flack_bus_frames_relayed_total",
+            "counter",
+            "Frames received from other nodes over the bus.",
+            hub.relayed.to_string(),
+        ),
+        (
+            "flack_bus_gaps_healed_total",
+            "counter",
+            "Gaps in what the bus delivered, filled from the store.",
+            hub.gaps_healed.to_string(),
+        ),
+        (
+            "flack_bus_publish_errors_total",
+            "counter",
+            "Publishes the bus refused (other nodes heal them from the store).",
+            hub.publish_errors.to_string(),
+        ),
+        (
+            "flack_bus_reconnects_total",
+            "counter",
+            "Times the connection to the bus was lost and made again.",
+            hub.reconnects.to_string(),
         ),
         (
             "flack_post_batches_total",

@@ -42,8 +42,14 @@ impl AppState {
     /// default channels.
     pub async fn new(config: Config, leptos_options: LeptosOptions) -> Result<Self, AppError> {
         let site = config.site().map_err(AppError::internal)?;
+        // With several nodes a name changed or a token signed out on another node must
+        // count here at once: users are read from the database every time.
         let caches = CacheLimits {
-            users: config.user_cache_entries,
+            users: if config.redis_url.is_empty() {
+                config.user_cache_entries
+            } else {
+                0
+            },
         };
         let store: Arc<dyn Store> = match config.store_kind() {
             StoreKind::Memory => Arc::new(SqliteStore::in_memory(caches).await?),

@@ -1,6 +1,6 @@
 //! The one-node hub: fan-out within this process through `tokio::sync::broadcast`.
 
-use super::{Frame, Hub, HubError, Subscription, Topic, Views, USER_STREAM_CAPACITY};
+use super::{Frame, Hub, HubError, HubStats, Subscription, Topic, Views, USER_STREAM_CAPACITY};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,6 +13,8 @@ pub struct MemoryHub {
     capacity: usize,
     topics: Mutex<Topics>,
     views: Arc<Views>,
+    /// Frames handed to subscribers (one per subscriber reached).
+    deliveries: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -29,6 +31,7 @@ impl MemoryHub {
             capacity: capacity.max(1),
             topics: Mutex::default(),
             views: Arc::default(),
+            deliveries: Default::default(),
         }
     }
 
@@ -41,12 +44,18 @@ impl MemoryHub {
         }
         let mut topics = self.topics.lock().expect("hub lock");
         if let Some(sender) = topics.map.get(topic) {
-            if sender.send(frame).is_err() {
-                // Nobody listens any more: forget the topic so idle channels cost nothing.
-                topics.map.remove(topic);
-                return false;
+            match sender.send(frame) {
+                Ok(reached) => {
+                    self.deliveries
+                        .fetch_add(reached as u64, std::sync::atomic::Ordering::Relaxed);
+                    return true;
+                }
+                Err(_) => {
+                    // Nobody listens any more: forget the topic so idle channels cost nothing.
+                    topics.map.remove(topic);
+                    return false;
+                }
             }
-            return true;
         }
         false
     }
@@ -69,6 +78,11 @@ impl MemoryHub {
             .filter(|(_, sender)| sender.receiver_count() > 0)
             .map(|(topic, _)| topic.clone())
             .collect()
+    }
+
+    /// Frames handed to subscribers here so far.
+    pub fn deliveries(&self) -> u64 {
+        self.deliveries.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Topics held here, with subscribers or not yet swept.
@@ -112,6 +126,13 @@ impl Hub for MemoryHub {
 
     fn views(&self) -> &Arc<Views> {
         &self.views
+    }
+
+    fn stats(&self) -> HubStats {
+        HubStats {
+            deliveries: self.deliveries(),
+            ..HubStats::default()
+        }
     }
 }
 

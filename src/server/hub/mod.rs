@@ -113,6 +113,8 @@ impl From<HubError> for crate::error::AppError {
 /// What a hub has done, for `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HubStats {
+    /// Frames handed to subscribers on this node (one per subscriber reached).
+    pub deliveries: u64,
     /// Frames received from other nodes.
     pub relayed: u64,
     /// Gaps in what the bus delivered, filled from the store.

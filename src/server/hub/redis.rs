@@ -659,6 +659,7 @@ impl Hub for RedisHub {
     fn stats(&self) -> HubStats {
         let inner = &self.inner;
         HubStats {
+            deliveries: inner.local.deliveries(),
             relayed: inner.relayed.load(Ordering::Relaxed),
             gaps_healed: inner.gaps_healed.load(Ordering::Relaxed),
             publish_errors: inner.publish_errors.load(Ordering::Relaxed),

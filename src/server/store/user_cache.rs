@@ -8,20 +8,27 @@ use lru::LruCache;
 pub struct UserCache {
     by_id: LruCache<UserId, UserInfo>,
     by_token: LruCache<String, UserId>,
+    /// A capacity of 0 keeps nothing (several nodes: another may change a user).
+    keeps: bool,
 }
 
 impl UserCache {
-    /// A cache of at most `capacity` users.
+    /// A cache of at most `capacity` users (0: none).
     pub fn new(capacity: usize) -> Self {
+        let keeps = capacity > 0;
         let capacity = std::num::NonZeroUsize::new(capacity.max(1)).expect("at least one");
         UserCache {
             by_id: LruCache::new(capacity),
             by_token: LruCache::new(capacity),
+            keeps,
         }
     }
 
     /// Adds or refreshes a user (and the hash of their token, when known).
     pub fn insert(&mut self, token_hash: Option<String>, user: &UserInfo) {
+        if !self.keeps {
+            return;
+        }
         if let Some(hash) = token_hash {
             self.by_token.put(hash, user.id.clone());
         }
@@ -52,5 +59,25 @@ impl UserCache {
     /// Users cached now.
     pub fn count(&self) -> usize {
         self.by_id.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cache_of_none_keeps_nothing() {
+        let ada = UserInfo {
+            id: UserId("ada".into()),
+            name: Some("Ada".into()),
+        };
+        let mut kept = UserCache::new(2);
+        kept.insert(Some("h".into()), &ada);
+        assert_eq!(kept.by_token("h"), Some(ada.clone()));
+        let mut none = UserCache::new(0);
+        none.insert(Some("h".into()), &ada);
+        assert_eq!(none.by_token("h"), None);
+        assert_eq!(none.by_id(&ada.id), None);
     }
 }
