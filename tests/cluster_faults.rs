@@ -38,32 +38,52 @@ async fn open_socket(addr: SocketAddr, token: &str) -> Option<cluster::Ws> {
     }
 }
 
-/// Records acks (and refusals) that arrive within `quiet` of each other.
-async fn drain(ws: &mut cluster::Ws, acks: &Acks, refusals: &Refusals, quiet: Duration) {
-    while let Some(event) = next_within(ws, quiet).await {
-        match event {
-            ServerEvent::Ack {
-                client_id: Some(id),
-                seq,
-                ..
-            } => {
-                acks.lock().unwrap().insert(id, seq);
+/// The next event within `wait`: `Ok(None)` when quiet, `Err` when the socket is gone.
+async fn next_event(ws: &mut cluster::Ws, wait: Duration) -> Result<Option<ServerEvent>, ()> {
+    use futures_util::StreamExt;
+    loop {
+        match tokio::time::timeout(wait, ws.next()).await {
+            Err(_) => return Ok(None),
+            Ok(Some(Ok(Frame::Text(text)))) => {
+                return Ok(Some(serde_json::from_str(text.as_str()).expect("an event")))
             }
-            ServerEvent::Error { error, .. } => {
-                let code = serde_json::to_value(&error).unwrap()["code"]
-                    .as_str()
-                    .unwrap()
-                    .to_string();
-                *refusals.lock().unwrap().entry(code).or_default() += 1;
-            }
-            _ => {}
+            Ok(Some(Ok(Frame::Close(_))) | Some(Err(_)) | None) => return Err(()),
+            Ok(Some(Ok(_))) => continue,
         }
     }
 }
 
-/// A sender as a client is one: it sends `ids` through the first of `addrs` that answers,
-/// paced, and after a broken connection or a refusal sends what was not acknowledged
-/// again (same client ids), through the next node, until everything is acknowledged.
+/// Records an ack or a refusal; the client id it answers.
+fn record(event: ServerEvent, acks: &Acks, refusals: &Refusals) -> Option<String> {
+    match event {
+        ServerEvent::Ack {
+            client_id: Some(id),
+            seq,
+            ..
+        } => {
+            acks.lock().unwrap().insert(id.clone(), seq);
+            Some(id)
+        }
+        ServerEvent::Error {
+            error,
+            client_id: Some(id),
+            ..
+        } => {
+            let code = serde_json::to_value(&error).unwrap()["code"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            *refusals.lock().unwrap().entry(code).or_default() += 1;
+            Some(id)
+        }
+        _ => None,
+    }
+}
+
+/// A sender as a browser is one: it sends `ids` over one socket, paced, and waits for each
+/// answer; what was refused (the database away) it sends again after a moment with the
+/// same client id, and after a broken connection it opens a socket to the next of
+/// `addrs` and sends again what was not acknowledged, until everything is.
 #[allow(clippy::too_many_arguments)]
 async fn send_all(
     addrs: Vec<SocketAddr>,
@@ -76,6 +96,7 @@ async fn send_all(
 ) {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut at = 0;
+    let mut socket: Option<cluster::Ws> = None;
     loop {
         let missing: Vec<String> = {
             let acks = acks.lock().unwrap();
@@ -92,11 +113,19 @@ async fn send_all(
             "{} sends never acknowledged",
             missing.len()
         );
-        let Some(mut ws) = open_socket(addrs[at % addrs.len()], &token).await else {
-            at += 1;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
+        let mut ws = match socket.take() {
+            Some(ws) => ws,
+            None => match open_socket(addrs[at % addrs.len()], &token).await {
+                Some(ws) => ws,
+                None => {
+                    at += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            },
         };
+        let mut answered = HashSet::new();
+        let mut broken = false;
         for id in &missing {
             let event = ClientEvent::Send {
                 conversation: Some(conversation),
@@ -106,14 +135,28 @@ async fn send_all(
             };
             let text = serde_json::to_string(&event).unwrap();
             if ws.send(Frame::text(text)).await.is_err() {
+                broken = true;
                 break;
             }
             tokio::time::sleep(pace).await;
-            drain(&mut ws, &acks, &refusals, Duration::from_millis(1)).await;
+            while let Ok(Some(event)) = next_event(&mut ws, Duration::from_millis(1)).await {
+                answered.extend(record(event, &acks, &refusals));
+            }
         }
-        drain(&mut ws, &acks, &refusals, Duration::from_millis(1500)).await;
-        // Still missing (a node gone, the database away): again, through the next node.
-        at += 1;
+        // Every send is answered (an ack or a refusal) unless the socket goes.
+        while !broken && answered.len() < missing.len() {
+            match next_event(&mut ws, Duration::from_secs(20)).await {
+                Ok(Some(event)) => answered.extend(record(event, &acks, &refusals)),
+                Ok(None) => panic!("a send left unanswered for 20 s"),
+                Err(()) => broken = true,
+            }
+        }
+        if broken {
+            at += 1;
+        } else {
+            socket = Some(ws);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 }
 
