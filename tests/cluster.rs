@@ -10,8 +10,10 @@ use common::login;
 use flack::protocol::{ClientEvent, ConversationId, ConversationKind, Message, ServerEvent};
 use flack::server::identity::hash_token;
 use flack::server::testing::Services;
+use futures_util::StreamExt;
 use std::collections::HashSet;
 use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message as WsFrame;
 
 const NODES: usize = 3;
 const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
@@ -295,4 +297,38 @@ async fn access_holds_whichever_node_a_request_reaches() {
     };
     assert_eq!(conversation, dm.id);
     let _: ConversationId = conversation;
+
+    // Ada signs out on node 0: her socket on node 1 closes, and node 2 no longer knows
+    // the token.
+    let mut ada_elsewhere = connect(addrs[1], &ada_token).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = http
+        .post(format!("http://{}/auth/sign_out", addrs[0]))
+        .header("cookie", format!("flack_session={ada_token}"))
+        .header("origin", format!("http://{}", addrs[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ada_elsewhere.next()).await {
+            Ok(Some(Ok(WsFrame::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(flack::protocol::CLOSE_SIGNED_OUT));
+    let me: serde_json::Value = http
+        .post(format!("http://{}/api/get_me", addrs[2]))
+        .header("cookie", format!("flack_session={ada_token}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(me["name"].is_null(), "node 2 still knows the token: {me}");
 }

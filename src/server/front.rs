@@ -192,6 +192,8 @@ pub async fn sign_out(
         state.chat.store().revoke_token(&user.id, &token).await?;
     }
     let closed = state.sockets.revoke(&token);
+    // Its sockets on other nodes close too.
+    state.chat.signed_out(&user.id, &token).await;
     tracing::info!(user = %user.id.0, sockets = closed, "signed out");
     let mut response = Redirect::to("/").into_response();
     response

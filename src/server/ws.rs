@@ -66,6 +66,8 @@ struct Holds {
     _connection: Option<Arc<Admitted>>,
     _socket: SocketSlot,
     registered: Registered,
+    /// The hash of the socket's token (a sign-out on another node names it).
+    token_hash: Arc<str>,
 }
 
 /// `GET /ws`: checks the Origin, the identity and the per-client socket cap, then upgrades.
@@ -97,6 +99,7 @@ pub async fn upgrade(
         _connection: slot.map(|s| s.0 .0),
         _socket: socket_slot,
         registered: state.sockets.register(&token),
+        token_hash: Arc::from(token.as_str()),
     };
     // The socket library's own write buffer is bounded too: past it a write fails and the
     // socket is closed, so queue, waiting window and buffer together stay bounded.
@@ -248,6 +251,8 @@ struct Session {
     /// would poll it too. One future lives across turns: a fresh `recv` each turn would
     /// queue and unqueue a waiter under the topic's lock.
     own: Option<OwnFrame>,
+    /// The hash of this socket's token.
+    token_hash: Arc<str>,
 }
 
 async fn run(
@@ -309,6 +314,7 @@ async fn run(
         named: None,
         view,
         own: Some(own_frame(own)),
+        token_hash: holds.token_hash.clone(),
     };
     let end = tokio::select! {
         end = session.serve(&mut incoming) => end,
@@ -605,6 +611,15 @@ impl Session {
     /// socket has open (which it hears of there); a lag there reloads the sidebar.
     fn on_own(&mut self, frame: Result<Frame, RecvError>) -> Result<(), End> {
         match frame {
+            Ok(Frame {
+                signed_out: Some(hash),
+                ..
+            }) => {
+                if *hash == *self.token_hash {
+                    return Err(End::Close(CLOSE_SIGNED_OUT, "signed out"));
+                }
+                Ok(())
+            }
             Ok(frame) if frame.about.is_some() && frame.about == self.view.get() => Ok(()),
             Ok(frame) => self.enqueue(Message::Text(frame.text)),
             Err(RecvError::Lagged(_)) => self.send_event(&ServerEvent::Refresh),

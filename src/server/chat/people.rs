@@ -25,4 +25,15 @@ impl Chat {
             None => self.store.set_display_name(user, name).await,
         }
     }
+
+    /// Tells every node that the token with hash `token_hash` of `user` was signed out
+    /// (revoked in the store already): its sockets close wherever they are.
+    pub async fn signed_out(&self, user: &UserId, token_hash: &str) {
+        super::publish(
+            self.hub.as_ref(),
+            &crate::server::hub::Topic::User(user.clone()),
+            crate::server::hub::Frame::signed_out(token_hash),
+        )
+        .await;
+    }
 }

@@ -50,6 +50,9 @@ pub struct Frame {
     /// This membership (conversation, user) changed: whoever delivers the frame forgets
     /// what it kept of it (every node does, with several).
     pub member: Option<Arc<(ConversationId, UserId)>>,
+    /// On a user's stream: the token with this hash was signed out; its sockets, on every
+    /// node, close (the frame is not written to any socket).
+    pub signed_out: Option<Arc<str>>,
     /// The JSON text of a [`crate::protocol::ServerEvent`].
     pub text: Utf8Bytes,
 }
@@ -64,6 +67,7 @@ impl Frame {
             first: change.unwrap_or(0),
             about: None,
             member: None,
+            signed_out: None,
             text: text.into(),
         }
     }
@@ -73,6 +77,14 @@ impl Frame {
         Frame {
             first: after + 1,
             ..Frame::new(Some(last), event)
+        }
+    }
+
+    /// For a user's stream: the token with hash `token_hash` was signed out.
+    pub fn signed_out(token_hash: &str) -> Self {
+        Frame {
+            signed_out: Some(Arc::from(token_hash)),
+            ..Frame::new(None, &crate::protocol::ServerEvent::Refresh)
         }
     }
 

@@ -206,13 +206,14 @@ impl Inner {
     fn envelope(&self, frame: &Frame) -> Vec<u8> {
         let number = |n: Option<u64>| n.map_or(String::new(), |n| n.to_string());
         let header = format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\n",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
             self.node,
             number(frame.change),
             frame.first,
             number(frame.about.map(|c| c.0)),
             number(frame.member.as_ref().map(|m| m.0 .0)),
             frame.member.as_ref().map_or("", |m| m.1 .0.as_str()),
+            frame.signed_out.as_deref().unwrap_or(""),
         );
         let mut bytes = Vec::with_capacity(header.len() + frame.text.len());
         bytes.extend_from_slice(header.as_bytes());
@@ -241,7 +242,9 @@ impl Inner {
         let about = number(fields.next()?)?.map(ConversationId);
         let member_of = number(fields.next()?)?.map(ConversationId);
         let member = fields.next()?;
+        let signed_out = fields.next()?;
         Some(Frame {
+            signed_out: (!signed_out.is_empty()).then(|| Arc::from(signed_out)),
             change,
             first,
             about,
