@@ -114,6 +114,10 @@ pub struct Config {
     pub redis_url: String,
     /// Put before every Redis key and channel, so that clusters can share a Redis.
     pub redis_prefix: String,
+    /// Seconds a node told to stop (SIGTERM, Ctrl-C) waits at most, once it has stopped
+    /// accepting connections and asked every WebSocket to close (code 1012), for requests in
+    /// progress to finish and sockets to complete their close; then it exits.
+    pub shutdown_drain_secs: u64,
 }
 
 impl Default for Config {
@@ -160,6 +164,7 @@ impl Default for Config {
             log_json: false,
             redis_url: String::new(),
             redis_prefix: "flack".into(),
+            shutdown_drain_secs: 10,
         }
     }
 }
@@ -211,6 +216,11 @@ impl Config {
     /// Where the site is reached: `public_url`, or `http://` and the listening address.
     pub fn site(&self) -> Result<super::site::Site, String> {
         super::site::Site::with_origins(&self.public_url, self.address, &self.allowed_origins)
+    }
+
+    /// How long a stopping node waits for what is in progress.
+    pub fn shutdown_drain(&self) -> Duration {
+        Duration::from_secs(self.shutdown_drain_secs)
     }
 
     /// The ping interval as a duration.
