@@ -179,7 +179,13 @@ impl Config {
     fn figment(file: &str) -> Figment {
         Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(file))
-            .merge(Env::prefixed("FLACK_").ignore(&["config"]))
+            // FLACK_TEST_*: where the tests find PostgreSQL and Redis (scripts/services.sh
+            // exports them, and servers the tests start inherit them); not settings.
+            .merge(Env::prefixed("FLACK_").ignore(&[
+                "config",
+                "test_postgres_url",
+                "test_redis_url",
+            ]))
     }
 
     /// The write timeout as a duration.
@@ -259,6 +265,20 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.create_file("flack.toml", "histroy_window = 50")?;
             assert!(Config::figment("flack.toml").extract::<Config>().is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_test_services_variables_are_not_settings() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "FLACK_TEST_POSTGRES_URL",
+                "postgres://flack@127.0.0.1:1/postgres",
+            );
+            jail.set_env("FLACK_TEST_REDIS_URL", "redis://127.0.0.1:1/");
+            let config: Config = Config::figment("/nonexistent/flack.toml").extract()?;
+            assert_eq!(config, Config::default());
             Ok(())
         });
     }
