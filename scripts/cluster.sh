@@ -70,7 +70,13 @@ wait_ready() {
   local what=$1 port=$2 pidfile=$3 log=$4
   for _ in $(seq 1 300); do
     ready "$port" && return
-    alive "$pidfile" || { tail -n 30 "$log" >&2; die "$what exited during start-up (log: $log)"; }
+    if ! alive "$pidfile"; then
+      tail -n 30 "$log" >&2
+      if [ "$store" = postgres ] && grep -q "bad configuration.*database_url" "$log"; then
+        say "this server has no PostgreSQL store yet; CLUSTER_STORE=sqlite tries the proxy without one" >&2
+      fi
+      die "$what exited during start-up (log: $log)"
+    fi
     sleep 0.2
   done
   tail -n 30 "$log" >&2

@@ -47,6 +47,8 @@ cargo test --features load
 step "Playwright journeys (release build)"
 # A port of its own, so a running dev server does not get in the way.
 export FLACK_ADDRESS=${FLACK_E2E_ADDRESS:-127.0.0.1:3210}
+# This script's setting, not the server's: it would refuse it as an unknown FLACK_* key.
+unset FLACK_E2E_ADDRESS
 export E2E_BASE_URL="http://$FLACK_ADDRESS"
 # A real SQLite file, fresh for each run.
 mkdir -p "$scratch/e2e"
