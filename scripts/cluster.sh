@@ -256,7 +256,8 @@ export CLUSTER_NODE_URLS="${node_urls# }"
 EOF
   if [ -n "$watch_pid" ]; then
     # Whoever started it may die without stopping it: do not leave servers behind.
-    setsid bash -c "while kill -0 $watch_pid 2>/dev/null; do sleep 1; done; '$self' stop '$dir'" \
+    setsid bash -c "while kill -0 $watch_pid 2>/dev/null; do sleep 1; done
+      if [ -f '$dir/cluster.env' ]; then '$self' stop '$dir'; fi" \
       </dev/null >/dev/null 2>&1 &
   fi
   say "$nodes nodes ($store store, Redis hub) behind nginx: $url"
