@@ -15,6 +15,12 @@ source scripts/env.sh
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 start=$SECONDS
 
+# Where the single-node journeys' server listens. FLACK_E2E_ADDRESS is this script's setting,
+# not the server's: taken out of the environment before anything runs, since the server (and
+# the configuration tests) refuse FLACK_* keys they do not know.
+e2e_address=${FLACK_E2E_ADDRESS:-127.0.0.1:3210}
+unset FLACK_E2E_ADDRESS
+
 # Scratch space, and whatever is still running from it, goes when this script ends.
 scratch=$(mktemp -d)
 chmod 755 "$scratch"
@@ -46,9 +52,7 @@ cargo test --features load
 
 step "Playwright journeys (release build)"
 # A port of its own, so a running dev server does not get in the way.
-export FLACK_ADDRESS=${FLACK_E2E_ADDRESS:-127.0.0.1:3210}
-# This script's setting, not the server's: it would refuse it as an unknown FLACK_* key.
-unset FLACK_E2E_ADDRESS
+export FLACK_ADDRESS=$e2e_address
 export E2E_BASE_URL="http://$FLACK_ADDRESS"
 # A real SQLite file, fresh for each run.
 mkdir -p "$scratch/e2e"
