@@ -109,7 +109,9 @@ export FLACK_TEST_REDIS_URL=redis://127.0.0.1:$(cat "$dir/redis.port")/
 EOF
     if [ -n "$watch_pid" ]; then
       # A test process that dies without stopping them must not leave servers behind.
-      setsid bash -c "while kill -0 $watch_pid 2>/dev/null; do sleep 1; done; '$self' stop '$dir'; rm -rf '$dir'" \
+      # (Unless that process removed DIR itself: nothing is left to stop.)
+      setsid bash -c "while kill -0 $watch_pid 2>/dev/null; do sleep 1; done
+        if [ -d '$dir' ]; then '$self' stop '$dir'; rm -rf '$dir'; fi" \
         </dev/null >/dev/null 2>&1 &
     fi
     ;;
