@@ -9,6 +9,8 @@
 #   scripts/services.sh stop-postgres DIR | start-postgres DIR
 #   scripts/services.sh start DIR --until-gone PID   ... and stops them once PID has exited
 #
+# Ports are picked among free ones in PORT_RANGE (default 20000-49999).
+#
 # DIR/services.env sets FLACK_TEST_POSTGRES_URL (a superuser's URL: tests create a database
 # each) and FLACK_TEST_REDIS_URL. PostgreSQL refuses to run as root: as root, it runs as the
 # `postgres` user the Debian package creates.
@@ -30,11 +32,13 @@ as_pg() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
-# A loopback port nothing listens on.
+# A loopback port nothing listens on, in PORT_RANGE.
+range=${PORT_RANGE:-20000-49999}
+port_min=${range%-*} port_max=${range#*-}
 free_port() {
   local port
   for _ in $(seq 1 200); do
-    port=$((20000 + RANDOM % 30000))
+    port=$((port_min + RANDOM % (port_max - port_min + 1)))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       echo "$port"
       return
@@ -89,7 +93,9 @@ stop_redis() {
 case $cmd in
   start)
     free_port >"$dir/postgres.port"
-    free_port >"$dir/redis.port"
+    # Nothing listens on the first until PostgreSQL starts: do not pick it twice.
+    until redis_port=$(free_port) && [ "$redis_port" != "$(cat "$dir/postgres.port")" ]; do :; done
+    echo "$redis_port" >"$dir/redis.port"
     mkdir -p "$dir/pg" "$dir/pgsock"
     [ "$(id -u)" = 0 ] && chown -R postgres "$dir/pg" "$dir/pgsock" && chmod 755 "$dir"
     touch "$dir/postgres.log" && { [ "$(id -u)" != 0 ] || chown postgres "$dir/postgres.log"; }
@@ -103,7 +109,9 @@ export FLACK_TEST_REDIS_URL=redis://127.0.0.1:$(cat "$dir/redis.port")/
 EOF
     if [ -n "$watch_pid" ]; then
       # A test process that dies without stopping them must not leave servers behind.
-      setsid bash -c "while kill -0 $watch_pid 2>/dev/null; do sleep 1; done; '$self' stop '$dir'; rm -rf '$dir'" \
+      # (Unless that process removed DIR itself: nothing is left to stop.)
+      setsid bash -c "while kill -0 $watch_pid 2>/dev/null; do sleep 1; done
+        if [ -d '$dir' ]; then '$self' stop '$dir'; rm -rf '$dir'; fi" \
         </dev/null >/dev/null 2>&1 &
     fi
     ;;

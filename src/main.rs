@@ -100,6 +100,10 @@ async fn main() {
     let app = router(state.clone());
     tracing::info!("Flack listening on http://{address}");
     serve(listener, state, app, shutdown_signal()).await;
+    // Drained. Everything acknowledged was committed before its acknowledgement, so nothing
+    // is left to flush: exit now rather than wait for the runtime's blocking threads.
+    tracing::info!("stopped");
+    std::process::exit(0);
 }
 
 async fn shutdown_signal() {

@@ -42,6 +42,9 @@ pub const CLOSE_FLOOD: u16 = 4029;
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 /// Close code: the identity was signed out (a new one is needed to reconnect).
 pub const CLOSE_SIGNED_OUT: u16 = 4001;
+/// Close code: the server is shutting down or restarting (the WebSocket standard's "service
+/// restart"); the client reconnects at once, without waiting, and reaches another node.
+pub const CLOSE_SERVICE_RESTART: u16 = 1012;
 
 /// An opaque user id issued by the server (32 hex digits).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -1,6 +1,8 @@
 //! The browser's WebSocket to `/ws`: one API, two bodies. In the browser it connects,
 //! decodes [`ServerEvent`]s, and reconnects with exponential backoff (and at once when the
-//! network comes back); on the server every call is a no-op, so components never need `cfg`.
+//! network comes back, or when the server closed it because that node is restarting: close
+//! code 1012, the next connection reaches another node); on the server every call is a
+//! no-op, so components never need `cfg`.
 
 use crate::protocol::{ClientEvent, ServerEvent};
 
@@ -41,6 +43,17 @@ pub struct Handlers {
 pub fn backoff_ms(attempt: u32, jitter: f64) -> u32 {
     let base = 500u32.saturating_mul(1 << attempt.min(5)).min(10_000);
     (base as f64 * (0.75 + 0.5 * jitter.clamp(0.0, 1.0))) as u32
+}
+
+/// Delay before reconnecting after a close with `code`: none when the node is restarting
+/// ([`CLOSE_SERVICE_RESTART`](crate::protocol::CLOSE_SERVICE_RESTART): the server is fine,
+/// another node takes the socket), else [`backoff_ms`].
+pub fn reconnect_delay_ms(code: u16, attempt: u32, jitter: f64) -> u32 {
+    if code == crate::protocol::CLOSE_SERVICE_RESTART {
+        0
+    } else {
+        backoff_ms(attempt, jitter)
+    }
 }
 
 #[cfg(feature = "hydrate")]
@@ -172,7 +185,7 @@ mod browser {
                     leptos::logging::log!("flack: socket closed ({code}), reconnecting");
                     inner.ws.borrow_mut().take();
                     (inner.handlers.on_status)(ConnectionStatus::Offline);
-                    schedule_reconnect(&inner);
+                    schedule_reconnect_after(&inner, code);
                 }
             })
         };
@@ -184,9 +197,16 @@ mod browser {
     }
 
     fn schedule_reconnect(inner: &Rc<Inner>) {
+        // 1006: closed abnormally, the backoff applies.
+        schedule_reconnect_after(inner, 1006);
+    }
+
+    /// Reconnects after the delay a close with `code` calls for. Even "at once" goes through
+    /// a timer, so that the socket is not replaced from inside its own close handler.
+    fn schedule_reconnect_after(inner: &Rc<Inner>, code: u16) {
         let attempt = inner.attempts.get();
         inner.attempts.set(attempt + 1);
-        let delay = backoff_ms(attempt, js_sys::Math::random());
+        let delay = reconnect_delay_ms(code, attempt, js_sys::Math::random());
         let inner = Rc::downgrade(inner);
         set_timeout(
             move || {
@@ -273,5 +293,21 @@ mod tests {
         assert_eq!(backoff_ms(10, 0.5), 10_000);
         assert!(backoff_ms(3, 0.0) < backoff_ms(3, 1.0));
         assert!(backoff_ms(30, 1.0) <= 12_500);
+    }
+
+    #[test]
+    fn a_restarting_server_is_reconnected_to_at_once() {
+        let restart = crate::protocol::CLOSE_SERVICE_RESTART;
+        assert_eq!(reconnect_delay_ms(restart, 0, 0.5), 0);
+        assert_eq!(
+            reconnect_delay_ms(restart, 7, 1.0),
+            0,
+            "however many attempts"
+        );
+        assert_eq!(reconnect_delay_ms(1006, 1, 0.5), backoff_ms(1, 0.5));
+        assert_eq!(
+            reconnect_delay_ms(crate::protocol::CLOSE_SLOW_CONSUMER, 3, 0.2),
+            backoff_ms(3, 0.2)
+        );
     }
 }

@@ -133,6 +133,10 @@ pub struct Config {
     /// third of that). The WebSockets and presence of a node that dies stop counting for the
     /// cluster this long after. Only with `redis_url`.
     pub redis_node_ttl_secs: u64,
+    /// Seconds a node told to stop (SIGTERM, Ctrl-C) waits at most, once it has stopped
+    /// accepting connections and asked every WebSocket to close (code 1012), for requests in
+    /// progress to finish and sockets to complete their close; then it exits.
+    pub shutdown_drain_secs: u64,
 }
 
 impl Default for Config {
@@ -182,6 +186,7 @@ impl Default for Config {
             redis_url: String::new(),
             redis_prefix: "flack".into(),
             redis_node_ttl_secs: 15,
+            shutdown_drain_secs: 10,
         }
     }
 }
@@ -196,7 +201,13 @@ impl Config {
     fn figment(file: &str) -> Figment {
         Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(file))
-            .merge(Env::prefixed("FLACK_").ignore(&["config"]))
+            // FLACK_TEST_*: where the tests find PostgreSQL and Redis (scripts/services.sh
+            // exports them, and servers the tests start inherit them); not settings.
+            .merge(Env::prefixed("FLACK_").ignore(&[
+                "config",
+                "test_postgres_url",
+                "test_redis_url",
+            ]))
     }
 
     /// The store to open: `store`, except that a PostgreSQL `database_url` with `store` left at
@@ -246,6 +257,11 @@ impl Config {
     /// Where the site is reached: `public_url`, or `http://` and the listening address.
     pub fn site(&self) -> Result<super::site::Site, String> {
         super::site::Site::with_origins(&self.public_url, self.address, &self.allowed_origins)
+    }
+
+    /// How long a stopping node waits for what is in progress.
+    pub fn shutdown_drain(&self) -> Duration {
+        Duration::from_secs(self.shutdown_drain_secs)
     }
 
     /// The ping interval as a duration.
@@ -305,6 +321,20 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.create_file("flack.toml", "histroy_window = 50")?;
             assert!(Config::figment("flack.toml").extract::<Config>().is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_test_services_variables_are_not_settings() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "FLACK_TEST_POSTGRES_URL",
+                "postgres://flack@127.0.0.1:1/postgres",
+            );
+            jail.set_env("FLACK_TEST_REDIS_URL", "redis://127.0.0.1:1/");
+            let config: Config = Config::figment("/nonexistent/flack.toml").extract()?;
+            assert_eq!(config, Config::default());
             Ok(())
         });
     }

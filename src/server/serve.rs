@@ -2,11 +2,14 @@
 //! per-address cap before any byte is read, HTTP/1 runs with a timer (a connection that takes
 //! longer than `header_timeout_secs` to send a request head, or sits idle that long between
 //! requests, is closed), and the accept loop keeps going when the process runs out of file
-//! descriptors instead of ending.
+//! descriptors instead of ending. Told to stop, it drains: no new connections, every
+//! WebSocket closed with 1012 ("service restart"), requests in progress finished, all within
+//! `shutdown_drain_secs`.
 
 use super::budgets::budget_key;
 use super::client_addr::PeerAddr;
 use super::state::AppState;
+use crate::protocol::CLOSE_SERVICE_RESTART;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -17,6 +20,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::time::Instant;
 use tower::Service;
 
 /// Open connections, in total and per client address, against their caps.
@@ -114,8 +119,16 @@ impl Connections {
 /// before it tries again; connections already open keep being served meanwhile.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Serves `app` on `listener` until `shutdown` resolves, then lets open HTTP exchanges finish
-/// for up to `drain`. Connections over the caps in `state` are closed at once, unread.
+/// The reason sent with [`CLOSE_SERVICE_RESTART`] to every WebSocket of a stopping node.
+pub const SHUTDOWN_REASON: &str = "server restarting";
+/// How often the drain looks whether every WebSocket has gone.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// Serves `app` on `listener` until `shutdown` resolves, then drains: stops accepting (the
+/// listener is closed, so a proxy in front tries another node), asks every WebSocket to close
+/// with 1012, lets open HTTP exchanges finish (idle kept-alive connections are closed at
+/// once) and sockets complete their closing handshake, for up to `shutdown_drain_secs`.
+/// Connections over the caps in `state` are closed at once, unread.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -125,6 +138,7 @@ pub async fn serve(
     let header_timeout = state.config.header_timeout();
     let connections = state.connections.clone();
     let mut shutdown = std::pin::pin!(shutdown);
+    let (stopping, stop_signal) = watch::channel(false);
     let mut open = tokio::task::JoinSet::new();
     loop {
         let (tcp, peer) = tokio::select! {
@@ -159,14 +173,38 @@ pub async fn serve(
             Arc::new(admitted),
             app.clone(),
             header_timeout,
+            stop_signal.clone(),
         ));
     }
-    // Stop accepting; give what is in progress a moment to finish.
+    // Stop accepting: connections from now on are refused, not left waiting in the backlog.
     drop(listener);
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+    let deadline = Instant::now() + state.config.shutdown_drain();
+    let sockets = state
+        .sockets
+        .close_all(CLOSE_SERVICE_RESTART, SHUTDOWN_REASON);
+    let _ = stopping.send(true);
+    tracing::info!(
+        sockets,
+        connections = open.len(),
+        drain_secs = state.config.shutdown_drain_secs,
+        "draining"
+    );
+    let drained = tokio::time::timeout_at(deadline, async {
         while open.join_next().await.is_some() {}
+        // Upgraded sockets run outside the connection tasks: wait for their close too.
+        while state.sockets.open() > 0 {
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
     })
     .await;
+    match drained {
+        Ok(()) => tracing::info!("drained"),
+        Err(_) => tracing::warn!(
+            connections = open.len(),
+            sockets = state.sockets.open(),
+            "drain time over; dropping what is left"
+        ),
+    }
 }
 
 async fn serve_connection(
@@ -175,6 +213,7 @@ async fn serve_connection(
     slot: Arc<Admitted>,
     app: Router,
     header_timeout: Duration,
+    mut stopping: watch::Receiver<bool>,
 ) {
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(PeerAddr(peer));
@@ -187,7 +226,17 @@ async fn serve_connection(
         .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(tcp), service)
         .with_upgrades();
-    if let Err(e) = connection.await {
+    let mut connection = std::pin::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = stopping.changed() => {
+            // Finish the request in progress (if any), answer it with `Connection: close`,
+            // then close; an idle connection closes now.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(error = %e, %peer, "connection ended");
     }
 }

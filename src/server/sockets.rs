@@ -1,19 +1,24 @@
 //! The WebSockets open now: who holds them (by token, so "Sign out" can close every socket of
-//! a token) and what they hold (bytes queued for writing, summed over every socket).
+//! a token, and a node shutting down can close them all) and what they hold (bytes queued for
+//! writing, summed over every socket).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 /// One socket's id and what tells it its token was revoked.
 type Listener = (u64, Arc<Notify>);
 
+/// A close code and its reason, for every socket at once.
+pub type CloseAll = (u16, &'static str);
+
 /// Every open socket, by the hash of the token it was opened with.
-#[derive(Default)]
 pub struct Sockets {
     next_id: AtomicU64,
     by_token: Mutex<HashMap<String, Vec<Listener>>>,
+    /// Set once, when every socket (those open and any opened later) is to close.
+    close_all: watch::Sender<Option<CloseAll>>,
     /// Bytes queued for writing, over every socket.
     queued_bytes: Arc<AtomicUsize>,
     /// What happened to sockets under load, since the start.
@@ -52,6 +57,18 @@ impl Counters {
     }
 }
 
+impl Default for Sockets {
+    fn default() -> Self {
+        Sockets {
+            next_id: AtomicU64::default(),
+            by_token: Mutex::default(),
+            close_all: watch::Sender::new(None),
+            queued_bytes: Arc::default(),
+            counters: Arc::default(),
+        }
+    }
+}
+
 /// One socket's registration; unregisters when dropped.
 pub struct Registered {
     sockets: Arc<Sockets>,
@@ -59,6 +76,24 @@ pub struct Registered {
     id: u64,
     /// Notified when the token is revoked.
     pub revoked: Arc<Notify>,
+    close_all: watch::Receiver<Option<CloseAll>>,
+}
+
+impl Registered {
+    /// Resolves with the code and reason once [`Sockets::close_all`] is called (at once if it
+    /// was called before this socket opened).
+    pub async fn closing(&self) -> CloseAll {
+        let mut close_all = self.close_all.clone();
+        let close = match close_all.wait_for(Option::is_some).await {
+            Ok(close) => *close,
+            // The sender lives as long as `Sockets`, which this registration holds.
+            Err(_) => None,
+        };
+        match close {
+            Some(close) => close,
+            None => std::future::pending().await,
+        }
+    }
 }
 
 impl Drop for Registered {
@@ -89,7 +124,22 @@ impl Sockets {
             token_hash: token_hash.to_string(),
             id,
             revoked,
+            close_all: self.close_all.subscribe(),
         }
+    }
+
+    /// Tells every socket, open now or opened from now on, to close with `code` and `reason`
+    /// (a node shutting down: 1012, "service restart"); how many were open. The first call
+    /// wins.
+    pub fn close_all(&self, code: u16, reason: &'static str) -> usize {
+        self.close_all.send_if_modified(|close| {
+            if close.is_some() {
+                return false;
+            }
+            *close = Some((code, reason));
+            true
+        });
+        self.open()
     }
 
     /// Tells every socket of this token that it was revoked; how many there were.
@@ -144,5 +194,23 @@ mod tests {
         drop(a1);
         assert_eq!(sockets.open(), 1);
         assert_eq!(sockets.revoke("a"), 0);
+    }
+
+    #[tokio::test]
+    async fn closing_all_tells_open_and_later_sockets() {
+        let sockets = Arc::new(Sockets::default());
+        let before = sockets.register("a");
+        let other = sockets.register("b");
+        assert_eq!(sockets.close_all(1012, "restart"), 2);
+        assert_eq!(before.closing().await, (1012, "restart"));
+        assert_eq!(other.closing().await, (1012, "restart"));
+        let after = sockets.register("c");
+        assert_eq!(after.closing().await, (1012, "restart"));
+        sockets.close_all(4000, "second");
+        assert_eq!(
+            after.closing().await,
+            (1012, "restart"),
+            "the first call wins"
+        );
     }
 }

@@ -319,6 +319,9 @@ async fn run(
     let end = tokio::select! {
         end = session.serve(&mut incoming) => end,
         _ = holds.registered.revoked.notified() => End::Close(CLOSE_SIGNED_OUT, "signed out"),
+        // The node is shutting down (1012): sends already committing are still acknowledged
+        // below, and the client reconnects at once, to another node.
+        (code, reason) = holds.registered.closing() => End::Close(code, reason),
     };
     // Boxed, as the handlers are: only a closing socket needs their state.
     let end = Box::pin(session.settle_in_flight(end)).await;
