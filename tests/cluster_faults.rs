@@ -11,6 +11,8 @@ use common::cluster::{self, next_within, Watcher};
 use common::login;
 use flack::protocol::{ClientEvent, ConversationId, ServerEvent};
 use flack::server::config::Config;
+use flack::server::state::AppState;
+use flack::server::store::{Conversations, Messages, PostgresStore};
 use flack::server::testing::Services;
 use futures_util::SinkExt;
 use std::collections::{HashMap, HashSet};
@@ -160,19 +162,21 @@ async fn send_all(
     }
 }
 
-/// Everything stored in `conversation`, as (client id, seq).
-async fn stored(config: &Config, conversation: ConversationId) -> Vec<(String, u64)> {
-    let store = flack::server::store::PostgresStore::connect(
+/// The cluster's database, read directly (as a fresh load would).
+async fn database(config: &Config) -> PostgresStore {
+    PostgresStore::connect(
         config.database_url.as_deref().unwrap(),
         2,
         Default::default(),
     )
     .await
-    .unwrap();
-    use flack::server::store::Messages;
-    let window = store.recent(conversation, 100_000).await.unwrap();
-    window
-        .messages
+    .unwrap()
+}
+
+/// Everything stored in `conversation`, as (client id, seq).
+async fn stored(config: &Config, conversation: ConversationId) -> Vec<(String, u64)> {
+    fresh(config, conversation)
+        .await
         .into_iter()
         .map(|m| (m.client_id.unwrap_or_default(), m.seq))
         .collect()
@@ -206,27 +210,17 @@ fn assert_consistent(watchers: &[Watcher], fresh: &[flack::protocol::Message]) {
 }
 
 async fn general(config: &Config) -> ConversationId {
-    let store = flack::server::store::PostgresStore::connect(
-        config.database_url.as_deref().unwrap(),
-        2,
-        Default::default(),
-    )
-    .await
-    .unwrap();
-    use flack::server::store::Conversations;
+    let store = database(config).await;
     store.channel_named("general").await.unwrap().unwrap().id
 }
 
 async fn fresh(config: &Config, id: ConversationId) -> Vec<flack::protocol::Message> {
-    let store = flack::server::store::PostgresStore::connect(
-        config.database_url.as_deref().unwrap(),
-        2,
-        Default::default(),
-    )
-    .await
-    .unwrap();
-    use flack::server::store::Messages;
-    store.recent(id, 100_000).await.unwrap().messages
+    database(config)
+        .await
+        .recent(id, 100_000)
+        .await
+        .unwrap()
+        .messages
 }
 
 /// Ids for `senders` senders of `each` messages.
@@ -359,47 +353,87 @@ async fn a_node_killed_mid_stream_loses_nothing_and_repeats_nothing() {
     }
 }
 
+/// Three nodes in this process on `services`, a watcher on each, and a sender on each
+/// posting `each` messages to #general through its own node, `pace` apart.
+struct Stream {
+    config: Config,
+    nodes: Vec<(SocketAddr, AppState)>,
+    general: ConversationId,
+    watchers: Vec<Watcher>,
+    senders: Vec<tokio::task::JoinHandle<()>>,
+    acks: Acks,
+    refusals: Refusals,
+    each: usize,
+}
+
+impl Stream {
+    async fn start(services: &Services, each: usize, pace: Duration) -> Stream {
+        let config = cluster::config(services).await;
+        let nodes = cluster::nodes(&config, 3).await;
+        let general = general(&config).await;
+        let (acks, refusals): (Acks, Refusals) = Default::default();
+        let mut watchers = Vec::new();
+        let mut senders = Vec::new();
+        for (i, (addr, _)) in nodes.iter().enumerate() {
+            let token = login(*addr, &format!("W{i}")).await;
+            watchers.push(Watcher::open(*addr, &token, general, None).await);
+        }
+        for (i, (addr, _)) in nodes.iter().enumerate() {
+            let token = login(*addr, &format!("S{i}")).await;
+            senders.push(tokio::spawn(send_all(
+                vec![*addr],
+                token,
+                general,
+                ids(i, each),
+                acks.clone(),
+                refusals.clone(),
+                pace,
+            )));
+        }
+        Stream {
+            config,
+            nodes,
+            general,
+            watchers,
+            senders,
+            acks,
+            refusals,
+            each,
+        }
+    }
+
+    /// Waits until a third of the messages are acknowledged (the fault lands mid-stream).
+    async fn under_way(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.acks.lock().unwrap().len() < self.each {
+            assert!(Instant::now() < deadline, "the stream never got going");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Lets every sender finish, then checks the guarantees.
+    async fn finish(mut self) -> Self {
+        for sender in std::mem::take(&mut self.senders) {
+            sender.await.unwrap();
+        }
+        let total = 3 * self.each;
+        settle(&mut self.watchers, total).await;
+        let stored = stored(&self.config, self.general).await;
+        assert_exactly_once(&self.acks, &stored, total);
+        assert_consistent(&self.watchers, &fresh(&self.config, self.general).await);
+        self
+    }
+}
+
 #[tokio::test]
 async fn a_redis_restart_mid_stream_delivers_every_message_once() {
-    const EACH: usize = 120;
     let services = Services::private();
-    let config = cluster::config(&services).await;
-    let nodes = cluster::nodes(&config, 3).await;
-    let addrs: Vec<SocketAddr> = nodes.iter().map(|(a, _)| *a).collect();
-    let general = general(&config).await;
-    let (acks, refusals): (Acks, Refusals) = Default::default();
-    let mut watchers = Vec::new();
-    for (i, addr) in addrs.iter().enumerate() {
-        let token = login(*addr, &format!("W{i}")).await;
-        watchers.push(Watcher::open(*addr, &token, general, None).await);
-    }
-    let mut senders = Vec::new();
-    for (i, addr) in addrs.iter().enumerate() {
-        let token = login(*addr, &format!("S{i}")).await;
-        senders.push(tokio::spawn(send_all(
-            vec![*addr],
-            token,
-            general,
-            ids(i, EACH),
-            acks.clone(),
-            refusals.clone(),
-            Duration::from_millis(10),
-        )));
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while acks.lock().unwrap().len() < EACH {
-        assert!(Instant::now() < deadline, "the stream never got going");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let stream = Stream::start(&services, 120, Duration::from_millis(10)).await;
+    stream.under_way().await;
     services.restart_redis();
-    for sender in senders {
-        sender.await.unwrap();
-    }
-    settle(&mut watchers, 3 * EACH).await;
-    let stored = stored(&config, general).await;
-    assert_exactly_once(&acks, &stored, 3 * EACH);
-    assert_consistent(&watchers, &fresh(&config, general).await);
-    let reconnects: u64 = nodes
+    let stream = stream.finish().await;
+    let reconnects: u64 = stream
+        .nodes
         .iter()
         .map(|(_, s)| s.chat.hub().stats().reconnects)
         .sum();
@@ -408,64 +442,34 @@ async fn a_redis_restart_mid_stream_delivers_every_message_once() {
 
 #[tokio::test]
 async fn a_postgres_restart_refuses_writes_plainly_and_loses_nothing_acknowledged() {
-    const EACH: usize = 80;
     let services = Services::private();
-    let config = cluster::config(&services).await;
-    let nodes = cluster::nodes(&config, 3).await;
-    let addrs: Vec<SocketAddr> = nodes.iter().map(|(a, _)| *a).collect();
-    let general = general(&config).await;
-    let (acks, refusals): (Acks, Refusals) = Default::default();
-    let mut watchers = Vec::new();
-    for (i, addr) in addrs.iter().enumerate() {
-        let token = login(*addr, &format!("W{i}")).await;
-        watchers.push(Watcher::open(*addr, &token, general, None).await);
-    }
-    let mut senders = Vec::new();
-    for (i, addr) in addrs.iter().enumerate() {
-        let token = login(*addr, &format!("S{i}")).await;
-        senders.push(tokio::spawn(send_all(
-            vec![*addr],
-            token,
-            general,
-            ids(i, EACH),
-            acks.clone(),
-            refusals.clone(),
-            Duration::from_millis(20),
-        )));
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while acks.lock().unwrap().len() < EACH {
-        assert!(Instant::now() < deadline, "the stream never got going");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let stream = Stream::start(&services, 80, Duration::from_millis(20)).await;
+    stream.under_way().await;
     services.stop_postgres();
     // While it is away, sends are refused as "unavailable" (never hang, never an ack).
+    let refused = || {
+        stream
+            .refusals
+            .lock()
+            .unwrap()
+            .get("unavailable")
+            .copied()
+            .unwrap_or(0)
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while refusals
-        .lock()
-        .unwrap()
-        .get("unavailable")
-        .copied()
-        .unwrap_or(0)
-        == 0
-    {
+    while refused() == 0 {
         assert!(
             Instant::now() < deadline,
             "no refusal while the database was away: {:?}",
-            refusals.lock().unwrap()
+            stream.refusals.lock().unwrap()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     services.start_postgres();
-    for sender in senders {
-        sender.await.unwrap();
-    }
-    settle(&mut watchers, 3 * EACH).await;
-    let stored = stored(&config, general).await;
-    assert_exactly_once(&acks, &stored, 3 * EACH);
-    assert_consistent(&watchers, &fresh(&config, general).await);
-    let others: Vec<_> = refusals
+    let stream = stream.finish().await;
+    let others: Vec<_> = stream
+        .refusals
         .lock()
         .unwrap()
         .keys()
