@@ -11,7 +11,9 @@ use flack::load::connections::{connections, ConnectionsParams};
 use flack::load::fanout::{fanout, FanoutParams};
 use flack::load::history::{history, page_snapshot, HistoryParams};
 use flack::load::max_rate::{max_rate, step_line, MaxRateParams};
-use flack::load::{print_reports, reference, summary, wasm, Report, Result, Run, Target};
+use flack::load::{
+    cpu_shares_line, print_reports, reference, summary, wasm, Report, Result, Run, Target,
+};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,12 +28,19 @@ struct Cli {
 /// The servers to measure; each figure is shown for both and as a ratio.
 #[derive(Args, Clone)]
 struct Targets {
-    /// Flack's address (`http://127.0.0.1:4000`).
-    #[arg(long)]
-    flack: Option<String>,
-    /// Flack's process id (for its CPU and memory).
-    #[arg(long)]
-    flack_pid: Option<u32>,
+    /// Flack's address (`http://127.0.0.1:4000`). Several, comma-separated or repeated, are
+    /// the nodes of one cluster: fanout and max-rate spread their clients round-robin over
+    /// them (the other scenarios take one).
+    #[arg(long, value_delimiter = ',')]
+    flack: Vec<String>,
+    /// Flack's process id (for its CPU and memory); on a cluster every node's, in the same
+    /// order, comma-separated or repeated: their CPU is summed.
+    #[arg(long, value_delimiter = ',')]
+    flack_pid: Vec<u32>,
+    /// A process Flack relies on, `name=PID` (e.g. `postgres=123`, `redis=456`; repeated):
+    /// its CPU, children included, is reported on its own and in the `total_…` figures.
+    #[arg(long, value_parser = parse_extra_pid)]
+    extra_pid: Vec<(String, u32)>,
     /// Flack's column name in reports (e.g. `flack-sqlite`).
     #[arg(long, default_value = "flack")]
     flack_label: String,
@@ -47,13 +56,42 @@ struct Targets {
     reference_label: String,
 }
 
+fn parse_extra_pid(arg: &str) -> std::result::Result<(String, u32), String> {
+    let (name, pid) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("expected name=PID, got {arg:?}"))?;
+    let name = name.trim();
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!("a process name is letters, digits and _: {name:?}"));
+    }
+    let pid = pid.trim().parse().map_err(|e| format!("{pid:?}: {e}"))?;
+    Ok((name.to_string(), pid))
+}
+
 impl Targets {
+    /// The runs, for a scenario that drives one server only.
+    fn single_runs(&self) -> Result<Vec<Run>> {
+        if self.flack.len() > 1 || self.flack_pid.len() > 1 || !self.extra_pid.is_empty() {
+            return Err(flack::load::error(
+                "this scenario takes one --flack and one --flack-pid (only fanout and max-rate spread over nodes)",
+            ));
+        }
+        self.runs()
+    }
+
     fn runs(&self) -> Result<Vec<Run>> {
         let mut runs = Vec::new();
-        if let Some(addr) = &self.flack {
-            let mut run = Run::new(Target::flack(addr), self.flack_pid);
+        if let Some((first, more)) = self.flack.split_first() {
+            let mut run = Run::new(Target::flack(first), self.flack_pid.first().copied());
             run.label = self.flack_label.clone();
+            run.more_nodes = more.iter().map(|addr| Target::flack(addr)).collect();
+            run.more_pids = self.flack_pid.iter().skip(1).copied().collect();
+            run.extra_pids = self.extra_pid.clone();
             runs.push(run);
+        } else if !self.flack_pid.is_empty() || !self.extra_pid.is_empty() {
+            return Err(flack::load::error(
+                "--flack-pid and --extra-pid need --flack",
+            ));
         }
         if let Some(addr) = &self.reference {
             let mut run = Run::new(Target::reference(addr), self.reference_pid);
@@ -231,6 +269,31 @@ enum Command {
         /// Logs to read.
         files: Vec<PathBuf>,
     },
+    /// The cluster bars, from the RESULT lines of the given logs: one node on PostgreSQL +
+    /// Redis keeps at least a share of one node on SQLite's max-rate, and the big fan-out
+    /// across several nodes loses nothing.
+    ClusterBars {
+        /// The label of one node on SQLite (max-rate).
+        #[arg(long, default_value = "flack-sqlite")]
+        sqlite: String,
+        /// The label of one node on PostgreSQL + Redis (max-rate).
+        #[arg(long, default_value = "flack-pg-redis-1")]
+        one: String,
+        /// The label of the cluster whose fan-out must lose nothing.
+        #[arg(long, default_value = "flack-pg-redis-3")]
+        cluster: String,
+        /// The max-rate case both are compared on (default: the last one of `--one`).
+        #[arg(long)]
+        max_rate_case: Option<String>,
+        /// The fan-out case that must lose nothing (default: the last one of `--cluster`).
+        #[arg(long)]
+        fanout_case: Option<String>,
+        /// The least share of SQLite's max-rate one node on PostgreSQL + Redis must keep.
+        #[arg(long, default_value_t = 0.5)]
+        min_ratio: f64,
+        /// Logs to read.
+        files: Vec<PathBuf>,
+    },
 }
 
 // The same allocator as the server, so the reference relay is measured on equal terms.
@@ -305,6 +368,14 @@ async fn run(command: Command) -> Result<()> {
                 if let Some(e) = &outcome.first_error {
                     eprintln!("  {}: first problem: {e}", run.label);
                 }
+                if !outcome.processes.is_empty() {
+                    eprintln!(
+                        "  {} over {} nodes: cpu {}",
+                        run.label,
+                        run.node_count(),
+                        cpu_shares_line(&outcome.processes)
+                    );
+                }
                 reports.push(outcome.report(&run.label, &params));
                 settle().await;
             }
@@ -351,7 +422,7 @@ async fn run(command: Command) -> Result<()> {
                 ..ConnectionsParams::new(count)
             };
             let mut reports = Vec::new();
-            for run in targets.runs()? {
+            for run in targets.single_runs()? {
                 eprintln!("connections {} on {}…", params.case(), run.label);
                 let outcome = connections(&run, &params).await?;
                 if let Some(e) = &outcome.first_error {
@@ -382,7 +453,7 @@ async fn run(command: Command) -> Result<()> {
             };
             let mut pages: Vec<Report> = Vec::new();
             let mut joined: Vec<Report> = Vec::new();
-            for run in targets.runs()? {
+            for run in targets.single_runs()? {
                 eprintln!("history {} on {}…", params.case(), run.label);
                 let outcome = history(&run, &params).await?;
                 for e in [outcome.page.first_error.as_ref()]
@@ -491,6 +562,30 @@ async fn run(command: Command) -> Result<()> {
                 log.push('\n');
             }
             print!("{}", summary::markdown(&summary::parse_results(&log)));
+        }
+        Command::ClusterBars {
+            sqlite,
+            one,
+            cluster,
+            max_rate_case,
+            fanout_case,
+            min_ratio,
+            files,
+        } => {
+            let mut log = String::new();
+            for file in files {
+                log.push_str(&std::fs::read_to_string(&file)?);
+                log.push('\n');
+            }
+            let bars = summary::ClusterBars {
+                sqlite,
+                one,
+                cluster,
+                max_rate_case,
+                fanout_case,
+                min_ratio,
+            };
+            print!("{}", bars.check(&summary::parse_results(&log)).text());
         }
     }
     Ok(())

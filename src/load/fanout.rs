@@ -14,13 +14,16 @@
 //! conversations; then each new message also concerns every member's own stream (unread
 //! counts), not only the sockets that have the channel open.
 //!
+//! On a cluster (a [`Run`] with several nodes) client `i` joins node `i mod N`, so the
+//! senders too are spread round-robin, and every message must reach the clients of every node.
+//!
 //! [`super::max_rate`] searches the highest per-sender rate that still delivers everything
 //! with a p99 latency under a limit.
 
 use super::client::{self, classify, send_event_for, Body, Incoming, Ws};
 use super::{
-    add_latencies, error, ms, small_histogram, unique_name, Better, CpuMeter, Report, Result, Run,
-    Target,
+    add_latencies, add_process_cpu, error, ms, nodes_cpu, small_histogram, unique_name, Better,
+    CpuGroup, CpuMeter, ProcessCpu, Report, Result, Run, Target,
 };
 use crate::protocol::ServerEvent;
 use futures_util::stream::{SplitSink, SplitStream};
@@ -121,10 +124,13 @@ pub struct FanoutOutcome {
     pub connect: Histogram<u64>,
     /// Deliveries per second, from the first send to the last delivery.
     pub deliveries_per_sec: f64,
-    /// The server's CPU use while sending and delivering, % of one core.
+    /// The server's CPU use while sending and delivering, % of one core (every node summed).
     pub server_cpu_pct: Option<f64>,
-    /// The server's CPU time over the same span, seconds.
+    /// The server's CPU time over the same span, seconds (every node summed).
     pub server_cpu_secs: Option<f64>,
+    /// On a cluster, each process's CPU over the same span (every node, then the extra
+    /// processes such as PostgreSQL and Redis); empty for a single server.
+    pub processes: Vec<ProcessCpu>,
     /// The generator's own CPU use over the same time.
     pub loader_cpu_pct: Option<f64>,
     /// The first failure seen (join, send, socket end, error event), for the log.
@@ -209,6 +215,7 @@ impl FanoutOutcome {
         if let Some(cpu) = self.loader_cpu_pct {
             r.metric("loader_cpu_pct", cpu, "%", Better::Neither);
         }
+        add_process_cpu(&mut r, "", &self.processes, self.delivered);
         r
     }
 
@@ -322,10 +329,11 @@ pub async fn fanout(run: &Run, params: &FanoutParams) -> Result<FanoutOutcome> {
     let opened: Vec<(usize, Result<Ws>, Duration)> = futures_util::stream::iter(0..params.clients)
         .map(|i| {
             let (http, channel, token) = (&http, &channel, tokens[i].as_deref());
+            let node = run.node(i);
             async move {
                 let started = Instant::now();
                 let name = format!("load-c{i}");
-                let ws = client::open(http, target, &name, token, channel, false).await;
+                let ws = client::open(http, node, &name, token, channel, false).await;
                 (i, ws, started.elapsed())
             }
         })
@@ -368,7 +376,7 @@ pub async fn fanout(run: &Run, params: &FanoutParams) -> Result<FanoutOutcome> {
         let (sink, stream) = ws.split();
         receivers.push(tokio::spawn(receive(
             stream,
-            target.clone(),
+            run.node(i).clone(),
             params.senders,
             per_sender,
             epoch,
@@ -379,7 +387,7 @@ pub async fn fanout(run: &Run, params: &FanoutParams) -> Result<FanoutOutcome> {
             sinks.push((i, sink));
         }
     }
-    let server_cpu = CpuMeter::start(run.pid);
+    let server_cpu = CpuGroup::start(run);
     let loader_cpu = CpuMeter::this_process();
     let period = Duration::from_secs_f64(1.0 / f64::from(params.rate));
     let start = tokio::time::Instant::now() + Duration::from_millis(100);
@@ -428,8 +436,13 @@ pub async fn fanout(run: &Run, params: &FanoutParams) -> Result<FanoutOutcome> {
     {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let server_cpu_pct = server_cpu.percent();
-    let server_cpu_secs = server_cpu.used_seconds();
+    let processes = server_cpu.processes();
+    let (server_cpu_pct, server_cpu_secs) = nodes_cpu(&processes).unzip();
+    let processes = if run.is_cluster() {
+        processes
+    } else {
+        Vec::new()
+    };
     let loader_cpu_pct = loader_cpu.percent();
     let _ = stop.send(true);
     let mut outcome = FanoutOutcome {
@@ -452,6 +465,7 @@ pub async fn fanout(run: &Run, params: &FanoutParams) -> Result<FanoutOutcome> {
         deliveries_per_sec: 0.0,
         server_cpu_pct,
         server_cpu_secs,
+        processes,
         loader_cpu_pct,
         first_error,
     };

@@ -7,7 +7,7 @@
 //! (latency grows, everything arrives) or sheds (messages are lost).
 
 use super::fanout::{fanout, FanoutOutcome, FanoutParams};
-use super::{ms, Better, Report, Result, Run};
+use super::{add_process_cpu, cpu_shares_line, ms, Better, Report, Result, Run};
 use std::time::Duration;
 
 /// How the highest sustainable rate is searched.
@@ -147,6 +147,7 @@ impl MaxRate {
             if let Some(cpu) = best.outcome.loader_cpu_pct {
                 r.metric("loader_cpu_pct", cpu, "%", Better::Neither);
             }
+            add_process_cpu(&mut r, "", &best.outcome.processes, best.outcome.delivered);
         }
         if let Some(past) = self.past() {
             let o = &past.outcome;
@@ -171,6 +172,8 @@ impl MaxRate {
                 Better::Lower,
             )
             .count("past_resyncs", o.resyncs);
+            // Where the CPU went one step past the ceiling (on a cluster).
+            add_process_cpu(&mut r, "past_", &o.processes, o.delivered);
         }
         r.count("steps", self.steps.len() as u64);
         r
@@ -240,7 +243,7 @@ async fn search_step(
 pub fn step_line(label: &str, step: &Step) -> String {
     let o = &step.outcome;
     format!(
-        "  {label:<14} r={:<5} {}  delivered {}/{} lost {} dup {}  {:.0}/s  p50 {:.2} ms  p99 {:.2} ms  max {:.1} ms  lag p99 {:.1} ms{}  server cpu {}  loader cpu {}{}",
+        "  {label:<14} r={:<5} {}  delivered {}/{} lost {} dup {}  {:.0}/s  p50 {:.2} ms  p99 {:.2} ms  max {:.1} ms  lag p99 {:.1} ms{}  server cpu {}{}  loader cpu {}{}",
         step.rate,
         if step.passed { "pass" } else { "FAIL" },
         o.delivered,
@@ -258,6 +261,11 @@ pub fn step_line(label: &str, step: &Step) -> String {
             String::new()
         },
         o.server_cpu_pct.map_or("-".into(), |c| format!("{c:.0}%")),
+        if o.processes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", cpu_shares_line(&o.processes))
+        },
         o.loader_cpu_pct.map_or("-".into(), |c| format!("{c:.0}%")),
         o.first_error.as_ref().map_or(String::new(), |e| format!("  ({e})")),
     )
@@ -296,6 +304,7 @@ mod tests {
                 deliveries_per_sec: f64::from(rate) * 4.0,
                 server_cpu_pct: None,
                 server_cpu_secs: None,
+                processes: Vec::new(),
                 loader_cpu_pct: None,
                 first_error: None,
             },

@@ -102,21 +102,69 @@ impl Target {
 
 /// A target with the label its figures are reported under (e.g. `flack-sqlite`) and, when it
 /// runs on this machine, its process id (for CPU and memory figures).
+///
+/// A Flack cluster is one run with several nodes: `target` and `more_nodes`. [`fanout`] (and
+/// so [`max_rate`]) assigns its clients, senders and receivers alike, round-robin to them;
+/// the other scenarios use `target` only. The server's CPU is then that of every node pid
+/// summed, and each process (every node, and `extra_pids` such as PostgreSQL and Redis) is
+/// also reported on its own.
 #[derive(Debug, Clone)]
 pub struct Run {
-    /// Where to send the load.
+    /// Where to send the load (the first node of a cluster).
     pub target: Target,
     /// The column name in reports.
     pub label: String,
-    /// The server's process id, to read its CPU time and memory from `/proc`.
+    /// The server's process id, to read its CPU time and memory from `/proc` (the first
+    /// node's).
     pub pid: Option<u32>,
+    /// The other nodes of a cluster, after `target`.
+    pub more_nodes: Vec<Target>,
+    /// The other nodes' process ids (their CPU is the server's too).
+    pub more_pids: Vec<u32>,
+    /// Processes the server relies on, by name (`postgres`, `redis`): each one's CPU, its
+    /// children included, is reported apart and in the `total_…` figures, not in `server_…`.
+    pub extra_pids: Vec<(String, u32)>,
 }
 
 impl Run {
     /// A run labelled by the target's kind.
     pub fn new(target: Target, pid: Option<u32>) -> Self {
         let label = target.kind().to_string();
-        Run { target, label, pid }
+        Run {
+            target,
+            label,
+            pid,
+            more_nodes: Vec::new(),
+            more_pids: Vec::new(),
+            extra_pids: Vec::new(),
+        }
+    }
+
+    /// How many nodes the load is spread over.
+    pub fn node_count(&self) -> usize {
+        1 + self.more_nodes.len()
+    }
+
+    /// The node client `i` talks to: round-robin over `target` and `more_nodes`.
+    pub fn node(&self, i: usize) -> &Target {
+        match i % self.node_count() {
+            0 => &self.target,
+            k => &self.more_nodes[k - 1],
+        }
+    }
+
+    /// Every node's process id, the first node's first.
+    pub fn node_pids(&self) -> Vec<u32> {
+        self.pid
+            .into_iter()
+            .chain(self.more_pids.iter().copied())
+            .collect()
+    }
+
+    /// Whether this is more than one server process (several nodes or extra processes):
+    /// then reports also show each process's CPU.
+    pub fn is_cluster(&self) -> bool {
+        self.node_count() > 1 || !self.more_pids.is_empty() || !self.extra_pids.is_empty()
     }
 }
 
@@ -417,6 +465,181 @@ impl CpuMeter {
     }
 }
 
+/// CPU time a process and all its live descendants have used so far, with what their exited
+/// children used (`cutime` + `cstime` of whoever reaped them), in seconds: PostgreSQL's
+/// postmaster and its backends, say. A child that exits in between moves from the live sum to
+/// its parent's `cutime`, so differences over an interval count each tick once.
+pub fn tree_cpu_seconds(root: u32) -> Option<f64> {
+    // (pid, ppid, own ticks, reaped children's ticks) of every readable process.
+    let mut table: Vec<(u32, u32, f64, f64)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let field = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+        if let (Some(ppid), Some(utime), Some(stime), Some(cutime), Some(cstime)) =
+            (field(1), field(11), field(12), field(13), field(14))
+        {
+            table.push((pid, ppid as u32, utime + stime, cutime + cstime));
+        }
+    }
+    if !table.iter().any(|(pid, ..)| *pid == root) {
+        return None;
+    }
+    let mut tree = vec![root];
+    let mut k = 0;
+    while k < tree.len() {
+        let parent = tree[k];
+        tree.extend(
+            table
+                .iter()
+                .filter(|(pid, ppid, ..)| *ppid == parent && !tree.contains(pid))
+                .map(|(pid, ..)| *pid)
+                .collect::<Vec<_>>(),
+        );
+        k += 1;
+    }
+    let ticks: f64 = table
+        .iter()
+        .filter(|(pid, ..)| tree.contains(pid))
+        .map(|(_, _, own, reaped)| own + reaped)
+        .sum();
+    Some(ticks / USER_HZ)
+}
+
+/// One process's CPU over an interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessCpu {
+    /// `node1`, `node2`, … or the name given with the pid (`postgres`, `redis`).
+    pub name: String,
+    /// Whether it is a Flack node (counted in the server's figures).
+    pub node: bool,
+    /// Percent of one core.
+    pub percent: f64,
+    /// CPU seconds.
+    pub seconds: f64,
+}
+
+/// Measures the CPU of every process of a [`Run`] over an interval: its nodes (each one
+/// process) and its extra processes (each with its descendants, [`tree_cpu_seconds`]).
+#[derive(Debug, Clone)]
+pub struct CpuGroup {
+    /// (name, is a node, pid, CPU seconds at the start).
+    meters: Vec<(String, bool, u32, Option<f64>)>,
+    at: Instant,
+}
+
+impl CpuGroup {
+    /// Starts measuring every process of `run`.
+    pub fn start(run: &Run) -> Self {
+        let mut meters = Vec::new();
+        for (k, pid) in run.node_pids().into_iter().enumerate() {
+            meters.push((format!("node{}", k + 1), true, pid, cpu_seconds(pid)));
+        }
+        for (name, pid) in &run.extra_pids {
+            meters.push((name.clone(), false, *pid, tree_cpu_seconds(*pid)));
+        }
+        CpuGroup {
+            meters,
+            at: Instant::now(),
+        }
+    }
+
+    /// Each readable process's CPU since the start.
+    pub fn processes(&self) -> Vec<ProcessCpu> {
+        let elapsed = self.at.elapsed().as_secs_f64();
+        self.meters
+            .iter()
+            .filter_map(|(name, node, pid, start)| {
+                let now = if *node {
+                    cpu_seconds(*pid)
+                } else {
+                    tree_cpu_seconds(*pid)
+                };
+                let seconds = now? - (*start)?;
+                Some(ProcessCpu {
+                    name: name.clone(),
+                    node: *node,
+                    percent: if elapsed > 0.0 {
+                        100.0 * seconds / elapsed
+                    } else {
+                        0.0
+                    },
+                    seconds,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The nodes' CPU summed: (percent of one core, seconds), `None` when no node was readable.
+pub fn nodes_cpu(processes: &[ProcessCpu]) -> Option<(f64, f64)> {
+    let nodes: Vec<&ProcessCpu> = processes.iter().filter(|p| p.node).collect();
+    (!nodes.is_empty()).then(|| {
+        (
+            nodes.iter().map(|p| p.percent).sum(),
+            nodes.iter().map(|p| p.seconds).sum(),
+        )
+    })
+}
+
+/// `node1 45%  node2 40%  postgres 30%  redis 8%` (percent of one core), for logs.
+pub fn cpu_shares_line(processes: &[ProcessCpu]) -> String {
+    processes
+        .iter()
+        .map(|p| format!("{} {:.0}%", p.name, p.percent))
+        .collect::<Vec<_>>()
+        .join("  ")
+}
+
+/// Adds each process's CPU (`cpu_pct_node1`, `cpu_pct_postgres`, …, `prefix` before the
+/// name) and, over every process, `total_cpu_pct` and `total_us_per_delivery`.
+pub fn add_process_cpu(
+    report: &mut Report,
+    prefix: &str,
+    processes: &[ProcessCpu],
+    delivered: u64,
+) {
+    if processes.is_empty() {
+        return;
+    }
+    for p in processes {
+        report.metric(
+            &format!("{prefix}cpu_pct_{}", p.name),
+            p.percent,
+            "%",
+            Better::Neither,
+        );
+    }
+    let percent: f64 = processes.iter().map(|p| p.percent).sum();
+    let seconds: f64 = processes.iter().map(|p| p.seconds).sum();
+    report.metric(
+        &format!("{prefix}total_cpu_pct"),
+        percent,
+        "%",
+        Better::Neither,
+    );
+    if delivered > 0 {
+        report.metric(
+            &format!("{prefix}total_us_per_delivery"),
+            seconds * 1e6 / delivered as f64,
+            "µs",
+            Better::Lower,
+        );
+    }
+}
+
 /// The soft limit on open files of this process (`/proc/self/limits`).
 pub fn open_files_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
@@ -511,6 +734,49 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.len() <= 32);
         assert!(crate::protocol::validate_channel_name(&a).is_ok());
+    }
+
+    #[test]
+    fn clients_go_round_robin_over_the_nodes() {
+        let mut run = Run::new(Target::flack("127.0.0.1:4200"), Some(1));
+        assert!(!run.is_cluster());
+        assert_eq!(run.node(5).base_url(), "http://127.0.0.1:4200");
+        run.more_nodes = vec![
+            Target::flack("127.0.0.1:4201"),
+            Target::flack("127.0.0.1:4202"),
+        ];
+        run.more_pids = vec![2, 3];
+        assert!(run.is_cluster());
+        let ports: Vec<&str> = (0..4).map(|i| &run.node(i).base_url()[17..]).collect();
+        assert_eq!(ports, ["4200", "4201", "4202", "4200"]);
+        assert_eq!(run.node_pids(), [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_process_tree_counts_at_least_its_root() {
+        let me = std::process::id();
+        let cpu = CpuGroup::start(&Run {
+            extra_pids: vec![("me".into(), me)],
+            ..Run::new(Target::flack("x:1"), Some(me))
+        });
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        assert!(x != 1);
+        assert!(tree_cpu_seconds(me).unwrap() >= cpu_seconds(me).unwrap());
+        let processes = cpu.processes();
+        assert_eq!(processes.len(), 2);
+        assert_eq!(processes[0].name, "node1");
+        assert!(processes[0].node && !processes[1].node);
+        assert_eq!(
+            nodes_cpu(&processes).map(|(_, s)| s),
+            Some(processes[0].seconds)
+        );
+        let mut r = Report::new("fanout", "c=1", "flack");
+        add_process_cpu(&mut r, "", &processes, 10);
+        assert!(r.get("cpu_pct_me").is_some() && r.get("total_us_per_delivery").is_some());
+        assert!(cpu_shares_line(&processes).starts_with("node1 "));
     }
 
     #[test]

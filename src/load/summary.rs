@@ -86,9 +86,213 @@ pub fn markdown(reports: &[Report]) -> String {
     out
 }
 
+/// The bars of a cluster run: one node on PostgreSQL + Redis keeps at least `min_ratio` of
+/// one node on SQLite's highest max-rate, and the big fan-out across the cluster's nodes
+/// delivers everything exactly once.
+#[derive(Debug, Clone)]
+pub struct ClusterBars {
+    /// The label of one node on SQLite.
+    pub sqlite: String,
+    /// The label of one node on PostgreSQL + Redis.
+    pub one: String,
+    /// The label of the cluster whose fan-out must lose nothing.
+    pub cluster: String,
+    /// The max-rate case of both (default: that of `one`'s last max-rate report).
+    pub max_rate_case: Option<String>,
+    /// The fan-out case of the cluster (default: that of `cluster`'s last fan-out report).
+    pub fanout_case: Option<String>,
+    /// The least share of SQLite's max-rate.
+    pub min_ratio: f64,
+}
+
+/// Whether each bar was met, with a sentence on each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BarsOutcome {
+    /// (met, sentence) per bar; `None`: not measured.
+    pub bars: Vec<(Option<bool>, String)>,
+}
+
+impl BarsOutcome {
+    /// Every bar measured and met.
+    pub fn all_met(&self) -> bool {
+        self.bars.iter().all(|(met, _)| *met == Some(true))
+    }
+
+    /// One line per bar.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for (met, line) in &self.bars {
+            let verdict = match met {
+                Some(true) => "met   ",
+                Some(false) => "MISSED",
+                None => "n/a   ",
+            };
+            out.push_str(&format!("{verdict}  {line}\n"));
+        }
+        out
+    }
+}
+
+/// `node1 45%, postgres 30%, …` from a report's `{prefix}cpu_pct_*` figures.
+fn cpu_shares(report: &Report, prefix: &str) -> String {
+    let head = format!("{prefix}cpu_pct_");
+    let shares: Vec<String> = report
+        .metrics
+        .iter()
+        .filter_map(|m| {
+            let name = m.name.strip_prefix(&head)?;
+            Some(format!("{name} {:.0}%", m.value))
+        })
+        .collect();
+    if shares.is_empty() {
+        String::new()
+    } else {
+        format!("; cpu (% of a core): {}", shares.join(", "))
+    }
+}
+
+impl ClusterBars {
+    /// Checks the bars against the reports of a run (the last report of a label wins).
+    pub fn check(&self, reports: &[Report]) -> BarsOutcome {
+        let find = |scenario: &str, case: &str, label: &str| {
+            reports
+                .iter()
+                .rev()
+                .find(|r| r.scenario == scenario && r.case == case && r.target == label)
+        };
+        let case_of = |given: &Option<String>, scenario: &str, label: &str| {
+            given.clone().unwrap_or_else(|| {
+                reports
+                    .iter()
+                    .rev()
+                    .find(|r| r.scenario == scenario && r.target == label)
+                    .map(|r| r.case.clone())
+                    .unwrap_or_default()
+            })
+        };
+        let max_rate_case = case_of(&self.max_rate_case, "max-rate", &self.one);
+        let fanout_case = case_of(&self.fanout_case, "fanout", &self.cluster);
+        let mut bars = Vec::new();
+        let sqlite = find("max-rate", &max_rate_case, &self.sqlite);
+        let one = find("max-rate", &max_rate_case, &self.one);
+        let rate = |r: Option<&Report>| r.and_then(|r| r.get("max_rate_per_sender"));
+        bars.push(match (rate(sqlite), rate(one), one) {
+            (Some(s), Some(o), Some(one_report)) if s > 0.0 => {
+                let x = o / s;
+                let mut line = format!(
+                    "max-rate {}: {} {} /s per sender vs {} {} /s = {x:.2}x (bar >= {:.2}x",
+                    max_rate_case,
+                    self.one,
+                    format_value(o),
+                    self.sqlite,
+                    format_value(s),
+                    self.min_ratio
+                );
+                if x < self.min_ratio {
+                    line += &format!(
+                        ", short by {:.2}x: {} /s per sender needed",
+                        self.min_ratio - x,
+                        format_value(self.min_ratio * s)
+                    );
+                }
+                line.push(')');
+                line += &cpu_shares(one_report, "");
+                if one_report.get("past_rate_per_sender").is_some() {
+                    line += &format!(
+                        "; one step past, at {} /s{}",
+                        format_value(one_report.get("past_rate_per_sender").unwrap_or(0.0)),
+                        cpu_shares(one_report, "past_")
+                    );
+                }
+                (Some(x >= self.min_ratio), line)
+            }
+            (Some(_), Some(o), _) => (
+                None,
+                format!(
+                    "max-rate {}: {} passed no rate (so no ratio); {} {} /s per sender",
+                    max_rate_case,
+                    self.sqlite,
+                    self.one,
+                    format_value(o)
+                ),
+            ),
+            _ => (
+                None,
+                format!(
+                    "max-rate {}: {} or {} not measured",
+                    max_rate_case, self.one, self.sqlite
+                ),
+            ),
+        });
+        bars.push(match find("fanout", &fanout_case, &self.cluster) {
+            Some(r) => {
+                let get = |name: &str| r.get(name).unwrap_or(0.0);
+                let complete = get("expected") > 0.0
+                    && get("delivered") == get("expected")
+                    && get("lost") == 0.0
+                    && get("duplicated") == 0.0
+                    && get("connect_failed") == 0.0
+                    && get("closed_early") == 0.0;
+                let line = format!(
+                    "fanout {} on {}: delivered {}/{}, lost {}, duplicated {}, join failures {}, closed early {}, p99 {} ms (bar: zero loss){}",
+                    fanout_case,
+                    self.cluster,
+                    format_value(get("delivered")),
+                    format_value(get("expected")),
+                    format_value(get("lost")),
+                    format_value(get("duplicated")),
+                    format_value(get("connect_failed")),
+                    format_value(get("closed_early")),
+                    format_value(get("lat_p99_ms")),
+                    cpu_shares(r, "")
+                );
+                (Some(complete), line)
+            }
+            None => (
+                None,
+                format!(
+                    "fanout {} on {}: not measured",
+                    fanout_case, self.cluster
+                ),
+            ),
+        });
+        BarsOutcome { bars }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_bars_say_by_how_much_they_are_missed() {
+        let bars = ClusterBars {
+            sqlite: "flack-sqlite".into(),
+            one: "flack-pg-redis-1".into(),
+            cluster: "flack-pg-redis-3".into(),
+            max_rate_case: None,
+            fanout_case: Some("c=1000 s=10 r=10 d=10".into()),
+            min_ratio: 0.5,
+        };
+        let mut sqlite = Report::new("max-rate", "c=100 s=20 d=3 p99<50ms", "flack-sqlite");
+        sqlite.metric("max_rate_per_sender", 160.0, "/s", Better::Higher);
+        let mut one = Report::new("max-rate", "c=100 s=20 d=3 p99<50ms", "flack-pg-redis-1");
+        one.metric("max_rate_per_sender", 40.0, "/s", Better::Higher)
+            .metric("cpu_pct_node1", 60.0, "%", Better::Neither)
+            .metric("cpu_pct_postgres", 30.0, "%", Better::Neither);
+        let mut fan = Report::new("fanout", "c=1000 s=10 r=10 d=10", "flack-pg-redis-3");
+        fan.count("expected", 100).count("delivered", 100);
+        fan.metric("lost", 0.0, "", Better::Lower);
+        let outcome = bars.check(&[sqlite, one, fan]);
+        assert_eq!(outcome.bars[0].0, Some(false));
+        assert!(outcome.bars[0].1.contains("0.25x"), "{:?}", outcome.bars[0]);
+        assert!(outcome.bars[0].1.contains("80 /s per sender needed"));
+        assert!(outcome.bars[0].1.contains("postgres 30%"));
+        assert_eq!(outcome.bars[1].0, Some(true));
+        assert!(!outcome.all_met());
+        assert!(outcome.text().starts_with("MISSED"));
+        assert_eq!(bars.check(&[]).bars[1].0, None);
+    }
 
     #[test]
     fn results_become_one_table_with_ratios() {
