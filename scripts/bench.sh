@@ -17,6 +17,19 @@
 #
 #   BENCH_ABUSE_SECONDS=10           # each attack's window (BENCH_QUICK: 1)
 #   BENCH_ABUSE_MAX_GROWTH_MIB=1024  # an attack stops once Flack grew this much (protects the box)
+#
+# The cluster section (after the durable SQLite step) starts PostgreSQL and Redis
+# (scripts/services.sh, pinned to the servers' core too) and, for N = 1, 2, 3 release nodes on
+# them (ports BENCH_CLUSTER_PORT.., default 4200; a fresh database and Redis prefix each N),
+# runs the SQLite step's max-rate and the big fan-out with the clients spread round-robin over
+# the nodes, labelled flack-pg-redis-N. The CPU of every node, of PostgreSQL (postmaster and
+# backends) and of Redis is reported per process. Its bars: one node on PostgreSQL + Redis
+# keeps at least 0.5x one node on SQLite's max-rate; the big fan-out over three nodes loses
+# nothing.
+#
+#   BENCH_ONLY=cluster scripts/bench.sh  # only the durable SQLite max-rate (the cluster's
+#                                        # baseline) and the cluster section
+#   BENCH_ONLY=main,sqlite,wasm,abuse,cluster  # any of the sections (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -27,6 +40,14 @@ REF_PORT=${BENCH_REFERENCE_PORT:-4100}
 FLACK=http://$HOST:$FLACK_PORT
 REF=http://$HOST:$REF_PORT
 LOAD=target/release/flack-load
+CLUSTER_PORT=${BENCH_CLUSTER_PORT:-4200}
+CLUSTER_NODES=(1 2 3)
+
+# Which sections run: main (memory store and the reference), sqlite (durable max-rate), wasm,
+# abuse, cluster. BENCH_ONLY=cluster also runs sqlite, the baseline of its first bar.
+ONLY=${BENCH_ONLY:-all}
+[[ $ONLY == cluster ]] && ONLY=sqlite,cluster
+want() { [[ $ONLY == all || ,$ONLY, == *,$1,* ]]; }
 
 # The standard plan's sizes; BENCH_QUICK=1 shrinks them to check the script in seconds.
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then
@@ -79,6 +100,7 @@ work=$(mktemp -d /tmp/flack-bench.XXXXXX)
 results=$work/results.log
 : >"$results"
 started_pids=()
+services_dir=
 cleanup() {
   local pid
   for pid in "${started_pids[@]}"; do
@@ -87,6 +109,9 @@ cleanup() {
   for pid in "${started_pids[@]}"; do
     wait "$pid" 2>/dev/null || true
   done
+  if [[ -n $services_dir ]]; then
+    scripts/services.sh stop "$services_dir" >/dev/null 2>&1 || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -107,6 +132,9 @@ wait_for() {
 }
 
 FLACK_PID=
+REF_PID=
+# Servers a step checks are still alive after it (the ones it measures).
+watched_pids=()
 # Rate limits out of the way, for the throughput steps; the abuse step keeps the defaults.
 RAISED_LIMITS=(FLACK_RATE_LIMIT_PER_SEC=1000000 FLACK_RATE_LIMIT_BURST=1000000
   FLACK_FRAME_RATE_PER_SEC=1000000 FLACK_FRAME_BURST=1000000
@@ -126,11 +154,13 @@ start_flack() { # store database [FLACK_KEY=value...]
   started_pids+=("$FLACK_PID")
   wait_for "$FLACK/favicon.svg" "$FLACK_PID"
   echo "Flack ($store store${*:+, $*}) is pid $FLACK_PID on $FLACK"
+  watched_pids=("$FLACK_PID" ${REF_PID:+"$REF_PID"})
 }
 
 stop_flack() {
   kill "$FLACK_PID" 2>/dev/null || true
   wait "$FLACK_PID" 2>/dev/null || true
+  watched_pids=(${REF_PID:+"$REF_PID"})
 }
 
 start_reference() { # port pid-variable [flags...]
@@ -158,7 +188,7 @@ step() {
     echo "bench: step '$name' failed" >&2
     failures=$((failures + 1))
   fi
-  for pid in "$FLACK_PID" "$REF_PID"; do
+  for pid in "${watched_pids[@]}"; do
     kill -0 "$pid" 2>/dev/null || { echo "bench: server $pid died during '$name'" >&2; exit 1; }
   done
 }
@@ -167,13 +197,14 @@ echo "== machine: $(nproc) cores ($pinning), $(uname -sr), open files $(ulimit -
 echo "   load before start: $(cut -d' ' -f1-3 /proc/loadavg)"
 plan_start=$SECONDS
 
+if want main; then
 start_flack memory "$work/unused.db" "${RAISED_LIMITS[@]}"
 flack_args=(--flack "$FLACK" --flack-pid "$FLACK_PID")
 # The reference serves a real Flack channel page with 100 messages at /page.
 "${LOAD_CPU[@]}" "$LOAD" page-snapshot --flack "$FLACK" --out "$work/page.html"
 # Same socket settings as Flack (TCP_NODELAY on every connection).
-REF_PID=
 start_reference "$REF_PORT" REF_PID --page-file "$work/page.html" --nodelay
+watched_pids=("$FLACK_PID" "$REF_PID")
 ref_args=(--reference "$REF" --reference-pid "$REF_PID")
 
 # History first, while the sidebar (every channel) is short; later steps create channels.
@@ -193,19 +224,85 @@ step "connections: N=15000 idle sockets" \
   connections "${flack_args[@]}" "${ref_args[@]}" "${CONNS[@]}"
 step "fanout at a low rate: C=100 S=20 R=10 D=5 (latency when nothing queues)" \
   fanout "${flack_args[@]}" "${ref_args[@]}" "${NAGLE[@]}"
+stop_flack
+fi
 
 # Durable: the same search against Flack on a SQLite file (memory Flack and the reference
 # are the max-rate step above, same case).
-stop_flack
+if want sqlite; then
 start_flack sqlite "$work/flack.db" "${RAISED_LIMITS[@]}"
 flack_args=(--flack "$FLACK" --flack-pid "$FLACK_PID" --flack-label flack-sqlite)
 step "durable max-rate: C=100 S=20 on SQLite" \
   max-rate "${flack_args[@]}" "${MAXRATE[@]}"
+stop_flack
+fi
+
+# The cluster: N nodes on one PostgreSQL and one Redis, every process on the servers' core.
+if want cluster; then
+  services_dir=$work/services
+  # As root PostgreSQL runs as `postgres`, which must get through the work dir to its own.
+  chmod a+x "$work"
+  echo
+  echo "== cluster: starting PostgreSQL and Redis (scripts/services.sh, ${pinning%%,*})"
+  "${SERVER_CPU[@]}" scripts/services.sh start "$services_dir" --until-gone $$ >"$work/services.log" 2>&1 ||
+    { cat "$work/services.log" >&2; exit 1; }
+  # Read, not sourced into this shell: Flack refuses FLACK_* variables it does not know.
+  # shellcheck disable=SC1091
+  pg_url=$(source "$services_dir/services.env" && echo "$FLACK_TEST_POSTGRES_URL")
+  # shellcheck disable=SC1091
+  redis_url=$(source "$services_dir/services.env" && echo "$FLACK_TEST_REDIS_URL")
+  pg_pid=$(head -n 1 "$services_dir/pg/postmaster.pid")
+  redis_pid=$(cat "$services_dir/redis.pid")
+  echo "PostgreSQL is pid $pg_pid (its backends are its children), Redis is pid $redis_pid"
+  for n in "${CLUSTER_NODES[@]}"; do
+    psql -q "$pg_url" -c "CREATE DATABASE bench$n" >/dev/null
+    db_url=${pg_url%/*}/bench$n
+    node_pids=()
+    node_urls=()
+    for ((k = 0; k < n; k++)); do
+      port=$((CLUSTER_PORT + k))
+      env LEPTOS_SITE_ROOT=target/site LEPTOS_OUTPUT_NAME=flack FLACK_ADDRESS=$HOST:$port \
+        FLACK_DATABASE_URL="$db_url" FLACK_REDIS_URL="$redis_url" \
+        FLACK_REDIS_PREFIX="bench-$$-$n" FLACK_LOG=warn "${RAISED_LIMITS[@]}" \
+        "${SERVER_CPU[@]}" target/release/flack >>"$work/flack-cluster-$n-$k.log" 2>&1 &
+      node_pids+=("$!")
+      started_pids+=("$!")
+      node_urls+=("http://$HOST:$port")
+      wait_for "http://$HOST:$port/favicon.svg" "$!" ||
+        { tail -n 20 "$work/flack-cluster-$n-$k.log" >&2; exit 1; }
+    done
+    echo "$n Flack node(s) on PostgreSQL + Redis: pids ${node_pids[*]} on ${node_urls[*]}"
+    watched_pids=("${node_pids[@]}" "$pg_pid" "$redis_pid")
+    cluster_args=(--flack "$(IFS=,; echo "${node_urls[*]}")" --flack-pid "$(IFS=,; echo "${node_pids[*]}")"
+      --extra-pid "postgres=$pg_pid" --extra-pid "redis=$redis_pid" --flack-label "flack-pg-redis-$n")
+    step "cluster max-rate: C=100 S=20 over $n node(s) on PostgreSQL + Redis" \
+      max-rate "${cluster_args[@]}" "${MAXRATE[@]}"
+    step "cluster fanout: C=1000 S=10 R=10 D=10 over $n node(s) on PostgreSQL + Redis" \
+      fanout "${cluster_args[@]}" "${BIG[@]}"
+    for pid in "${node_pids[@]}"; do
+      kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${node_pids[@]}"; do
+      wait "$pid" 2>/dev/null || true
+    done
+  done
+  watched_pids=()
+  scripts/services.sh stop "$services_dir" >/dev/null 2>&1 || true
+  services_dir=
+  echo
+  echo "== cluster bars (one node on PostgreSQL + Redis >= 0.5x one node on SQLite, max-rate C=100 S=20;"
+  echo "   C=1000 S=10 R=10 over ${CLUSTER_NODES[-1]} nodes with zero loss); cpu is % of one core, the servers share core 0"
+  "$LOAD" cluster-bars --sqlite flack-sqlite --one flack-pg-redis-1 --cluster "flack-pg-redis-${CLUSTER_NODES[-1]}" \
+    "$results" | tee "$work/cluster-bars.txt"
+fi
+
+if want wasm; then
 step "wasm-size" wasm-size --pkg target/site/pkg
+fi
 
 # Abuse: a fresh Flack on SQLite with its default limits; each attack from 127.0.0.2 while a
 # normal user chats from 127.0.0.1. Flack dying here is a result, not a reason to stop.
-stop_flack
+if want abuse; then
 start_flack sqlite "$work/abuse.db"
 echo
 echo "== abuse: each attack for a bounded time while a normal user chats (bars: RSS growth <= 64 MiB, p99 <= 3x quiet, a fresh browser served after)"
@@ -222,6 +319,7 @@ if ! kill -0 "$FLACK_PID" 2>/dev/null; then
   failures=$((failures + 1))
 fi
 stop_flack
+fi
 
 echo
 echo "== plan finished in $((SECONDS - plan_start)) s; load now: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -232,6 +330,12 @@ echo "Columns are targets; 'X vs ref' is the ratio to the reference (TCP_NODELAY
 echo "above 1.00x means X is better (throughput: X/ref; latency, memory, losses: ref/X)."
 echo
 "$LOAD" summary "$results"
+if [[ -s $work/cluster-bars.txt ]]; then
+  echo
+  echo "Cluster bars:"
+  echo
+  cat "$work/cluster-bars.txt"
+fi
 if ((failures > 0)); then
   echo "bench: $failures step(s) failed" >&2
   exit 1
