@@ -408,10 +408,17 @@ async fn pipeline(
                 stats.batch(posts, started.elapsed());
                 for appended in results.iter().flatten().filter(|a| a.fresh) {
                     let conversation = appended.message.conversation;
-                    let ids = member_ids(store.as_ref(), &forget.member_ids, conversation).await;
-                    for p in posting::published(appended, &ids) {
+                    let (changes, activity) = posting::published(appended);
+                    for p in changes {
                         forget.published(&p.topic, &p.frame);
                         publish(hub.as_ref(), &p.topic, p.frame).await;
+                    }
+                    if let Some(activity) = activity {
+                        let ids =
+                            member_ids(store.as_ref(), &forget.member_ids, conversation).await;
+                        if let Err(e) = hub.publish_to_users(&ids, activity).await {
+                            tracing::debug!(error = %e, "activity published here only");
+                        }
                     }
                 }
                 for (result, reply) in results.into_iter().zip(replies) {

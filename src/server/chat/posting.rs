@@ -36,10 +36,11 @@ pub fn resolve_mentions(body: &str, members: &[Author], author: &UserId) -> (Vec
     (ids, all)
 }
 
-/// What a stored post tells whom: the message to the conversation's open sockets, a small
-/// activity note to every member's own stream (for their unread counts), and for a reply
-/// its parent's new reply count to the parent's conversation.
-pub(super) fn published(appended: &Appended, members: &[UserId]) -> Vec<Publish> {
+/// What a stored post tells whom: the message to the conversation's open sockets, and for
+/// a reply its parent's new reply count to the parent's conversation; and (the second
+/// part) a small activity note for every member's own stream (their unread counts), one
+/// frame for all of them.
+pub(super) fn published(appended: &Appended) -> (Vec<Publish>, Option<Frame>) {
     let message = &appended.message;
     let mut out = vec![Publish::change(
         message.conversation,
@@ -56,27 +57,20 @@ pub(super) fn published(appended: &Appended, members: &[UserId]) -> Vec<Publish>
                 message: parent.clone(),
             },
         ));
-        return out; // replies do not count as unread in the channel
+        return (out, None); // replies do not count as unread in the channel
     }
-    if !members.is_empty() {
-        let activity = Frame::about(
-            message.conversation,
-            &ServerEvent::Activity {
-                conversation: message.conversation,
-                seq: message.seq,
-                change: message.change,
-                author: message.author.id.clone(),
-                mentions: message.mentions.clone(),
-                mentions_all: message.mentions_all,
-            },
-        );
-        out.extend(
-            members
-                .iter()
-                .map(|id| Publish::to_user(id, activity.clone())),
-        );
-    }
-    out
+    let activity = Frame::about(
+        message.conversation,
+        &ServerEvent::Activity {
+            conversation: message.conversation,
+            seq: message.seq,
+            change: message.change,
+            author: message.author.id.clone(),
+            mentions: message.mentions.clone(),
+            mentions_all: message.mentions_all,
+        },
+    );
+    (out, Some(activity))
 }
 
 impl Chat {
@@ -190,7 +184,7 @@ impl Chat {
                 Box::pin(async move {
                     let result = store.reply(&parent, new).await;
                     let publish = match &result {
-                        Ok(appended) if appended.fresh => published(appended, &[]),
+                        Ok(appended) if appended.fresh => published(appended).0,
                         _ => Vec::new(),
                     };
                     (result, publish)

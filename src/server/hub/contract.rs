@@ -254,6 +254,21 @@ pub async fn frames_cross_nodes_in_order(make: MakePair<'_>) {
         .await
         .unwrap();
     assert_eq!(next(&mut stream).await.change, None);
+    // One frame for many users' streams reaches each of them, on every node, once.
+    let bo = Topic::User(UserId("bo".into()));
+    let mut bo_there = b.subscribe(&bo).await.unwrap();
+    let mut bo_here = a.subscribe(&bo).await.unwrap();
+    let users = [ada.clone(), UserId("bo".into()), UserId("cy".into())];
+    let note = Frame::about(ConversationId(7), &ServerEvent::Refresh);
+    a.publish_to_users(&users, note).await.unwrap();
+    for sub in [&mut stream, &mut bo_there, &mut bo_here] {
+        assert_eq!(next(sub).await.about, Some(ConversationId(7)));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        stream.try_recv().is_err() && bo_here.try_recv().is_err(),
+        "once each"
+    );
 }
 
 /// A frame past a missing number (lost on the bus) is preceded by a catch-up from the store,

@@ -146,6 +146,20 @@ pub trait Hub: Send + Sync + 'static {
     /// conversation that every one of that user's streams on a node has open (see
     /// [`Hub::views`]) wakes nobody there: those sockets hear of it in the conversation.
     async fn publish(&self, topic: &Topic, frame: Frame) -> Result<(), HubError>;
+    /// Publishes one frame on the streams of all of `users` (activity in a conversation, for
+    /// its members): a bus driver sends it once for all of them.
+    async fn publish_to_users(&self, users: &[UserId], frame: Frame) -> Result<(), HubError> {
+        let mut result = Ok(());
+        for user in users {
+            if let Err(e) = self
+                .publish(&Topic::User(user.clone()), frame.clone())
+                .await
+            {
+                result = Err(e);
+            }
+        }
+        result
+    }
     /// Subscribes to `topic`: once this returns, every frame published from then on, on any
     /// node, arrives, each conversation's in change order (a gap is filled or left for the
     /// subscriber to replay, never hidden).

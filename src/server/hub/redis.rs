@@ -100,8 +100,11 @@ impl RedisHub {
             .map_err(bus_error)?
             .split();
         let (mut sink, stream) = (sink, stream);
-        let members = format!("{}:members", options.prefix);
-        tokio::time::timeout(REQUEST_TIMEOUT, sink.subscribe(&members))
+        let everywhere = [
+            format!("{}:members", options.prefix),
+            format!("{}:activity", options.prefix),
+        ];
+        tokio::time::timeout(REQUEST_TIMEOUT, sink.subscribe(&everywhere))
             .await
             .map_err(bus_error)?
             .map_err(bus_error)?;
@@ -140,6 +143,12 @@ impl Inner {
             Topic::Conversation(id) => format!("{}:c:{}", self.prefix, id.0),
             Topic::User(user) => format!("{}:u:{}", self.prefix, user.0),
         }
+    }
+
+    /// Where every node hears of activity for many users at once (one frame, then the ids
+    /// of the users whose streams get it): each node delivers it to those it has here.
+    fn activity_channel(&self) -> String {
+        format!("{}:activity", self.prefix)
     }
 
     /// Where every node hears of every change of membership, followed or not: each one
@@ -253,6 +262,25 @@ impl Inner {
         })
     }
 
+    /// An envelope for many users' streams: the frame, then a line of user ids.
+    fn envelope_for_users(&self, frame: &Frame, users: &[UserId]) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(users.len() * 33 + frame.text.len() + 64);
+        for user in users {
+            bytes.extend_from_slice(user.0.as_bytes());
+            bytes.push(b'\t');
+        }
+        bytes.push(b'\n');
+        bytes.extend_from_slice(&self.envelope(frame));
+        bytes
+    }
+
+    /// Reads [`Inner::envelope_for_users`]: the frame and the users' ids, tab-separated.
+    fn open_for_users<'a>(&self, bytes: &'a [u8]) -> Option<(Frame, &'a str)> {
+        let at = bytes.iter().position(|&b| b == b'\n')?;
+        let users = std::str::from_utf8(&bytes[..at]).ok()?;
+        Some((self.open(&bytes[at + 1..])?, users))
+    }
+
     /// After the connection came back: subscribes again to every followed topic, heals
     /// every followed conversation, and tells users' streams to refresh.
     async fn resume(self: &Arc<Self>, sink: PubSubSink) {
@@ -264,7 +292,10 @@ impl Inner {
         let mut sink_slot = self.sink.lock().await;
         *sink_slot = Some(sink);
         let sink = sink_slot.as_mut().expect("just set");
-        if let Err(e) = sink.subscribe(self.members_channel()).await {
+        if let Err(e) = sink
+            .subscribe(&[self.members_channel(), self.activity_channel()])
+            .await
+        {
             tracing::warn!(error = %e, "could not subscribe again on Redis");
         }
         for chunk in topics.chunks(256) {
@@ -487,6 +518,17 @@ async fn relay_loop(
     loop {
         while let Some(message) = stream.next().await {
             let Some(inner) = inner.upgrade() else { return };
+            if message.get_channel_name() == inner.activity_channel() {
+                inner.relayed.fetch_add(1, Ordering::Relaxed);
+                if let Some((frame, users)) = inner.open_for_users(message.get_payload_bytes()) {
+                    for user in users.split('\t').filter(|u| !u.is_empty()) {
+                        inner
+                            .local
+                            .deliver(&Topic::User(UserId(user.to_string())), frame.clone());
+                    }
+                }
+                continue;
+            }
             if message.get_channel_name() == inner.members_channel() {
                 if let (Some(frame), Some(relay)) =
                     (inner.open(message.get_payload_bytes()), inner.relay.get())
@@ -618,6 +660,25 @@ impl Hub for RedisHub {
         }
         if inner.down.load(Ordering::Relaxed) {
             return Err(HubError("the last publish on Redis failed".into()));
+        }
+        Ok(())
+    }
+
+    async fn publish_to_users(&self, users: &[UserId], frame: Frame) -> Result<(), HubError> {
+        let inner = &self.inner;
+        let envelope = inner.envelope_for_users(&frame, users);
+        for user in users {
+            inner
+                .local
+                .deliver(&Topic::User(user.clone()), frame.clone());
+        }
+        if inner
+            .outbox
+            .try_send((inner.activity_channel(), envelope))
+            .is_err()
+        {
+            inner.publish_errors.fetch_add(1, Ordering::Relaxed);
+            return Err(HubError("the bus is behind".into()));
         }
         Ok(())
     }
