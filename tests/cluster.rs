@@ -298,6 +298,32 @@ async fn access_holds_whichever_node_a_request_reaches() {
     assert_eq!(conversation, dm.id);
     let _: ConversationId = conversation;
 
+    // Eve renames herself on node 0; her open socket on node 2 posts under the new name.
+    let http = reqwest::Client::new();
+    let res = http
+        .post(format!("http://{}/api/set_display_name", addrs[0]))
+        .header("cookie", format!("flack_session={eve_token}"))
+        .header("origin", format!("http://{}", addrs[0]))
+        .form(&[("name", "Evelyn")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send(
+        &mut eve_ws,
+        ClientEvent::Send {
+            conversation: Some(dm.id),
+            channel: None,
+            body: "new name".into(),
+            client_id: None,
+        },
+    )
+    .await;
+    until(&mut eve_ws, |e| matches!(e, ServerEvent::Ack { .. })).await;
+    let last = nodes[1].1.chat.store().recent(dm.id, 10).await.unwrap();
+    assert_eq!(last.messages.last().unwrap().author.name, "Evelyn");
+
     // Ada signs out on node 0: her socket on node 1 closes, and node 2 no longer knows
     // the token.
     let mut ada_elsewhere = connect(addrs[1], &ada_token).await;

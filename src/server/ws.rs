@@ -9,7 +9,7 @@
 use super::budgets::{budget_key, FrameBudget};
 use super::chat::{settle, Chat};
 use super::client_addr::ClientIp;
-use super::hub::{Frame, Subscription, Topic, View};
+use super::hub::{Frame, StreamNote, Subscription, Topic, View};
 use super::identity::{CurrentUser, TokenHash};
 use super::limits::SocketSlot;
 use super::serve::{Admitted, ConnectionSlot};
@@ -615,14 +615,19 @@ impl Session {
     fn on_own(&mut self, frame: Result<Frame, RecvError>) -> Result<(), End> {
         match frame {
             Ok(Frame {
-                signed_out: Some(hash),
-                ..
-            }) => {
-                if *hash == *self.token_hash {
-                    return Err(End::Close(CLOSE_SIGNED_OUT, "signed out"));
+                note: Some(note), ..
+            }) => match note.as_ref() {
+                StreamNote::SignedOut(hash) if **hash == *self.token_hash => {
+                    Err(End::Close(CLOSE_SIGNED_OUT, "signed out"))
                 }
-                Ok(())
-            }
+                StreamNote::SignedOut(_) => Ok(()),
+                StreamNote::Renamed(user) => {
+                    if user.id == self.user.id {
+                        self.user = user.clone();
+                    }
+                    Ok(())
+                }
+            },
             Ok(frame) if frame.about.is_some() && frame.about == self.view.get() => Ok(()),
             Ok(frame) => self.enqueue(Message::Text(frame.text)),
             Err(RecvError::Lagged(_)) => self.send_event(&ServerEvent::Refresh),
@@ -905,13 +910,8 @@ impl Session {
 
     /// The user as stored now: the display name may have changed since the socket opened.
     fn current_user(&self) -> impl Future<Output = UserInfo> + Send + 'static {
-        let (chat, user) = (self.state.chat.clone(), self.user.clone());
-        async move {
-            match chat.store().user(&user.id).await {
-                Ok(Some(stored)) => stored,
-                _ => user,
-            }
-        }
+        // Kept current by the user's stream (a rename on any node arrives as a note).
+        std::future::ready(self.user.clone())
     }
 
     /// Answers a request that has no answer of its own but its error, if any: rate-limit

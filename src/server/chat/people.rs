@@ -3,6 +3,7 @@
 use super::Chat;
 use crate::error::AppError;
 use crate::protocol::{validate_display_name, UserId, UserInfo};
+use crate::server::hub::{Frame, StreamNote, Topic};
 use std::net::IpAddr;
 
 impl Chat {
@@ -17,13 +18,23 @@ impl Chat {
         ip: IpAddr,
     ) -> Result<UserInfo, AppError> {
         let name = validate_display_name(raw)?;
-        match provisional {
+        let stored = match provisional {
             Some(token_hash) => {
                 self.budgets.new_identity(ip).await?;
-                self.store.store_user(user.clone(), token_hash, name).await
+                self.store
+                    .store_user(user.clone(), token_hash, name)
+                    .await?
             }
-            None => self.store.set_display_name(user, name).await,
-        }
+            None => self.store.set_display_name(user, name).await?,
+        };
+        // The user's open sockets, on every node, post under the new name from now on.
+        super::publish(
+            self.hub.as_ref(),
+            &Topic::User(user.clone()),
+            Frame::note(StreamNote::Renamed(stored.clone())),
+        )
+        .await;
+        Ok(stored)
     }
 
     /// Tells every node that the token with hash `token_hash` of `user` was signed out
@@ -31,8 +42,8 @@ impl Chat {
     pub async fn signed_out(&self, user: &UserId, token_hash: &str) {
         super::publish(
             self.hub.as_ref(),
-            &crate::server::hub::Topic::User(user.clone()),
-            crate::server::hub::Frame::signed_out(token_hash),
+            &Topic::User(user.clone()),
+            Frame::note(StreamNote::SignedOut(token_hash.to_string())),
         )
         .await;
     }

@@ -50,9 +50,9 @@ pub struct Frame {
     /// This membership (conversation, user) changed: whoever delivers the frame forgets
     /// what it kept of it (every node does, with several).
     pub member: Option<Arc<(ConversationId, UserId)>>,
-    /// On a user's stream: the token with this hash was signed out; its sockets, on every
-    /// node, close (the frame is not written to any socket).
-    pub signed_out: Option<Arc<str>>,
+    /// On a user's stream: news for the user's sockets themselves, on every node (the frame
+    /// is not written to any socket).
+    pub note: Option<Arc<StreamNote>>,
     /// The JSON text of a [`crate::protocol::ServerEvent`].
     pub text: Utf8Bytes,
 }
@@ -67,7 +67,7 @@ impl Frame {
             first: change.unwrap_or(0),
             about: None,
             member: None,
-            signed_out: None,
+            note: None,
             text: text.into(),
         }
     }
@@ -80,10 +80,10 @@ impl Frame {
         }
     }
 
-    /// For a user's stream: the token with hash `token_hash` was signed out.
-    pub fn signed_out(token_hash: &str) -> Self {
+    /// For a user's stream: news for the user's sockets themselves.
+    pub fn note(note: StreamNote) -> Self {
         Frame {
-            signed_out: Some(Arc::from(token_hash)),
+            note: Some(Arc::new(note)),
             ..Frame::new(None, &crate::protocol::ServerEvent::Refresh)
         }
     }
@@ -103,6 +103,15 @@ impl Frame {
             ..Frame::new(None, event)
         }
     }
+}
+
+/// News on a user's stream for the user's sockets themselves, wherever they are.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum StreamNote {
+    /// The token with this hash was signed out: its sockets close.
+    SignedOut(String),
+    /// The user as stored now (a new display name): what their sockets post under.
+    Renamed(crate::protocol::UserInfo),
 }
 
 /// A subscription: a bounded queue of frames. A receiver that falls more than the queue's

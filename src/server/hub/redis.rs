@@ -10,7 +10,9 @@
 //! told to refresh. Publishing to Redis happens off the caller's path, in pipelined batches,
 //! so a slow or absent bus never holds up a commit.
 
-use super::{Frame, Hub, HubError, HubStats, MemoryHub, Relay, Subscription, Topic, Views};
+use super::{
+    Frame, Hub, HubError, HubStats, MemoryHub, Relay, StreamNote, Subscription, Topic, Views,
+};
 use crate::protocol::{ConversationId, ServerEvent, UserId};
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -222,7 +224,9 @@ impl Inner {
             number(frame.about.map(|c| c.0)),
             number(frame.member.as_ref().map(|m| m.0 .0)),
             frame.member.as_ref().map_or("", |m| m.1 .0.as_str()),
-            frame.signed_out.as_deref().unwrap_or(""),
+            frame.note.as_ref().map_or(String::new(), |note| {
+                serde_json::to_string(note.as_ref()).expect("notes serialize")
+            }),
         );
         let mut bytes = Vec::with_capacity(header.len() + frame.text.len());
         bytes.extend_from_slice(header.as_bytes());
@@ -251,9 +255,12 @@ impl Inner {
         let about = number(fields.next()?)?.map(ConversationId);
         let member_of = number(fields.next()?)?.map(ConversationId);
         let member = fields.next()?;
-        let signed_out = fields.next()?;
+        let note = match fields.next()? {
+            "" => None,
+            json => Some(Arc::new(serde_json::from_str::<StreamNote>(json).ok()?)),
+        };
         Some(Frame {
-            signed_out: (!signed_out.is_empty()).then(|| Arc::from(signed_out)),
+            note,
             change,
             first,
             about,
