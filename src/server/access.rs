@@ -132,9 +132,12 @@ pub struct AccessCache {
 }
 
 impl AccessCache {
-    /// A cache of at most `conversations` conversations and `memberships` memberships. With
-    /// several nodes, pass no memberships: a leave committed on another node must stop the
-    /// next post here, and its note on the bus may come a moment later.
+    /// A cache of at most `conversations` conversations and `memberships` memberships (0:
+    /// none). Only "is a member" is kept: a join on another node counts here at once. A
+    /// leave committed on another node may reach this cache a moment late, so the post
+    /// also asks the store to check membership as it commits ([`NewMessage::member_of`]).
+    ///
+    /// [`NewMessage::member_of`]: crate::server::store::NewMessage::member_of
     pub fn new(conversations: usize, memberships: usize) -> Self {
         let size = |n: usize| NonZeroUsize::new(n.max(1)).expect("at least one");
         AccessCache {
@@ -183,7 +186,7 @@ impl AccessCache {
         let member = store.membership(id, user).await?.is_some();
         let mut members = self.members.lock().expect("access lock");
         // A membership change forgotten meanwhile may not be in what was read.
-        if self.generation.load(Ordering::Acquire) == before {
+        if member && self.generation.load(Ordering::Acquire) == before {
             members.put(key, member);
         }
         Ok(member)
@@ -386,16 +389,20 @@ mod tests {
             ids.push(info.id);
         }
         assert_eq!(cache.entries(), (2, 2), "the least recent went first");
-        // A cached membership holds until the change is forgotten.
+        // "Not a member" is not kept: a join (on any node) counts at once.
         assert!(!cache.is_member(&store, ids[2], &u[1]).await.unwrap());
         store.join(ids[2], &author(&u[1])).await.unwrap();
+        assert!(cache.is_member(&store, ids[2], &u[1]).await.unwrap());
+        assert!(sendable(&store, &cache, &u[1], ids[2]).await.is_ok());
+        // "A member" is kept until the change is forgotten (the post's own check at commit
+        // covers the moment in between).
+        store.leave(ids[2], &u[1]).await.unwrap();
         assert!(
-            !cache.is_member(&store, ids[2], &u[1]).await.unwrap(),
+            cache.is_member(&store, ids[2], &u[1]).await.unwrap(),
             "cached"
         );
         cache.forget_member(ids[2], &u[1]);
-        assert!(cache.is_member(&store, ids[2], &u[1]).await.unwrap());
-        assert!(sendable(&store, &cache, &u[1], ids[2]).await.is_ok());
+        assert!(!cache.is_member(&store, ids[2], &u[1]).await.unwrap());
         // Made-up conversations are not cached (they may exist later).
         let before = cache.entries();
         assert_eq!(
@@ -427,6 +434,7 @@ mod tests {
             client_id: None,
             mentions: vec![],
             mentions_all: false,
+            member_of: None,
         };
         let open = store.append(post(public.id)).await.unwrap().message;
         let hidden = store.append(post(dm.id)).await.unwrap().message;

@@ -186,12 +186,7 @@ impl Chat {
         let member_ids = Arc::new(Mutex::new(lru::LruCache::new(
             std::num::NonZeroUsize::new(MEMBER_LISTS).expect("not zero"),
         )));
-        let memberships = if hub.spans_nodes() {
-            0
-        } else {
-            ACCESS_MEMBERSHIPS
-        };
-        let access = Arc::new(AccessCache::new(ACCESS_CONVERSATIONS, memberships));
+        let access = Arc::new(AccessCache::new(ACCESS_CONVERSATIONS, ACCESS_MEMBERSHIPS));
         let stats = Arc::new(PipelineStats::default());
         let forget = Arc::new(Forget {
             access: access.clone(),

@@ -140,6 +140,7 @@ impl Chat {
             client_id,
             mentions,
             mentions_all,
+            member_of: Some(sendable.governing),
         };
         self.enqueue(Write::Post { message, reply }).await?;
         Ok(answer)
@@ -177,6 +178,7 @@ impl Chat {
             client_id: client_id.clone(),
             mentions,
             mentions_all,
+            member_of: None,
         };
         let parent = parent.clone();
         let appended = self

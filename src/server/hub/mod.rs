@@ -186,12 +186,6 @@ pub trait Hub: Send + Sync + 'static {
     fn stats(&self) -> HubStats {
         HubStats::default()
     }
-    /// Whether other processes publish too (a cluster): then a change can be committed
-    /// before this node hears of it, and what must be exact (who is a member) is read
-    /// from the store, never from a cache.
-    fn spans_nodes(&self) -> bool {
-        false
-    }
     /// Whether this node hears every change of `topic` now, wherever it is made: what is
     /// cached of a conversation this node does not follow may be stale.
     fn follows(&self, topic: &Topic) -> bool {

@@ -712,10 +712,6 @@ impl Hub for RedisHub {
         let _ = self.inner.relay.set(relay);
     }
 
-    fn spans_nodes(&self) -> bool {
-        true
-    }
-
     fn follows(&self, topic: &Topic) -> bool {
         let inner = &self.inner;
         inner.listening.load(Ordering::Acquire)

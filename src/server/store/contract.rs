@@ -26,6 +26,47 @@ pub async fn run_all<S: Store>(store: &S) {
     membership_and_read_positions(store).await;
     unread_counts_and_mentions(store).await;
     unknown_ids_are_errors(store).await;
+    posts_that_need_a_member_are_checked_as_they_commit(store).await;
+}
+
+/// A post that needs its author to be a member is refused, alone in its batch, once the
+/// author has left; the others are stored.
+async fn posts_that_need_a_member_are_checked_as_they_commit(store: &dyn Store) {
+    let (ada, bob) = (user(store, "Ada").await, user(store, "Bob").await);
+    let club = store
+        .create_channel(
+            unique("club"),
+            ConversationKind::Private,
+            Some(&author(&ada)),
+        )
+        .await
+        .unwrap();
+    store.join(club.id, &author(&bob)).await.unwrap();
+    let needs = |who: &UserInfo, body: &str| NewMessage {
+        member_of: Some(club.id),
+        ..new_message(club.id, who, body, None)
+    };
+    let first = store.append_batch(vec![needs(&bob, "in")]).await;
+    assert!(first[0].is_ok(), "{first:?}");
+    store.leave(club.id, &bob.id).await.unwrap();
+    let batch = store
+        .append_batch(vec![
+            needs(&ada, "before"),
+            needs(&bob, "after leaving"),
+            needs(&ada, "after"),
+        ])
+        .await;
+    assert!(batch[0].is_ok() && batch[2].is_ok(), "{batch:?}");
+    assert_eq!(batch[1], Err(AppError::NoSuchConversation));
+    let bodies: Vec<String> = store
+        .recent(club.id, 10)
+        .await
+        .unwrap()
+        .messages
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    assert_eq!(bodies, ["in", "before", "after"]);
 }
 
 async fn user(store: &dyn Store, name: &str) -> UserInfo {
@@ -63,6 +104,7 @@ fn new_message(
         client_id: client_id.map(str::to_string),
         mentions: Vec::new(),
         mentions_all: false,
+        member_of: None,
     }
 }
 

@@ -51,6 +51,10 @@ pub struct NewMessage {
     pub mentions: Vec<UserId>,
     /// Whether it mentions everyone.
     pub mentions_all: bool,
+    /// Stored only if the author is a member of this conversation (the one that decides
+    /// access) when the batch commits: a leave committed meanwhile, on any node, refuses it
+    /// (as [`AppError::NoSuchConversation`]).
+    pub member_of: Option<ConversationId>,
 }
 
 /// A conversation's recent messages.

@@ -198,6 +198,47 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// Refuses the new messages whose author is not (any more) a member of the conversation
+    /// they must be a member of: one query for the whole batch.
+    async fn refuse_non_members(
+        tx: &mut Transaction<'_, Postgres>,
+        slots: &mut [Slot<'_>],
+    ) -> Result<(), Fail> {
+        let asked: Vec<(i64, String)> = slots
+            .iter()
+            .filter_map(|slot| match slot {
+                Slot::New(new) => new
+                    .member_of
+                    .map(|g| (to_i64(g.0), new.author.id.0.clone())),
+                _ => None,
+            })
+            .collect();
+        if asked.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT m.conversation_id, m.user_id FROM members m
+             JOIN UNNEST($1::bigint[], $2::text[]) AS q(c, u)
+               ON m.conversation_id = q.c AND m.user_id = q.u
+             WHERE m.active",
+        )
+        .bind(asked.iter().map(|(c, _)| *c).collect::<Vec<_>>())
+        .bind(asked.iter().map(|(_, u)| u.clone()).collect::<Vec<_>>())
+        .fetch_all(&mut **tx)
+        .await?;
+        let members: std::collections::HashSet<(i64, String)> = rows.into_iter().collect();
+        for slot in slots.iter_mut() {
+            let Slot::New(new) = slot else { continue };
+            let Some(governing) = new.member_of else {
+                continue;
+            };
+            if !members.contains(&(to_i64(governing.0), new.author.id.0.clone())) {
+                *slot = Slot::Done(Box::new(Err(AppError::NoSuchConversation)));
+            }
+        }
+        Ok(())
+    }
+
     /// Stores a batch inside `tx`: looks up the client ids sent before, numbers the new
     /// messages per conversation (locking the conversations in ascending id order) and
     /// inserts them all.
@@ -237,6 +278,7 @@ impl PostgresStore {
             }
             slots.push(Slot::New(new));
         }
+        Self::refuse_non_members(tx, &mut slots).await?;
         // Ascending ids: two batches locking the same conversations lock them in one order.
         let mut counts: BTreeMap<ConversationId, u64> = BTreeMap::new();
         for slot in &slots {

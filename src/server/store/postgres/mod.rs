@@ -334,6 +334,7 @@ mod tests {
             client_id: client_id.map(str::to_string),
             mentions: vec![],
             mentions_all: false,
+            member_of: None,
         }
     }
 

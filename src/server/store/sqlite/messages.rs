@@ -138,6 +138,42 @@ impl SqliteStore {
 
     /// Stores a batch inside `tx`: looks up the client ids sent before, numbers the new
     /// messages per conversation and inserts them all.
+    /// Refuses the new messages whose author is not (any more) a member of the conversation
+    /// they must be a member of.
+    async fn refuse_non_members(
+        tx: &mut Transaction<'_, Sqlite>,
+        slots: &mut [Slot],
+    ) -> Result<(), AppError> {
+        let mut known: HashMap<(ConversationId, String), bool> = HashMap::new();
+        for slot in slots.iter_mut() {
+            let Slot::New(new) = slot else { continue };
+            let Some(governing) = new.member_of else {
+                continue;
+            };
+            let key = (governing, new.author.id.0.clone());
+            let member = match known.get(&key) {
+                Some(member) => *member,
+                None => {
+                    let found: Option<i64> = sqlx::query_scalar(
+                        "SELECT 1 FROM members WHERE conversation_id = ? AND user_id = ? AND active = 1",
+                    )
+                    .bind(to_i64(governing.0))
+                    .bind(&new.author.id.0)
+                    .fetch_all(&mut **tx)
+                    .await
+                    .map(first)
+                    .map_err(db_error)?;
+                    known.insert(key, found.is_some());
+                    found.is_some()
+                }
+            };
+            if !member {
+                *slot = Slot::Done(Box::new(Err(AppError::NoSuchConversation)));
+            }
+        }
+        Ok(())
+    }
+
     async fn write_batch(
         tx: &mut Transaction<'_, Sqlite>,
         batch: Vec<NewMessage>,
@@ -174,6 +210,7 @@ impl SqliteStore {
             }
             slots.push(Slot::New(new));
         }
+        Self::refuse_non_members(tx, &mut slots).await?;
         let mut counts: HashMap<ConversationId, u64> = HashMap::new();
         for slot in &slots {
             if let Slot::New(new) = slot {

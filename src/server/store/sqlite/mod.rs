@@ -339,6 +339,7 @@ mod tests {
                     client_id: Some("c-1".into()),
                     mentions: vec![],
                     mentions_all: false,
+                    member_of: None,
                 })
                 .await
                 .unwrap()
@@ -370,6 +371,7 @@ mod tests {
                 client_id: None,
                 mentions: vec![],
                 mentions_all: false,
+                member_of: None,
             })
             .await
             .unwrap();
