@@ -18,8 +18,6 @@ mod reading;
 mod relay;
 mod signals;
 
-pub use signals::{status_from, Change, Presence, PresenceBook};
-
 use super::access::AccessCache;
 use super::budgets::Budgets;
 use super::hub::{Frame, Hub, Topic};
@@ -29,6 +27,7 @@ use super::store::{Appended, NewMessage, Store};
 use super::window_frames::WindowFrames;
 use crate::error::AppError;
 use crate::protocol::{ConversationId, ServerEvent, UserId};
+use crate::server::limits::presence::PresenceBook;
 use futures_util::future::BoxFuture;
 use governor::Quota;
 use std::num::NonZeroU32;

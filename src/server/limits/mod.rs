@@ -9,14 +9,15 @@
 //! node's local limit instead of refusing everyone or hanging, so the cluster keeps serving
 //! through a Redis restart. This is logged once per outage.
 
+pub mod presence;
 pub mod redis;
 
-use super::chat::{Presence, PresenceBook};
 use super::serve::{Admitted, Connections};
 use crate::error::AppError;
 use async_trait::async_trait;
 use governor::clock::{Clock, DefaultClock};
 use governor::DefaultKeyedRateLimiter;
+use presence::{Presence, PresenceBook};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;

@@ -23,10 +23,10 @@
 //! this node's own state (its local limit, its own sockets) and Redis is left alone for
 //! [`BREAK`], so that a Redis restart neither stops the cluster nor makes requests wait.
 
+use super::presence::{status_from, Change, PresenceBook};
 use super::{LocalLimiter, Quota, RateLimiter, SocketCap, SocketSlot, NEVER_AFFORDABLE_MS};
 use crate::error::AppError;
 use crate::protocol::{PresenceStatus, UserId};
-use crate::server::chat::{status_from, Change, PresenceBook};
 use crate::server::serve::Connections;
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};

@@ -1,9 +1,9 @@
 //! The Redis drivers against a real Redis: two nodes are two [`Node`]s on one prefix.
 
+use super::presence::Change;
 use super::redis::{Node, NodeOptions, CALL_TIMEOUT};
 use super::*;
 use crate::protocol::{PresenceStatus, UserId};
-use crate::server::chat::Change;
 use crate::server::testing::{fresh_prefix, Services};
 use std::time::{Duration, Instant};
 
