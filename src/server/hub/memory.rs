@@ -1,6 +1,7 @@
 //! The one-node hub: fan-out within this process through `tokio::sync::broadcast`.
 
 use super::{Frame, Hub, HubError, HubStats, Subscription, Topic, Views, USER_STREAM_CAPACITY};
+use crate::protocol::UserId;
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -113,6 +114,13 @@ impl MemoryHub {
 impl Hub for MemoryHub {
     async fn publish(&self, topic: &Topic, frame: Frame) -> Result<(), HubError> {
         self.deliver(topic, frame);
+        Ok(())
+    }
+
+    async fn publish_to_users(&self, users: &[UserId], frame: Frame) -> Result<(), HubError> {
+        for user in users {
+            self.deliver(&Topic::User(user.clone()), frame.clone());
+        }
         Ok(())
     }
 
