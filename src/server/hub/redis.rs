@@ -359,7 +359,8 @@ const HOLD: Duration = Duration::from_millis(50);
 /// How long a catch-up read may take (the database may be away: then the frames held go
 /// out as they are, and each subscriber replays the gap itself).
 const HEAL_TIMEOUT: Duration = Duration::from_secs(2);
-/// Frames held past a gap in one conversation at most; past it the gap is healed at once.
+/// Frames held past a gap in one conversation at most: at it the gap is healed at once,
+/// past it the held frames go out as they are.
 const HELD: usize = 256;
 
 /// One conversation's order of delivery here.
@@ -387,6 +388,12 @@ impl Gate {
                     .is_none_or(|held| held.change < frame.change);
                 if keep {
                     self.held.insert(frame.first, frame);
+                }
+                if self.held.len() > HELD {
+                    // Holding is bounded: past it the frames go out as they are, and each
+                    // subscriber replays the gap from the store.
+                    self.flush(&mut out);
+                    return false;
                 }
                 return !self.healing;
             }
@@ -765,6 +772,31 @@ mod tests {
             nodes.relays.push(relay);
         }
         nodes
+    }
+
+    #[test]
+    fn frames_held_past_a_gap_are_bounded() {
+        let frame = |change: u64| Frame::new(Some(change), &ServerEvent::Refresh);
+        let mut gate = Gate::default();
+        let mut out = Vec::new();
+        assert!(!gate.pass(frame(1), |f| out.push(f.change)));
+        // 2 never comes: 3, 4, … are held, up to the bound.
+        assert!(gate.pass(frame(3), |f| out.push(f.change)), "a heal starts");
+        gate.healing = true;
+        for change in 4..(3 + HELD as u64) {
+            assert!(!gate.pass(frame(change), |f| out.push(f.change)));
+        }
+        assert_eq!(gate.held.len(), HELD);
+        assert_eq!(out, [Some(1)]);
+        // One more: everything held goes out, in order, for the subscribers to replay.
+        gate.pass(frame(3 + HELD as u64), |f| out.push(f.change));
+        assert!(gate.held.is_empty());
+        let expected: Vec<_> = std::iter::once(1)
+            .chain(3..=(3 + HELD as u64))
+            .map(Some)
+            .collect();
+        assert_eq!(out, expected);
+        assert_eq!(gate.last, Some(3 + HELD as u64));
     }
 
     #[tokio::test]
