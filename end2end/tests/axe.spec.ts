@@ -87,6 +87,7 @@ for (const scheme of schemes) {
       await expectNoSeriousViolations(page, 'the people picker');
       await page.getByRole('button', { name: `Message ${other.name}`, exact: true }).click();
       await expect(page).toHaveURL(/\/d\/\d+$/);
+      await expect(page.getByRole('heading', { level: 1, name: other.name })).toBeVisible();
       await waitForHydration(page);
       await sendMessage(page, `direct ${uniqueSuffix()}`);
       await expectNoSeriousViolations(page, 'a direct message');

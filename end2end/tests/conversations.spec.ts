@@ -1,6 +1,7 @@
 import {
   test,
   expect,
+  channelHeading,
   channelNav,
   composer,
   createChannel,
@@ -83,6 +84,9 @@ test.describe('conversations', () => {
     const link = channelNav(bob.page).getByRole('link', { name: `🔒${name}` });
     await expect(link).toBeVisible();
     await link.click();
+    // The composer follows the route once the channel has loaded: wait for it, or the
+    // message would go to the channel still open.
+    await expect(channelHeading(bob.page, name)).toBeVisible();
     const text = `hello club ${uniqueSuffix()}`;
     await sendMessage(bob.page, text);
     await openChannel(alice.page, name);
