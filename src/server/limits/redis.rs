@@ -115,8 +115,9 @@ fn script(cell: &'static OnceLock<Script>, body: &str) -> &'static Script {
     cell.get_or_init(|| Script::new(&format!("{PRELUDE}\n{body}")))
 }
 
-/// GCRA: KEYS[1] the key; ARGV: emission interval (µs), burst, cost. Returns 0 (spent) or
-/// the milliseconds until it could be.
+/// GCRA: KEYS[1] the key; ARGV: emission interval (µs), burst, cost, want (at least cost).
+/// Spends as much of `want` as the budget affords, and at least `cost`: returns
+/// `{spent, 0}`, or `{0, ms}` with the milliseconds until `cost` could be spent.
 fn gcra() -> &'static Script {
     static CELL: OnceLock<Script> = OnceLock::new();
     CELL.get_or_init(|| {
@@ -127,16 +128,19 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
+local want = tonumber(ARGV[4])
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
-local new_tat = tat + cost * interval
-local allow_at = new_tat - burst * interval
-if allow_at > now then
-  return math.max(1, math.ceil((allow_at - now) / 1000))
+local fits = math.floor((now - tat) / interval + burst + 1e-6)
+if fits < cost then
+  local allow_at = tat + cost * interval - burst * interval
+  return {0, math.max(1, math.ceil((allow_at - now) / 1000))}
 end
+local spent = math.min(want, fits)
+local new_tat = tat + spent * interval
 redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX',
   math.max(1, math.ceil((new_tat - now) / 1000)))
-return 0
+return {spent, 0}
 "#,
         )
     })
@@ -363,19 +367,79 @@ pub struct RedisLimiter {
     /// Microseconds per unit.
     interval_us: String,
     burst: u32,
+    /// The most a lease takes beyond the cost asked for.
+    lease_max: u32,
+    leases: Mutex<HashMap<String, Lease>>,
     local: LocalLimiter,
+}
+
+/// How long units a node took ahead for a key stay this node's to spend; what is left then is
+/// lost (the shared budget has counted it), so a limit can refuse a little early, never late.
+pub const LEASE_TTL: Duration = Duration::from_millis(200);
+/// The most units one trip to Redis takes ahead for one key.
+pub const LEASE_MAX: u32 = 32;
+/// Keys with a lease on one node, at most (past it, keys are checked one trip each).
+pub const LEASED_KEYS: usize = 10_000;
+
+/// Units of a key's budget this node took from Redis ahead of use. A key that keeps being
+/// checked on this node takes twice as many ahead on each trip (up to the limit's
+/// `lease_max`), so a busy sender costs a trip every few messages instead of every one,
+/// while a key checked now and then takes only what it spends.
+struct Lease {
+    /// Units left to spend here.
+    units: u32,
+    /// How many the last trip took ahead (the next one takes about twice that).
+    ahead: u32,
+    /// When the units are lost, and the key counts as quiet again.
+    until: Instant,
 }
 
 impl RedisLimiter {
     /// The limit called `name` of `quota` per key.
     pub fn new(node: Arc<Node>, name: &str, quota: Quota) -> Self {
         let interval = quota.replenish_interval().as_nanos() as f64 / 1000.0;
+        let burst = quota.burst_size().get();
         RedisLimiter {
             keys: node.key(&format!("rl:{name}:")),
             node,
             interval_us: format!("{interval}"),
-            burst: quota.burst_size().get(),
+            burst,
+            // A quarter of the burst at most: a lease never holds much of anyone's budget.
+            lease_max: (burst / 4).min(LEASE_MAX),
+            leases: Mutex::new(HashMap::new()),
             local: LocalLimiter::new(quota),
+        }
+    }
+
+    /// Spends `cost` from this node's lease on `key`, if it has that much left; otherwise
+    /// says how many units the next trip should take ahead.
+    fn spend_leased(&self, key: &str, cost: u32, now: Instant) -> Result<(), u32> {
+        let mut leases = self.leases.lock().expect("leases lock");
+        match leases.get_mut(key) {
+            Some(lease) if lease.until > now => {
+                if lease.units >= cost {
+                    lease.units -= cost;
+                    return Ok(());
+                }
+                Err((lease.ahead * 2 + 1).min(self.lease_max))
+            }
+            _ => Err(0),
+        }
+    }
+
+    /// Keeps what a trip took beyond `cost` as this node's lease on `key` (a key met for the
+    /// first time is remembered with none, so that a second check soon takes some ahead).
+    fn keep_lease(&self, key: &str, units: u32, ahead: u32, now: Instant) {
+        let lease = Lease {
+            units,
+            ahead,
+            until: now + LEASE_TTL,
+        };
+        let mut leases = self.leases.lock().expect("leases lock");
+        if let Some(held) = leases.get_mut(key) {
+            *held = lease;
+        } else if leases.len() < LEASED_KEYS {
+            leases.insert(key.to_string(), lease);
         }
     }
 }
@@ -389,19 +453,30 @@ impl RateLimiter for RedisLimiter {
                 retry_after_ms: NEVER_AFFORDABLE_MS,
             });
         }
+        let ahead = match self.spend_leased(key, cost, Instant::now()) {
+            Ok(()) => return Ok(()),
+            Err(ahead) => ahead,
+        };
         let redis_key = format!("{}{key}", self.keys);
         let answer = self
             .node
             .call(|mut conn| async move {
                 let mut invocation = gcra().key(&redis_key);
-                invocation.arg(&self.interval_us).arg(self.burst).arg(cost);
-                invocation.invoke_async::<u64>(&mut conn).await
+                invocation
+                    .arg(&self.interval_us)
+                    .arg(self.burst)
+                    .arg(cost)
+                    .arg(cost + ahead);
+                invocation.invoke_async::<(u32, u64)>(&mut conn).await
             })
             .await;
         match answer {
-            Some(0) => Ok(()),
-            Some(wait) => Err(AppError::RateLimited {
-                retry_after_ms: wait,
+            Some((spent, _)) if spent >= cost => {
+                self.keep_lease(key, spent - cost, ahead, Instant::now());
+                Ok(())
+            }
+            Some((_, wait)) => Err(AppError::RateLimited {
+                retry_after_ms: wait.max(1),
             }),
             None => self.local.check_now(key, cost),
         }
@@ -409,6 +484,11 @@ impl RateLimiter for RedisLimiter {
 
     fn forget_idle(&self) {
         self.local.forget_idle();
+        let now = Instant::now();
+        self.leases
+            .lock()
+            .expect("leases lock")
+            .retain(|_, lease| lease.until > now);
     }
 }
 
