@@ -225,6 +225,7 @@ type InFlight = Pin<Box<dyn Future<Output = (Option<String>, Result<Appended, Ap
 
 struct Session {
     state: AppState,
+    /// The user, kept current by their stream (a rename on any node arrives as a note).
     user: UserInfo,
     /// The client's address (budgets).
     ip: std::net::IpAddr,
@@ -811,7 +812,7 @@ impl Session {
                 body,
                 client_id,
             } => {
-                let user = self.current_user().await;
+                let user = self.user.clone();
                 let conversation = match (conversation, channel) {
                     (Some(id), _) => id,
                     (None, Some(name)) => match self.channel_id(&name).await {
@@ -847,7 +848,7 @@ impl Session {
                 client_id,
                 also_to_channel,
             } => {
-                let user = self.current_user().await;
+                let user = self.user.clone();
                 let result = chat
                     .reply(
                         &user,
@@ -860,7 +861,7 @@ impl Session {
                 self.on_stored(client_id, result)
             }
             ClientEvent::Edit { message_id, body } => {
-                let user = self.current_user().await;
+                let user = self.user.clone();
                 let result = chat.edit(&user, &message_id, &body).await;
                 self.answered(result.map(|_| ()))
             }
@@ -873,7 +874,7 @@ impl Session {
                 emoji,
                 on,
             } => {
-                let user = self.current_user().await;
+                let user = self.user.clone();
                 let result = chat.react(&user, &message_id, &emoji, on).await;
                 self.answered(result.map(|_| ()))
             }
@@ -882,7 +883,7 @@ impl Session {
                 self.answered(result)
             }
             ClientEvent::Typing { conversation } => {
-                let user = self.current_user().await;
+                let user = self.user.clone();
                 let result = chat.typing(&user, conversation).await;
                 self.answered(result)
             }
@@ -906,12 +907,6 @@ impl Session {
         }
         let readable = self.state.chat.channel_named(&self.user.id, name).await?;
         Ok(readable.info.id)
-    }
-
-    /// The user as stored now: the display name may have changed since the socket opened.
-    fn current_user(&self) -> impl Future<Output = UserInfo> + Send + 'static {
-        // Kept current by the user's stream (a rename on any node arrives as a note).
-        std::future::ready(self.user.clone())
     }
 
     /// Answers a request that has no answer of its own but its error, if any: rate-limit

@@ -533,8 +533,9 @@ async fn relay_loop(
         while let Some(message) = stream.next().await {
             let Some(inner) = inner.upgrade() else { return };
             if message.get_channel_name() == inner.activity_channel() {
-                inner.relayed.fetch_add(1, Ordering::Relaxed);
+                // Counted once opened: this node's own envelopes come back too, and are skipped.
                 if let Some((frame, users)) = inner.open_for_users(message.get_payload_bytes()) {
+                    inner.relayed.fetch_add(1, Ordering::Relaxed);
                     for user in users.split('\t').filter(|u| !u.is_empty()) {
                         inner
                             .local
