@@ -40,6 +40,10 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Connections each node keeps to PostgreSQL at most.
     pub postgres_pool_size: u32,
+    /// Milliseconds a node's write pipeline waits for more posts before committing a small
+    /// batch to PostgreSQL (0: never waits). Each commit costs PostgreSQL far more than the
+    /// rows in it, so a short wait keeps a busy node from spending the database on commits.
+    pub postgres_batch_linger_ms: u64,
     /// Messages kept in memory per channel (the spec's 100).
     pub history_window: usize,
     /// Messages per second one user may send, sustained.
@@ -148,6 +152,7 @@ impl Default for Config {
             sqlite_full_sync: false,
             database_url: None,
             postgres_pool_size: 16,
+            postgres_batch_linger_ms: 2,
             history_window: crate::protocol::HISTORY_WINDOW,
             rate_limit_per_sec: 20,
             rate_limit_burst: 60,

@@ -62,7 +62,12 @@ impl AppState {
                     .as_deref()
                     .filter(|url| !url.is_empty())
                     .ok_or_else(|| AppError::internal("store = \"postgres\" needs database_url"))?;
-                Arc::new(PostgresStore::connect(url, config.postgres_pool_size, caches).await?)
+                let linger = std::time::Duration::from_millis(config.postgres_batch_linger_ms);
+                Arc::new(
+                    PostgresStore::connect(url, config.postgres_pool_size, caches)
+                        .await?
+                        .with_batch_linger(linger),
+                )
             }
         };
         let tokens = Tokens::new(store.secret().await?);

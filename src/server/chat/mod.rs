@@ -36,6 +36,10 @@ use tokio::sync::{mpsc, oneshot};
 
 /// The most posts stored in one batch.
 const MAX_BATCH: usize = 512;
+/// A batch this big is stored at once, without waiting out the store's linger.
+const LINGER_ENOUGH: usize = 64;
+/// A batch that takes longer than this to store is logged (every post in it waited).
+const SLOW_BATCH: std::time::Duration = std::time::Duration::from_millis(50);
 /// Writes waiting for the pipeline before callers wait for room.
 const QUEUE: usize = 8192;
 /// Conversations whose member ids are kept for the users' streams.
@@ -384,22 +388,42 @@ async fn pipeline(
             Write::Post { message, reply } => {
                 let mut messages = vec![message];
                 let mut replies = vec![reply];
+                // What queued meanwhile; then, if the store asks for it and the batch is
+                // small, what arrives within its linger.
+                let linger = store.batch_linger();
+                let deadline = tokio::time::Instant::now() + linger;
                 while messages.len() < MAX_BATCH {
-                    match queue.try_recv() {
-                        Ok(Write::Post { message, reply }) => {
+                    let next = match queue.try_recv() {
+                        Ok(write) => Some(write),
+                        Err(_) if linger.is_zero() || messages.len() >= LINGER_ENOUGH => None,
+                        Err(_) => tokio::time::timeout_at(deadline, queue.recv())
+                            .await
+                            .ok()
+                            .flatten(),
+                    };
+                    match next {
+                        Some(Write::Post { message, reply }) => {
                             messages.push(message);
                             replies.push(reply);
                         }
-                        Ok(other) => {
+                        Some(other) => {
                             held = Some(other);
                             break;
                         }
-                        Err(_) => break,
+                        None => break,
                     }
                 }
                 let (posts, started) = (messages.len(), std::time::Instant::now());
                 let results = store.append_batch(messages).await;
-                stats.batch(posts, started.elapsed());
+                let took = started.elapsed();
+                stats.batch(posts, took);
+                if took > SLOW_BATCH {
+                    tracing::warn!(
+                        posts,
+                        ms = took.as_millis() as u64,
+                        "slow store: a batch of posts took long"
+                    );
+                }
                 for appended in results.iter().flatten().filter(|a| a.fresh) {
                     let conversation = appended.message.conversation;
                     let (changes, activity) = posting::published(appended);

@@ -57,6 +57,8 @@ const SELECT_CONVERSATIONS: &str = "SELECT c.id, c.kind, c.name, c.parent_conver
 pub struct PostgresStore {
     pool: PgPool,
     users: Mutex<UserCache>,
+    /// See [`Store::batch_linger`] (`postgres_batch_linger_ms`).
+    linger: Duration,
 }
 
 /// Whether the error means the database cannot be reached (rather than refusing a query).
@@ -173,7 +175,15 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool,
             users: Mutex::new(UserCache::new(caches.users)),
+            linger: Duration::ZERO,
         })
+    }
+
+    /// The same store, its write pipeline waiting up to `linger` for more posts before
+    /// storing a small batch.
+    pub fn with_batch_linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
     }
 
     /// Forgets what this node cached about a user (another node renamed them, say): the next
@@ -234,6 +244,10 @@ impl Store for PostgresStore {
         MemoryUsage {
             users: self.users.lock().expect("users lock").count(),
         }
+    }
+
+    fn batch_linger(&self) -> Duration {
+        self.linger
     }
 }
 
