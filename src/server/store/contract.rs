@@ -3,7 +3,9 @@
 
 use super::{Appended, NewMessage, Store};
 use crate::error::AppError;
-use crate::protocol::{Author, ConversationId, ConversationKind, UserId, UserInfo};
+use crate::protocol::{
+    Author, ConversationId, ConversationKind, UserId, UserInfo, MAX_UNREAD_COUNT,
+};
 
 /// Runs every check of the contract on `store`.
 pub async fn run_all<S: Store>(store: &S) {
@@ -648,6 +650,20 @@ async fn unread_counts_and_mentions(store: &dyn Store) {
     store.mark_read(id, &bo.id, last.seq).await.unwrap();
     let s = store.summary(id, &bo.id).await.unwrap().unwrap();
     assert_eq!((s.unread, s.mentions), (0, 0));
+    // Counts stop at the badge's most: a member away for a long time sees 999 (and mentions
+    // of everyone are counted, capped the same way).
+    let busy = channel(store, &ada, ConversationKind::Public).await;
+    store.join(busy, &author(&bo)).await.unwrap();
+    let batch: Vec<NewMessage> = (0..MAX_UNREAD_COUNT + 2)
+        .map(|i| {
+            let mut m = new_message(busy, &ada, &format!("n{i}"), None);
+            m.mentions_all = true;
+            m
+        })
+        .collect();
+    assert!(store.append_batch(batch).await.iter().all(Result::is_ok));
+    let s = store.summary(busy, &bo.id).await.unwrap().unwrap();
+    assert_eq!((s.unread, s.mentions), (MAX_UNREAD_COUNT, MAX_UNREAD_COUNT));
     // Direct conversations are listed too, most recently active first.
     let (dm, _) = store
         .open_direct(&[author(&ada), author(&bo)])

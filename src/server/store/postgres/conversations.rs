@@ -181,13 +181,21 @@ const SELECT_SUMMARIES: &str = "SELECT c.id, c.kind, c.name, c.parent_conversati
     COALESCE((SELECT MAX(x.seq) FROM messages x WHERE x.conversation_id = c.id), 0) AS last_seq,
     COALESCE((SELECT x.sent_at FROM messages x WHERE x.conversation_id = c.id
         ORDER BY x.seq DESC LIMIT 1), c.created_at) AS active_at,
-    (SELECT COUNT(*) FROM messages x WHERE x.conversation_id = c.id AND x.seq > m.read_seq
-        AND NOT x.deleted AND x.author_id != m.user_id) AS unread,
-    (SELECT COUNT(*) FROM mentions n WHERE n.user_id = m.user_id AND n.conversation_id = c.id
-        AND n.seq > m.read_seq) AS mentioned,
-    (SELECT COUNT(*) FROM messages x WHERE x.conversation_id = c.id AND x.seq > m.read_seq
-        AND x.mentions_all AND NOT x.deleted AND x.author_id != m.user_id) AS mentioned_all
+    (SELECT COUNT(*) FROM (SELECT 1 FROM messages x WHERE x.conversation_id = c.id
+        AND x.seq > m.read_seq AND NOT x.deleted AND x.author_id != m.user_id LIMIT 999) u) AS unread,
+    (SELECT COUNT(*) FROM (SELECT 1 FROM mentions n WHERE n.user_id = m.user_id
+        AND n.conversation_id = c.id AND n.seq > m.read_seq LIMIT 999) u) AS mentioned,
+    (SELECT COUNT(*) FROM (SELECT 1 FROM messages x WHERE x.conversation_id = c.id
+        AND x.seq > m.read_seq AND x.mentions_all AND NOT x.deleted AND x.author_id != m.user_id
+        LIMIT 999) u) AS mentioned_all
     FROM members m JOIN conversations c ON c.id = m.conversation_id";
+
+// Counts stop at the most a badge shows: a newcomer to a busy channel costs 999 index
+// entries, not one per message it ever had (every join reads this, in the write pipeline).
+const _: () = assert!(
+    MAX_UNREAD_COUNT == 999,
+    "the LIMITs above are MAX_UNREAD_COUNT"
+);
 
 #[async_trait]
 impl Conversations for PostgresStore {
