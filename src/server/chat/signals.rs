@@ -1,7 +1,8 @@
 //! Signals that take no change number and are never stored: "someone is typing" (throttled,
 //! and the first thing a busy socket drops) and presence (online, away, offline), counted
-//! per user from their open sockets by a [`PresenceBook`](crate::server::limits::presence::PresenceBook) (in this process, or over the
-//! cluster).
+//! per user from their open sockets by a
+//! [`PresenceBook`](crate::server::limits::presence::PresenceBook) (in this process, or
+//! over the cluster).
 
 use super::Chat;
 use crate::error::AppError;

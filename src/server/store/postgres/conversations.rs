@@ -182,12 +182,13 @@ const SELECT_SUMMARIES: &str = "SELECT c.id, c.kind, c.name, c.parent_conversati
     COALESCE((SELECT x.sent_at FROM messages x WHERE x.conversation_id = c.id
         ORDER BY x.seq DESC LIMIT 1), c.created_at) AS active_at,
     (SELECT COUNT(*) FROM (SELECT 1 FROM messages x WHERE x.conversation_id = c.id
-        AND x.seq > m.read_seq AND NOT x.deleted AND x.author_id != m.user_id LIMIT 999) u) AS unread,
+        AND x.seq > m.read_seq AND NOT x.deleted AND x.author_id != m.user_id
+        LIMIT 999) u) AS unread,
     (SELECT COUNT(*) FROM (SELECT 1 FROM mentions n WHERE n.user_id = m.user_id
         AND n.conversation_id = c.id AND n.seq > m.read_seq LIMIT 999) u) AS mentioned,
     (SELECT COUNT(*) FROM (SELECT 1 FROM messages x WHERE x.conversation_id = c.id
-        AND x.seq > m.read_seq AND x.mentions_all AND NOT x.deleted AND x.author_id != m.user_id
-        LIMIT 999) u) AS mentioned_all
+        AND x.seq > m.read_seq AND x.mentions_all AND NOT x.deleted
+        AND x.author_id != m.user_id LIMIT 999) u) AS mentioned_all
     FROM members m JOIN conversations c ON c.id = m.conversation_id";
 
 // Counts stop at the most a badge shows: a newcomer to a busy channel costs 999 index

@@ -136,8 +136,6 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Stores a batch inside `tx`: looks up the client ids sent before, numbers the new
-    /// messages per conversation and inserts them all.
     /// Refuses the new messages whose author is not (any more) a member of the conversation
     /// they must be a member of.
     async fn refuse_non_members(
@@ -174,6 +172,8 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Stores a batch inside `tx`: looks up the client ids sent before, numbers the new
+    /// messages per conversation and inserts them all.
     async fn write_batch(
         tx: &mut Transaction<'_, Sqlite>,
         batch: Vec<NewMessage>,
