@@ -367,9 +367,7 @@ pub struct RedisLimiter {
     /// Microseconds per unit.
     interval_us: String,
     burst: u32,
-    /// The most a lease takes beyond the cost asked for.
-    lease_max: u32,
-    leases: Mutex<HashMap<String, Lease>>,
+    leases: Mutex<Leases>,
     local: LocalLimiter,
 }
 
@@ -382,8 +380,8 @@ pub const LEASE_MAX: u32 = 32;
 pub const LEASED_KEYS: usize = 10_000;
 
 /// Units of a key's budget this node took from Redis ahead of use. A key that keeps being
-/// checked on this node takes twice as many ahead on each trip (up to the limit's
-/// `lease_max`), so a busy sender costs a trip every few messages instead of every one,
+/// checked on this node takes twice as many ahead on each trip (up to [`Leases`]'
+/// `max_ahead`), so a busy sender costs a trip every few messages instead of every one,
 /// while a key checked now and then takes only what it spends.
 struct Lease {
     /// Units left to spend here.
@@ -405,42 +403,68 @@ impl RedisLimiter {
             interval_us: format!("{interval}"),
             burst,
             // A quarter of the burst at most: a lease never holds much of anyone's budget.
-            lease_max: (burst / 4).min(LEASE_MAX),
-            leases: Mutex::new(HashMap::new()),
+            leases: Mutex::new(Leases::new((burst / 4).min(LEASE_MAX), LEASED_KEYS)),
             local: LocalLimiter::new(quota),
         }
     }
+}
 
-    /// Spends `cost` from this node's lease on `key`, if it has that much left; otherwise
-    /// says how many units the next trip should take ahead.
-    fn spend_leased(&self, key: &str, cost: u32, now: Instant) -> Result<(), u32> {
-        let mut leases = self.leases.lock().expect("leases lock");
-        match leases.get_mut(key) {
+/// One limit's leases on this node, for at most `capacity` keys.
+struct Leases {
+    of: HashMap<String, Lease>,
+    /// The most a lease takes beyond the cost asked for.
+    max_ahead: u32,
+    capacity: usize,
+}
+
+impl Leases {
+    fn new(max_ahead: u32, capacity: usize) -> Self {
+        Leases {
+            of: HashMap::new(),
+            max_ahead,
+            capacity,
+        }
+    }
+
+    /// Spends `cost` from the lease on `key`, if it has that much left; otherwise says how
+    /// many units the next trip should take ahead.
+    fn spend(&mut self, key: &str, cost: u32, now: Instant) -> Result<(), u32> {
+        match self.of.get_mut(key) {
             Some(lease) if lease.until > now => {
                 if lease.units >= cost {
                     lease.units -= cost;
                     return Ok(());
                 }
-                Err((lease.ahead * 2 + 1).min(self.lease_max))
+                Err((lease.ahead * 2 + 1).min(self.max_ahead))
             }
             _ => Err(0),
         }
     }
 
-    /// Keeps what a trip took beyond `cost` as this node's lease on `key` (a key met for the
-    /// first time is remembered with none, so that a second check soon takes some ahead).
-    fn keep_lease(&self, key: &str, units: u32, ahead: u32, now: Instant) {
+    /// Keeps what a trip took beyond the cost as the lease on `key` (a key met for the first
+    /// time is remembered with none, so that a second check soon takes some ahead). When
+    /// full, leases that are over make room first.
+    fn keep(&mut self, key: &str, units: u32, ahead: u32, now: Instant) {
         let lease = Lease {
             units,
             ahead,
             until: now + LEASE_TTL,
         };
-        let mut leases = self.leases.lock().expect("leases lock");
-        if let Some(held) = leases.get_mut(key) {
+        if let Some(held) = self.of.get_mut(key) {
             *held = lease;
-        } else if leases.len() < LEASED_KEYS {
-            leases.insert(key.to_string(), lease);
+            return;
         }
+        if self.of.len() >= self.capacity {
+            self.forget_over(now);
+        }
+        if self.of.len() < self.capacity {
+            self.of.insert(key.to_string(), lease);
+        }
+    }
+
+    /// Forgets the leases that are over.
+    fn forget_over(&mut self, now: Instant) {
+        self.of.retain(|_, lease| lease.until > now);
     }
 }
 
@@ -453,7 +477,12 @@ impl RateLimiter for RedisLimiter {
                 retry_after_ms: NEVER_AFFORDABLE_MS,
             });
         }
-        let ahead = match self.spend_leased(key, cost, Instant::now()) {
+        let spent = self
+            .leases
+            .lock()
+            .expect("leases lock")
+            .spend(key, cost, Instant::now());
+        let ahead = match spent {
             Ok(()) => return Ok(()),
             Err(ahead) => ahead,
         };
@@ -472,7 +501,12 @@ impl RateLimiter for RedisLimiter {
             .await;
         match answer {
             Some((spent, _)) if spent >= cost => {
-                self.keep_lease(key, spent - cost, ahead, Instant::now());
+                self.leases.lock().expect("leases lock").keep(
+                    key,
+                    spent - cost,
+                    ahead,
+                    Instant::now(),
+                );
                 Ok(())
             }
             Some((_, wait)) => Err(AppError::RateLimited {
@@ -484,11 +518,10 @@ impl RateLimiter for RedisLimiter {
 
     fn forget_idle(&self) {
         self.local.forget_idle();
-        let now = Instant::now();
         self.leases
             .lock()
             .expect("leases lock")
-            .retain(|_, lease| lease.until > now);
+            .forget_over(Instant::now());
     }
 }
 
@@ -745,5 +778,50 @@ impl PresenceBook for RedisPresence {
             }
             _ => users.iter().map(|u| self.local_status(u)).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_key_takes_more_ahead_each_trip_up_to_its_most() {
+        let mut leases = Leases::new(10, 100);
+        let now = Instant::now();
+        assert_eq!(
+            leases.spend("ada", 1, now),
+            Err(0),
+            "a key met first takes none ahead"
+        );
+        leases.keep("ada", 0, 0, now);
+        let mut asked = Vec::new();
+        for _ in 0..5 {
+            let ahead = leases.spend("ada", 1, now).unwrap_err();
+            asked.push(ahead);
+            leases.keep("ada", ahead, ahead, now);
+            for _ in 0..ahead {
+                assert_eq!(leases.spend("ada", 1, now), Ok(()), "spent here");
+            }
+        }
+        assert_eq!(asked, [1, 3, 7, 10, 10]);
+        // Once over, what is left is not spent and the key is quiet again.
+        leases.keep("ada", 5, 10, now);
+        assert_eq!(leases.spend("ada", 1, now + LEASE_TTL), Err(0));
+    }
+
+    #[test]
+    fn a_full_book_makes_room_from_leases_that_are_over() {
+        let mut leases = Leases::new(10, 2);
+        let now = Instant::now();
+        leases.keep("a", 3, 3, now);
+        leases.keep("b", 3, 3, now);
+        leases.keep("c", 3, 3, now);
+        assert_eq!(leases.of.len(), 2, "full: no third key while both are live");
+        assert_eq!(leases.spend("c", 1, now), Err(0));
+        let later = now + LEASE_TTL;
+        leases.keep("c", 3, 3, later);
+        assert_eq!(leases.of.len(), 1, "the two that were over made room");
+        assert_eq!(leases.spend("c", 1, later), Ok(()));
     }
 }
