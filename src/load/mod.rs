@@ -420,13 +420,29 @@ const USER_HZ: f64 = 100.0;
 
 /// CPU time a process has used so far (user + system, all threads), in seconds.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    Some(proc_stat(pid)?.own_ticks / USER_HZ)
+}
+
+/// What `/proc/{pid}/stat` says of a process's parent and CPU time.
+struct ProcStat {
+    ppid: u32,
+    /// `utime` + `stime`, in clock ticks.
+    own_ticks: f64,
+    /// `cutime` + `cstime`: what the children it reaped used, in clock ticks.
+    reaped_ticks: f64,
+}
+
+fn proc_stat(pid: u32) -> Option<ProcStat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces) start at field 3, `state`.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / USER_HZ)
+    let field = |i: usize| -> Option<f64> { fields.get(i)?.parse().ok() };
+    Some(ProcStat {
+        ppid: field(1)? as u32,
+        own_ticks: field(11)? + field(12)?,
+        reaped_ticks: field(13)? + field(14)?,
+    })
 }
 
 /// Measures the CPU a process uses over an interval, as a percentage of one core.
@@ -473,25 +489,12 @@ pub fn tree_cpu_seconds(root: u32) -> Option<f64> {
     // (pid, ppid, own ticks, reaped children's ticks) of every readable process.
     let mut table: Vec<(u32, u32, f64, f64)> = Vec::new();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry
+        let pid = entry
             .file_name()
             .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(close) = stat.rfind(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let field = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-        if let (Some(ppid), Some(utime), Some(stime), Some(cutime), Some(cstime)) =
-            (field(1), field(11), field(12), field(13), field(14))
-        {
-            table.push((pid, ppid as u32, utime + stime, cutime + cstime));
+            .and_then(|n| n.parse::<u32>().ok());
+        if let Some((pid, stat)) = pid.and_then(|pid| Some((pid, proc_stat(pid)?))) {
+            table.push((pid, stat.ppid, stat.own_ticks, stat.reaped_ticks));
         }
     }
     if !table.iter().any(|(pid, ..)| *pid == root) {
