@@ -556,11 +556,7 @@ async fn run(command: Command) -> Result<()> {
             }
         }
         Command::Summary { files } => {
-            let mut log = String::new();
-            for file in files {
-                log.push_str(&std::fs::read_to_string(&file)?);
-                log.push('\n');
-            }
+            let log = read_logs(&files)?;
             print!("{}", summary::markdown(&summary::parse_results(&log)));
         }
         Command::ClusterBars {
@@ -572,11 +568,7 @@ async fn run(command: Command) -> Result<()> {
             min_ratio,
             files,
         } => {
-            let mut log = String::new();
-            for file in files {
-                log.push_str(&std::fs::read_to_string(&file)?);
-                log.push('\n');
-            }
+            let log = read_logs(&files)?;
             let bars = summary::ClusterBars {
                 sqlite,
                 one,
@@ -589,6 +581,16 @@ async fn run(command: Command) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The result logs in `files`, one after another.
+fn read_logs(files: &[std::path::PathBuf]) -> std::io::Result<String> {
+    let mut log = String::new();
+    for file in files {
+        log.push_str(&std::fs::read_to_string(file)?);
+        log.push('\n');
+    }
+    Ok(log)
 }
 
 /// A pause between targets, so that one's closing sockets do not weigh on the next.
