@@ -36,6 +36,13 @@ impl MemoryHub {
         }
     }
 
+    /// Delivers a frame to this process's subscribers of each of `users`' streams.
+    pub fn deliver_to_users(&self, users: &[UserId], frame: &Frame) {
+        for user in users {
+            self.deliver(&Topic::User(user.clone()), frame.clone());
+        }
+    }
+
     /// Delivers a frame to this process's subscribers of `topic`; whether any listened.
     pub fn deliver(&self, topic: &Topic, frame: Frame) -> bool {
         if let (Topic::User(user), Some(about)) = (topic, frame.about) {
@@ -118,9 +125,7 @@ impl Hub for MemoryHub {
     }
 
     async fn publish_to_users(&self, users: &[UserId], frame: Frame) -> Result<(), HubError> {
-        for user in users {
-            self.deliver(&Topic::User(user.clone()), frame.clone());
-        }
+        self.deliver_to_users(users, &frame);
         Ok(())
     }
 

@@ -536,11 +536,12 @@ async fn relay_loop(
                 // Counted once opened: this node's own envelopes come back too, and are skipped.
                 if let Some((frame, users)) = inner.open_for_users(message.get_payload_bytes()) {
                     inner.relayed.fetch_add(1, Ordering::Relaxed);
-                    for user in users.split('\t').filter(|u| !u.is_empty()) {
-                        inner
-                            .local
-                            .deliver(&Topic::User(UserId(user.to_string())), frame.clone());
-                    }
+                    let users: Vec<UserId> = users
+                        .split('\t')
+                        .filter(|u| !u.is_empty())
+                        .map(|u| UserId(u.to_string()))
+                        .collect();
+                    inner.local.deliver_to_users(&users, &frame);
                 }
                 continue;
             }
@@ -682,11 +683,7 @@ impl Hub for RedisHub {
     async fn publish_to_users(&self, users: &[UserId], frame: Frame) -> Result<(), HubError> {
         let inner = &self.inner;
         let envelope = inner.envelope_for_users(&frame, users);
-        for user in users {
-            inner
-                .local
-                .deliver(&Topic::User(user.clone()), frame.clone());
-        }
+        inner.local.deliver_to_users(users, &frame);
         if inner
             .outbox
             .try_send((inner.activity_channel(), envelope))
