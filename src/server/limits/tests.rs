@@ -34,13 +34,20 @@ fn quota(per_second: u32, burst: u32) -> Quota {
         .allow_burst(NonZeroU32::new(burst).unwrap())
 }
 
-#[tokio::test]
-async fn two_nodes_share_one_budget() {
+/// One limit of one unit an hour, in bursts of `burst`, as two nodes of one cluster see it.
+async fn hourly_on_two_nodes(burst: u32) -> (Arc<dyn RateLimiter>, Arc<dyn RateLimiter>) {
     let (a, b, _) = two_nodes(Duration::from_secs(10)).await;
     let hourly =
-        Quota::per_hour(NonZeroU32::new(1).unwrap()).allow_burst(NonZeroU32::new(5).unwrap());
-    let on_a = Backing::Redis(a).limiter("writes", hourly);
-    let on_b = Backing::Redis(b).limiter("writes", hourly);
+        Quota::per_hour(NonZeroU32::new(1).unwrap()).allow_burst(NonZeroU32::new(burst).unwrap());
+    (
+        Backing::Redis(a).limiter("writes", hourly),
+        Backing::Redis(b).limiter("writes", hourly),
+    )
+}
+
+#[tokio::test]
+async fn two_nodes_share_one_budget() {
+    let (on_a, on_b) = hourly_on_two_nodes(5).await;
     let mut allowed = 0;
     let mut refusals = Vec::new();
     for i in 0..10 {
@@ -70,11 +77,7 @@ async fn two_nodes_share_one_budget() {
 
 #[tokio::test]
 async fn units_a_busy_node_takes_ahead_never_give_the_cluster_more_than_its_budget() {
-    let (a, b, _) = two_nodes(Duration::from_secs(10)).await;
-    let hourly =
-        Quota::per_hour(NonZeroU32::new(1).unwrap()).allow_burst(NonZeroU32::new(40).unwrap());
-    let on_a = Backing::Redis(a).limiter("writes", hourly);
-    let on_b = Backing::Redis(b).limiter("writes", hourly);
+    let (on_a, on_b) = hourly_on_two_nodes(40).await;
     let (mut on_a_allowed, mut on_b_allowed) = (0, 0);
     for _ in 0..30 {
         on_a_allowed += usize::from(on_a.check("ada", 1).await.is_ok());
