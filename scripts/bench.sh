@@ -101,14 +101,18 @@ results=$work/results.log
 : >"$results"
 started_pids=()
 services_dir=
-cleanup() {
+# Signals every process given, then waits for each (all stop at once, not one by one).
+stop_all() {
   local pid
-  for pid in "${started_pids[@]}"; do
+  for pid in "$@"; do
     kill "$pid" 2>/dev/null || true
   done
-  for pid in "${started_pids[@]}"; do
+  for pid in "$@"; do
     wait "$pid" 2>/dev/null || true
   done
+}
+cleanup() {
+  stop_all "${started_pids[@]}"
   if [[ -n $services_dir ]]; then
     scripts/services.sh stop "$services_dir" >/dev/null 2>&1 || true
   fi
@@ -158,8 +162,7 @@ start_flack() { # store database [FLACK_KEY=value...]
 }
 
 stop_flack() {
-  kill "$FLACK_PID" 2>/dev/null || true
-  wait "$FLACK_PID" 2>/dev/null || true
+  stop_all "$FLACK_PID"
   watched_pids=(${REF_PID:+"$REF_PID"})
 }
 
@@ -279,12 +282,7 @@ if want cluster; then
       max-rate "${cluster_args[@]}" "${MAXRATE[@]}"
     step "cluster fanout: C=1000 S=10 R=10 D=10 over $n node(s) on PostgreSQL + Redis" \
       fanout "${cluster_args[@]}" "${BIG[@]}"
-    for pid in "${node_pids[@]}"; do
-      kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${node_pids[@]}"; do
-      wait "$pid" 2>/dev/null || true
-    done
+    stop_all "${node_pids[@]}"
   done
   watched_pids=()
   scripts/services.sh stop "$services_dir" >/dev/null 2>&1 || true
