@@ -135,9 +135,9 @@ impl AccessCache {
     /// A cache of at most `conversations` conversations and `memberships` memberships (0:
     /// none). Only "is a member" is kept: a join on another node counts here at once. A
     /// leave committed on another node may reach this cache a moment late, so the post
-    /// also asks the store to check membership as it commits ([`NewMessage::member_of`]).
+    /// also asks the store to check membership as it commits ([`Admission::MemberOf`]).
     ///
-    /// [`NewMessage::member_of`]: crate::server::store::NewMessage::member_of
+    /// [`Admission::MemberOf`]: crate::server::store::Admission::MemberOf
     pub fn new(conversations: usize, memberships: usize) -> Self {
         let size = |n: usize| NonZeroUsize::new(n.max(1)).expect("at least one");
         AccessCache {
@@ -298,7 +298,7 @@ mod tests {
     use super::*;
     use crate::protocol::Author;
     use crate::server::store::{
-        CacheLimits, Conversations, Messages, NewMessage, SqliteStore, Users,
+        Admission, CacheLimits, Conversations, Messages, NewMessage, SqliteStore, Users,
     };
 
     async fn setup() -> (SqliteStore, Vec<UserId>) {
@@ -434,7 +434,7 @@ mod tests {
             client_id: None,
             mentions: vec![],
             mentions_all: false,
-            member_of: None,
+            admission: Admission::Unchecked,
         };
         let open = store.append(post(public.id)).await.unwrap().message;
         let hidden = store.append(post(dm.id)).await.unwrap().message;

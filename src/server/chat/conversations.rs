@@ -13,6 +13,7 @@ use crate::protocol::{
 use crate::server::access::{self, Readable};
 use crate::server::hub::Frame;
 use crate::server::store::{MemberChange, Store};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -27,11 +28,57 @@ async fn membership_published(
     user: &UserId,
     joined: bool,
 ) -> Vec<Publish> {
+    if joined {
+        return joins_published(store, &[(change.clone(), user.clone())]).await;
+    }
     let members = store
         .members(change.conversation, MEMBERS_SHOWN)
         .await
         .unwrap_or_default();
-    let mut out = vec![Publish::members(
+    let left = ServerEvent::Left {
+        conversation: change.conversation,
+    };
+    vec![
+        members_changed(change, user, members),
+        Publish::to_user(user, Frame::new(None, &left)),
+    ]
+}
+
+/// What joins tell (see [`membership_published`]), in the order given: the member lists are
+/// read once per conversation, after all of them (so each list already has every newcomer),
+/// and the newcomers' summaries side by side.
+pub(super) async fn joins_published(
+    store: &dyn Store,
+    joins: &[(MemberChange, UserId)],
+) -> Vec<Publish> {
+    let mut lists: HashMap<ConversationId, Vec<Author>> = HashMap::new();
+    for (change, _) in joins {
+        if let std::collections::hash_map::Entry::Vacant(list) = lists.entry(change.conversation) {
+            let members = store.members(change.conversation, MEMBERS_SHOWN).await;
+            list.insert(members.unwrap_or_default());
+        }
+    }
+    let summaries = futures_util::future::join_all(
+        joins
+            .iter()
+            .map(|(change, user)| store.summary(change.conversation, user)),
+    )
+    .await;
+    let mut out = Vec::with_capacity(joins.len() * 2);
+    for ((change, user), summary) in joins.iter().zip(summaries) {
+        let members = lists.get(&change.conversation).cloned().unwrap_or_default();
+        out.push(members_changed(change, user, members));
+        if let Ok(Some(summary)) = summary {
+            let joined = ServerEvent::Joined { summary };
+            out.push(Publish::to_user(user, Frame::new(None, &joined)));
+        }
+    }
+    out
+}
+
+/// The member list after `user`'s change, for the conversation's open sockets.
+fn members_changed(change: &MemberChange, user: &UserId, members: Vec<Author>) -> Publish {
+    Publish::members(
         change.conversation,
         change.change,
         &ServerEvent::Members {
@@ -40,21 +87,7 @@ async fn membership_published(
             members,
         },
         user,
-    )];
-    let event = if joined {
-        match store.summary(change.conversation, user).await {
-            Ok(Some(summary)) => Some(ServerEvent::Joined { summary }),
-            _ => None,
-        }
-    } else {
-        Some(ServerEvent::Left {
-            conversation: change.conversation,
-        })
-    };
-    if let Some(event) = event {
-        out.push(Publish::to_user(user, Frame::new(None, &event)));
-    }
-    out
+    )
 }
 
 impl Chat {
@@ -141,7 +174,7 @@ impl Chat {
     }
 
     /// Refuses a user who belongs to as many conversations as allowed.
-    async fn check_membership_room(&self, user: &UserId) -> Result<(), AppError> {
+    pub(super) async fn check_membership_room(&self, user: &UserId) -> Result<(), AppError> {
         let max = self.limits.max_memberships;
         if self.store.membership_count(user).await? >= max {
             return Err(AppError::TooManyConversations { max });
@@ -234,8 +267,8 @@ impl Chat {
         self.join_unchecked(readable.info.id, &author).await
     }
 
-    /// Makes `author` a member of a conversation already checked (posting to a public
-    /// channel, opening a default one).
+    /// Makes `author` a member of a conversation already checked (replying in a public
+    /// channel, opening a default one, an invitation).
     pub(super) async fn join_unchecked(
         &self,
         id: ConversationId,

@@ -424,6 +424,19 @@ async fn pipeline(
                         "slow store: a batch of posts took long"
                     );
                 }
+                // Joins first: in each conversation they took the numbers before the
+                // batch's messages.
+                let joins: Vec<_> = results
+                    .iter()
+                    .flatten()
+                    .filter_map(|a| Some((a.joined.clone()?, a.message.author.id.clone())))
+                    .collect();
+                if !joins.is_empty() {
+                    for p in conversations::joins_published(store.as_ref(), &joins).await {
+                        forget.published(&p.topic, &p.frame);
+                        publish(hub.as_ref(), &p.topic, p.frame).await;
+                    }
+                }
                 for appended in results.iter().flatten().filter(|a| a.fresh) {
                     let conversation = appended.message.conversation;
                     let (changes, activity) = posting::published(appended);

@@ -1,5 +1,6 @@
 //! Posting: messages and replies in threads, with their mentions resolved against the
-//! conversation's members. A post to a public channel one is not in joins it first.
+//! conversation's members. A post to a public channel one is not in joins it first, in the
+//! same commit.
 
 use super::{settle, Answer, Chat, Publish, Write};
 use crate::error::AppError;
@@ -10,7 +11,7 @@ use crate::protocol::{
 };
 use crate::server::access;
 use crate::server::hub::Frame;
-use crate::server::store::{Appended, NewMessage};
+use crate::server::store::{Admission, Appended, NewMessage};
 use tokio::sync::oneshot;
 
 /// Who a body mentions among `members`: ids (longest matching name first, at most
@@ -128,9 +129,13 @@ impl Chat {
         let sendable =
             access::sendable(self.store.as_ref(), &self.access, &user.id, conversation).await?;
         self.spend_write(&user.id).await?;
-        if sendable.joins_on_post {
-            self.join_unchecked(sendable.info.id, &author).await?;
-        }
+        // Joining stores with the post (one commit), numbered just before it.
+        let admission = if sendable.joins_on_post {
+            self.check_membership_room(&user.id).await?;
+            Admission::Joins
+        } else {
+            Admission::MemberOf(sendable.governing)
+        };
         let (mentions, mentions_all) = self.mentions(&body, sendable.governing, &user.id).await?;
         let (reply, answer) = oneshot::channel();
         let message = NewMessage {
@@ -140,7 +145,7 @@ impl Chat {
             client_id,
             mentions,
             mentions_all,
-            member_of: Some(sendable.governing),
+            admission,
         };
         self.enqueue(Write::Post { message, reply }).await?;
         Ok(answer)
@@ -178,7 +183,7 @@ impl Chat {
             client_id: client_id.clone(),
             mentions,
             mentions_all,
-            member_of: None,
+            admission: Admission::Unchecked,
         };
         let parent = parent.clone();
         let appended = self

@@ -812,3 +812,80 @@ async fn leaving_ends_posting_at_once_though_access_is_cached() {
         .count();
     assert_eq!(joined, 1, "joined once, by the first post");
 }
+
+#[tokio::test]
+async fn newcomers_posting_at_once_join_in_their_posts_commits_in_order() {
+    use std::sync::atomic::Ordering;
+    let chat = Arc::new(chat().await);
+    let ada = named(&chat, "Ada").await;
+    let open = chat
+        .create_channel(&ada, "open", false, HERE)
+        .await
+        .unwrap();
+    let start = chat.store().recent(open.id, 1).await.unwrap().last_change;
+    let mut sub = chat
+        .hub()
+        .subscribe(&Topic::Conversation(open.id))
+        .await
+        .unwrap();
+    let mut newcomers = Vec::new();
+    let mut streams = Vec::new();
+    for i in 0..8 {
+        let user = named(&chat, &format!("New {i}")).await;
+        streams.push(
+            chat.hub()
+                .subscribe(&Topic::User(user.id.clone()))
+                .await
+                .unwrap(),
+        );
+        newcomers.push(user);
+    }
+    let jobs_before = chat.pipeline_stats().jobs.load(Ordering::Relaxed);
+    // Each queues its post before any is stored, so they share batches.
+    let mut answers = Vec::new();
+    for user in &newcomers {
+        let answer = chat
+            .submit_post(user, open.id, &format!("hi from {}", user.id.0), None)
+            .await
+            .unwrap();
+        answers.push(answer);
+    }
+    for answer in answers {
+        let appended = settle(answer).await.unwrap();
+        let joined = appended.joined.expect("a newcomer's post joins");
+        assert!(joined.change < appended.message.change);
+    }
+    assert_eq!(
+        chat.pipeline_stats().jobs.load(Ordering::Relaxed),
+        jobs_before,
+        "no join ran as a write of its own"
+    );
+    let events = drain(&mut sub);
+    let numbers: Vec<u64> = events.iter().filter_map(|(c, _)| *c).collect();
+    assert_eq!(
+        numbers,
+        (start + 1..=start + 16).collect::<Vec<_>>(),
+        "in order"
+    );
+    let last_members = events.iter().rev().find_map(|(_, e)| match e {
+        ServerEvent::Members { members, .. } => Some(members.len()),
+        _ => None,
+    });
+    assert_eq!(last_members, Some(9));
+    for (user, stream) in newcomers.iter().zip(&mut streams) {
+        let joined: Vec<ConversationId> = drain(stream)
+            .into_iter()
+            .filter_map(|(_, e)| match e {
+                ServerEvent::Joined { summary } => Some(summary.conversation.id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(joined, [open.id], "{} heard of their join once", user.id.0);
+        assert!(chat
+            .store()
+            .membership(open.id, &user.id)
+            .await
+            .unwrap()
+            .is_some());
+    }
+}

@@ -1,7 +1,7 @@
 //! The contract every [`Store`] driver must pass: [`run_all`] runs each check, one after the
 //! other, on one store (each uses its own users and conversations, so they share it safely).
 
-use super::{Appended, NewMessage, Store};
+use super::{Admission, Appended, NewMessage, Store};
 use crate::error::AppError;
 use crate::protocol::{
     Author, ConversationId, ConversationKind, UserId, UserInfo, MAX_UNREAD_COUNT,
@@ -29,6 +29,85 @@ pub async fn run_all<S: Store>(store: &S) {
     unread_counts_and_mentions(store).await;
     unknown_ids_are_errors(store).await;
     posts_that_need_a_member_are_checked_as_they_commit(store).await;
+    posts_that_join_store_the_join_first_in_one_commit(store).await;
+}
+
+/// Posts that join a public channel: each newcomer's join takes the number before its
+/// conversation's messages of the batch, once per author; a member joins nothing; the
+/// newcomer has read what came before and the conversation's changes list them.
+async fn posts_that_join_store_the_join_first_in_one_commit(store: &dyn Store) {
+    let (ada, bob, cy) = (
+        user(store, "Ada").await,
+        user(store, "Bob").await,
+        user(store, "Cy").await,
+    );
+    let (first, second) = (
+        channel(store, &ada, ConversationKind::Public).await,
+        channel(store, &ada, ConversationKind::Public).await,
+    );
+    let before = post(store, first, &ada, "before").await.message;
+    let joins = |to, who: &UserInfo, body: &str| NewMessage {
+        admission: Admission::Joins,
+        ..new_message(to, who, body, None)
+    };
+    let batch = store
+        .append_batch(vec![
+            joins(first, &bob, "bob 1"),
+            joins(second, &cy, "cy"),
+            joins(first, &bob, "bob 2"),
+            joins(first, &ada, "ada, a member"),
+            joins(first, &cy, "cy here too"),
+        ])
+        .await;
+    let batch: Vec<Appended> = batch.into_iter().map(Result::unwrap).collect();
+    let numbers: Vec<(u64, Option<u64>)> = batch
+        .iter()
+        .map(|a| (a.message.change, a.joined.as_ref().map(|j| j.change)))
+        .collect();
+    let c = before.change;
+    assert_eq!(
+        numbers,
+        [
+            (c + 3, Some(c + 1)),
+            (3, Some(2)),
+            (c + 4, None),
+            (c + 5, None),
+            (c + 6, Some(c + 2)),
+        ],
+        "joins first in each conversation, once per author"
+    );
+    assert!(batch.iter().all(|a| a.fresh));
+    let mut names: Vec<String> = store
+        .members(first, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["Ada", "Bob", "Cy"]);
+    let bob_there = store.membership(first, &bob.id).await.unwrap().unwrap();
+    assert_eq!(bob_there.read_seq, before.seq, "read up to the join");
+    let summary = store.summary(first, &bob.id).await.unwrap().unwrap();
+    assert_eq!(summary.unread, 2, "Cy's and Ada's since, not Bob's own");
+    let seen = store
+        .changes(first, before.change, 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.last_change, c + 6);
+    assert_eq!(seen.messages.len(), 4);
+    assert_eq!(seen.members.map(|m| m.len()), Some(3));
+    // Joining again is nothing new; a re-sent post joins nobody.
+    let again = store
+        .append(NewMessage {
+            client_id: Some("again".into()),
+            ..joins(first, &bob, "bob 3")
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.joined, None);
+    assert_eq!(again.message.change, c + 7);
 }
 
 /// A post that needs its author to be a member is refused, alone in its batch, once the
@@ -45,7 +124,7 @@ async fn posts_that_need_a_member_are_checked_as_they_commit(store: &dyn Store) 
         .unwrap();
     store.join(club.id, &author(&bob)).await.unwrap();
     let needs = |who: &UserInfo, body: &str| NewMessage {
-        member_of: Some(club.id),
+        admission: Admission::MemberOf(club.id),
         ..new_message(club.id, who, body, None)
     };
     let first = store.append_batch(vec![needs(&bob, "in")]).await;
@@ -106,7 +185,7 @@ fn new_message(
         client_id: client_id.map(str::to_string),
         mentions: Vec::new(),
         mentions_all: false,
-        member_of: None,
+        admission: Admission::Unchecked,
     }
 }
 

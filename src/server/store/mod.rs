@@ -8,6 +8,7 @@
 //! Drivers keep the database's own constraints (uniqueness, numbering, existence); who may do
 //! what is decided before they are called, in [`crate::server::access`].
 
+mod batch;
 #[cfg(test)]
 pub mod contract;
 mod postgres;
@@ -34,6 +35,9 @@ pub struct Appended {
     pub fresh: bool,
     /// For a reply: its parent as the reply left it (reply count, last reply time).
     pub parent: Option<Message>,
+    /// The author's join of the conversation, stored with the message (see
+    /// [`Admission::Joins`]); its number comes before the message's.
+    pub joined: Option<MemberChange>,
 }
 
 /// A message about to be stored; the store assigns id, sequence number and time.
@@ -51,10 +55,24 @@ pub struct NewMessage {
     pub mentions: Vec<UserId>,
     /// Whether it mentions everyone.
     pub mentions_all: bool,
+    /// What it needs of its author's membership when its batch commits.
+    pub admission: Admission,
+}
+
+/// What a new message needs of its author's membership, checked in the transaction that
+/// stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Nothing (the caller checked, or needs no member).
+    Unchecked,
     /// Stored only if the author is a member of this conversation (the one that decides
-    /// access) when the batch commits: a leave committed meanwhile, on any node, refuses it
-    /// (as [`AppError::NoSuchConversation`]).
-    pub member_of: Option<ConversationId>,
+    /// access): a leave committed meanwhile, on any node, refuses it (as
+    /// [`AppError::NoSuchConversation`]).
+    MemberOf(ConversationId),
+    /// The author joins the message's conversation (a public channel) first, in the same
+    /// transaction, unless a member already: one commit for both, and the join's change
+    /// number comes just before the batch's messages ([`Appended::joined`]).
+    Joins,
 }
 
 /// A conversation's recent messages.

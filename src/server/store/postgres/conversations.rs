@@ -6,6 +6,7 @@ use crate::protocol::{
     channel_key, Author, ConversationId, ConversationInfo, ConversationKind, ConversationSummary,
     UserId, MAX_UNREAD_COUNT,
 };
+use crate::server::store::batch::Join;
 use crate::server::store::sqlite::conversations::direct_key;
 use crate::server::store::sqlite::{limit_of, to_i64, to_u64};
 use crate::server::store::{Conversations, MemberChange, Membership};
@@ -125,26 +126,56 @@ impl PostgresStore {
         if active == Some(true) {
             return Ok(None); // rolled back: the number is not spent
         }
-        // A new member has read everything before they came.
-        sqlx::query(
-            "INSERT INTO members (conversation_id, user_id, user_name, change, read_seq, joined_at)
-             VALUES ($1, $2, $3, $4,
-                COALESCE((SELECT MAX(seq) FROM messages WHERE conversation_id = $1), 0), $5)
-             ON CONFLICT (conversation_id, user_id) DO UPDATE SET active = TRUE,
-                change = excluded.change, read_seq = excluded.read_seq,
-                user_name = excluded.user_name, joined_at = excluded.joined_at",
-        )
-        .bind(to_i64(id.0))
-        .bind(&user.id.0)
-        .bind(&user.name)
-        .bind(to_i64(change))
-        .bind(now())
-        .execute(&mut **tx)
-        .await?;
+        let join = Join::numbered(id, user, change);
+        Self::insert_members(tx, std::slice::from_ref(&join), now()).await?;
         Ok(Some(MemberChange {
             conversation: id,
             change,
         }))
+    }
+
+    /// Makes members inside `tx` (their conversations locked and numbered): each has read
+    /// everything stored before they came. One statement for all of them.
+    pub(super) async fn insert_members(
+        tx: &mut Transaction<'_, Postgres>,
+        joins: &[Join<'_>],
+        at: DateTime<Utc>,
+    ) -> Result<(), Fail> {
+        if joins.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO members (conversation_id, user_id, user_name, change, read_seq, joined_at)
+             SELECT v.c, v.u, v.n, v.change,
+                COALESCE((SELECT MAX(seq) FROM messages WHERE conversation_id = v.c), 0), $5
+             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[]) AS v (c, u, n, change)
+             ON CONFLICT (conversation_id, user_id) DO UPDATE SET active = TRUE,
+                change = excluded.change, read_seq = excluded.read_seq,
+                user_name = excluded.user_name, joined_at = excluded.joined_at",
+        )
+        .bind(
+            joins
+                .iter()
+                .map(|j| to_i64(j.conversation.0))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            joins
+                .iter()
+                .map(|j| j.author.id.0.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            joins
+                .iter()
+                .map(|j| j.author.name.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(joins.iter().map(|j| to_i64(j.change)).collect::<Vec<_>>())
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
     }
 
     /// Leaves inside `tx`, the conversation's row locked first as for a join.

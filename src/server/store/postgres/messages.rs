@@ -14,12 +14,13 @@ use crate::protocol::{
     ConversationId, ConversationInfo, ConversationKind, Message, MessageId, UserId,
     MAX_REACTIONS_PER_MESSAGE, MEMBERS_SHOWN,
 };
+use crate::server::store::batch::{self, Batch, MemberKey};
 use crate::server::store::sqlite::messages::{mentions_json, summarize};
 use crate::server::store::sqlite::{limit_of, new_message_id, to_i64, to_u64};
 use crate::server::store::{Appended, Changes, Conversations, Messages, NewMessage, Window};
 use async_trait::async_trait;
 use sqlx::{Postgres, Row, Transaction};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 
 impl PostgresStore {
     /// Begins a write transaction on messages. Its statements are key look-ups and array
@@ -216,23 +217,13 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// Refuses the new messages whose author is not (any more) a member of the conversation
-    /// they must be a member of: one query for the whole batch.
-    async fn refuse_non_members(
+    /// Which of these memberships are active, read inside `tx`: one query for the batch.
+    async fn active_members(
         tx: &mut Transaction<'_, Postgres>,
-        slots: &mut [Slot<'_>],
-    ) -> Result<(), Fail> {
-        let asked: Vec<(i64, String)> = slots
-            .iter()
-            .filter_map(|slot| match slot {
-                Slot::New(new) => new
-                    .member_of
-                    .map(|g| (to_i64(g.0), new.author.id.0.clone())),
-                _ => None,
-            })
-            .collect();
+        asked: &[MemberKey],
+    ) -> Result<HashSet<MemberKey>, Fail> {
         if asked.is_empty() {
-            return Ok(());
+            return Ok(HashSet::new());
         }
         let rows: Vec<(i64, String)> = sqlx::query_as(
             // A key probe per post, as in `sent_before`: never a join over all members.
@@ -240,124 +231,38 @@ impl PostgresStore {
              CROSS JOIN LATERAL (SELECT conversation_id, user_id FROM members
                 WHERE conversation_id = q.c AND user_id = q.u AND active LIMIT 1) m",
         )
-        .bind(asked.iter().map(|(c, _)| *c).collect::<Vec<_>>())
-        .bind(asked.iter().map(|(_, u)| u.clone()).collect::<Vec<_>>())
+        .bind(asked.iter().map(|(c, _)| to_i64(c.0)).collect::<Vec<_>>())
+        .bind(asked.iter().map(|(_, u)| u.0.as_str()).collect::<Vec<_>>())
         .fetch_all(&mut **tx)
         .await?;
-        let members: std::collections::HashSet<(i64, String)> = rows.into_iter().collect();
-        for slot in slots.iter_mut() {
-            let Slot::New(new) = slot else { continue };
-            let Some(governing) = new.member_of else {
-                continue;
-            };
-            if !members.contains(&(to_i64(governing.0), new.author.id.0.clone())) {
-                *slot = Slot::Done(Box::new(Err(AppError::NoSuchConversation)));
-            }
-        }
-        Ok(())
+        Ok(rows
+            .into_iter()
+            .map(|(c, u)| (ConversationId(to_u64(c)), UserId(u)))
+            .collect())
     }
 
-    /// Stores a batch inside `tx`: looks up the client ids sent before, numbers the new
-    /// messages per conversation (locking the conversations in ascending id order) and
-    /// inserts them all.
+    /// Stores a batch inside `tx` (prepared by [`Batch`]): looks up the client ids sent
+    /// before and the memberships it depends on, numbers its joins and messages per
+    /// conversation (locking the conversations in ascending id order) and inserts them all.
     async fn write_batch(
         tx: &mut Transaction<'_, Postgres>,
         batch: &[NewMessage],
     ) -> Result<Vec<Result<Appended, AppError>>, Fail> {
-        let pairs: Vec<(&str, &str)> = batch
-            .iter()
-            .filter_map(|new| {
-                new.client_id
-                    .as_deref()
-                    .map(|id| (new.author.id.0.as_str(), id))
-            })
-            .collect();
-        let mut stored = Self::sent_before(tx, &pairs).await?;
-
-        // What is really new, in order; the rest is answered already.
-        let mut slots: Vec<Slot> = Vec::with_capacity(batch.len());
-        let mut first_of: HashMap<(String, String), usize> = HashMap::new();
-        for new in batch {
-            if let Some(client_id) = &new.client_id {
-                let key = (new.author.id.0.clone(), client_id.clone());
-                if let Some(&earlier) = first_of.get(&key) {
-                    slots.push(Slot::SameAs(earlier));
-                    continue;
-                }
-                first_of.insert(key.clone(), slots.len());
-                if let Some(message) = stored.remove(&key) {
-                    slots.push(Slot::Done(Box::new(Ok(Appended {
-                        message,
-                        fresh: false,
-                        parent: None,
-                    }))));
-                    continue;
-                }
-            }
-            slots.push(Slot::New(new));
-        }
-        Self::refuse_non_members(tx, &mut slots).await?;
-        // Ascending ids: two batches locking the same conversations lock them in one order.
-        let mut counts: BTreeMap<ConversationId, u64> = BTreeMap::new();
-        for slot in &slots {
-            if let Slot::New(new) = slot {
-                *counts.entry(new.conversation).or_default() += 1;
-            }
-        }
+        let stored = Self::sent_before(tx, &batch::client_ids(batch)).await?;
+        let mut prepared = Batch::new(batch, stored);
+        let members = Self::active_members(tx, &prepared.memberships_asked()).await?;
+        prepared.admit(members);
         let mut next: HashMap<ConversationId, u64> = HashMap::new();
-        for (&conversation, &count) in &counts {
+        for (conversation, count) in prepared.counts() {
             // A conversation that does not exist fails its own messages only.
             if let Some(last) = Self::take_changes(tx, conversation, count).await? {
                 next.insert(conversation, last + 1 - count);
             }
         }
-        let now = now();
-        let mut rows: Vec<Message> = Vec::new();
-        let mut results: Vec<Result<Appended, AppError>> = Vec::with_capacity(slots.len());
-        for slot in slots {
-            let result = match slot {
-                Slot::Done(result) => *result,
-                Slot::SameAs(earlier) => match &results[earlier] {
-                    Ok(first) => Ok(Appended {
-                        message: first.message.clone(),
-                        fresh: false,
-                        parent: None,
-                    }),
-                    Err(e) => Err(e.clone()),
-                },
-                Slot::New(new) => match next.get_mut(&new.conversation) {
-                    None => Err(AppError::NoSuchConversation),
-                    Some(seq) => {
-                        let message = Message {
-                            id: MessageId(new_message_id()),
-                            conversation: new.conversation,
-                            seq: *seq,
-                            change: *seq,
-                            author: new.author.clone(),
-                            body: new.body.clone(),
-                            sent_at: now,
-                            edited_at: None,
-                            deleted: false,
-                            reactions: Vec::new(),
-                            thread: None,
-                            mentions: new.mentions.clone(),
-                            mentions_all: new.mentions_all,
-                            client_id: new.client_id.clone(),
-                        };
-                        *seq += 1;
-                        rows.push(message.clone());
-                        Ok(Appended {
-                            message,
-                            fresh: true,
-                            parent: None,
-                        })
-                    }
-                },
-            };
-            results.push(result);
-        }
-        Self::insert_messages(tx, &rows).await?;
-        Ok(results)
+        let numbered = prepared.number(next, now());
+        Self::insert_members(tx, &numbered.joins, now()).await?;
+        Self::insert_messages(tx, &numbered.rows).await?;
+        Ok(numbered.results)
     }
 
     /// One attempt at [`Messages::append_batch`]: one transaction.
@@ -385,6 +290,7 @@ impl PostgresStore {
                     message,
                     fresh: false,
                     parent: None,
+                    joined: None,
                 });
             }
         }
@@ -451,6 +357,7 @@ impl PostgresStore {
             message,
             fresh: true,
             parent: Some(parent_message),
+            joined: None,
         })
     }
 
@@ -590,16 +497,6 @@ impl PostgresStore {
 fn sent_meanwhile(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db)
         if db.code().as_deref() == Some("23505") && db.constraint() == Some("messages_sent_once"))
-}
-
-/// Where one message of a batch stands while the batch is prepared.
-enum Slot<'a> {
-    /// Answered already (its client id was stored before).
-    Done(Box<Result<Appended, AppError>>),
-    /// The same client id as an earlier message of this batch.
-    SameAs(usize),
-    /// To number and store.
-    New(&'a NewMessage),
 }
 
 /// Runs a write transaction again while it loses races it may win next time (at most

@@ -326,7 +326,7 @@ fn message_from_row(row: &PgRow) -> Result<Message, AppError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::store::{contract, Conversations, Messages, NewMessage, Users};
+    use crate::server::store::{contract, Admission, Conversations, Messages, NewMessage, Users};
     use crate::server::testing::Services;
     use std::time::Instant;
 
@@ -350,7 +350,7 @@ mod tests {
             client_id: client_id.map(str::to_string),
             mentions: vec![],
             mentions_all: false,
-            member_of: None,
+            admission: Admission::Unchecked,
         }
     }
 

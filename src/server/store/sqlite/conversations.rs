@@ -6,9 +6,10 @@ use crate::protocol::{
     channel_key, Author, ConversationId, ConversationInfo, ConversationKind, ConversationSummary,
     UserId, MAX_UNREAD_COUNT,
 };
+use crate::server::store::batch::Join;
 use crate::server::store::{Conversations, MemberChange, Membership};
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sqlx::{Row, Sqlite, Transaction};
 
 /// The key a direct conversation of these people is found by: their sorted ids.
@@ -94,6 +95,35 @@ impl SqliteStore {
             });
         }
         Ok(out)
+    }
+
+    /// Makes members inside `tx` (their conversations numbered): each has read everything
+    /// stored before they came.
+    pub(super) async fn insert_members(
+        tx: &mut Transaction<'_, Sqlite>,
+        joins: &[Join<'_>],
+        at: DateTime<Utc>,
+    ) -> Result<(), AppError> {
+        for join in joins {
+            sqlx::query(
+                "INSERT INTO members (conversation_id, user_id, user_name, change, read_seq,
+                    joined_at)
+                 VALUES (?1, ?2, ?3, ?4,
+                    COALESCE((SELECT MAX(seq) FROM messages WHERE conversation_id = ?1), 0), ?5)
+                 ON CONFLICT (conversation_id, user_id) DO UPDATE SET active = 1,
+                    change = excluded.change, read_seq = excluded.read_seq,
+                    user_name = excluded.user_name, joined_at = excluded.joined_at",
+            )
+            .bind(to_i64(join.conversation.0))
+            .bind(&join.author.id.0)
+            .bind(&join.author.name)
+            .bind(to_i64(join.change))
+            .bind(at)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        }
+        Ok(())
     }
 }
 
@@ -297,23 +327,8 @@ impl Conversations for SqliteStore {
         let change = Self::take_changes(&mut tx, id, 1)
             .await?
             .ok_or(AppError::NoSuchConversation)?;
-        // A new member has read everything before they came.
-        sqlx::query(
-            "INSERT INTO members (conversation_id, user_id, user_name, change, read_seq, joined_at)
-             VALUES (?1, ?2, ?3, ?4,
-                COALESCE((SELECT MAX(seq) FROM messages WHERE conversation_id = ?1), 0), ?5)
-             ON CONFLICT (conversation_id, user_id) DO UPDATE SET active = 1,
-                change = excluded.change, read_seq = excluded.read_seq,
-                user_name = excluded.user_name, joined_at = excluded.joined_at",
-        )
-        .bind(to_i64(id.0))
-        .bind(&user.id.0)
-        .bind(&user.name)
-        .bind(to_i64(change))
-        .bind(Utc::now())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
+        let join = Join::numbered(id, user, change);
+        Self::insert_members(&mut tx, std::slice::from_ref(&join), Utc::now()).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(Some(MemberChange {
             conversation: id,

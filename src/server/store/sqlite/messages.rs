@@ -10,11 +10,12 @@ use crate::protocol::{
     Author, ConversationId, ConversationInfo, ConversationKind, Message, MessageId, Reaction,
     UserId, MAX_REACTIONS_PER_MESSAGE, MAX_REACTORS_SHOWN, MEMBERS_SHOWN,
 };
+use crate::server::store::batch::{self, Batch, MemberKey};
 use crate::server::store::{Appended, Changes, Conversations, Messages, NewMessage, Window};
 use async_trait::async_trait;
 use chrono::Utc;
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 impl SqliteStore {
     /// A conversation's latest change number, read on a reader connection.
@@ -136,152 +137,61 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Refuses the new messages whose author is not (any more) a member of the conversation
-    /// they must be a member of.
-    async fn refuse_non_members(
+    /// Which of these memberships are active, read inside `tx`: one query per chunk, as
+    /// `sent_before` (an index probe per pair).
+    async fn active_members(
         tx: &mut Transaction<'_, Sqlite>,
-        slots: &mut [Slot],
-    ) -> Result<(), AppError> {
-        let mut known: HashMap<(ConversationId, String), bool> = HashMap::new();
-        for slot in slots.iter_mut() {
-            let Slot::New(new) = slot else { continue };
-            let Some(governing) = new.member_of else {
-                continue;
-            };
-            let key = (governing, new.author.id.0.clone());
-            let member = match known.get(&key) {
-                Some(member) => *member,
-                None => {
-                    let found: Option<i64> = sqlx::query_scalar(
-                        "SELECT 1 FROM members WHERE conversation_id = ? AND user_id = ? AND active = 1",
-                    )
-                    .bind(to_i64(governing.0))
-                    .bind(&new.author.id.0)
-                    .fetch_all(&mut **tx)
-                    .await
-                    .map(first)
-                    .map_err(db_error)?;
-                    known.insert(key, found.is_some());
-                    found.is_some()
-                }
-            };
-            if !member {
-                *slot = Slot::Done(Box::new(Err(AppError::NoSuchConversation)));
-            }
+        asked: &[MemberKey],
+    ) -> Result<HashSet<MemberKey>, AppError> {
+        let mut found = HashSet::new();
+        for chunk in asked.chunks(CHUNK_ROWS) {
+            let mut query =
+                QueryBuilder::<Sqlite>::new("SELECT m.conversation_id, m.user_id FROM (");
+            query.push_values(chunk, |mut row, (conversation, user)| {
+                row.push_bind(to_i64(conversation.0))
+                    .push_bind(user.0.as_str());
+            });
+            query.push(
+                ") v JOIN members m ON m.conversation_id = v.column1 AND m.user_id = v.column2
+                 AND m.active = 1",
+            );
+            let rows: Vec<(i64, String)> = query
+                .build_query_as()
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(db_error)?;
+            found.extend(
+                rows.into_iter()
+                    .map(|(c, u)| (ConversationId(to_u64(c)), UserId(u))),
+            );
         }
-        Ok(())
+        Ok(found)
     }
 
-    /// Stores a batch inside `tx`: looks up the client ids sent before, numbers the new
-    /// messages per conversation and inserts them all.
+    /// Stores a batch inside `tx` (prepared by [`Batch`]): looks up the client ids sent
+    /// before and the memberships it depends on, numbers its joins and messages per
+    /// conversation and inserts them all.
     async fn write_batch(
         tx: &mut Transaction<'_, Sqlite>,
-        batch: Vec<NewMessage>,
+        batch: &[NewMessage],
     ) -> Result<Vec<Result<Appended, AppError>>, AppError> {
-        let pairs: Vec<(&str, &str)> = batch
-            .iter()
-            .filter_map(|new| {
-                new.client_id
-                    .as_deref()
-                    .map(|id| (new.author.id.0.as_str(), id))
-            })
-            .collect();
-        let mut stored = Self::sent_before(tx, &pairs).await?;
-
-        // What is really new, in order; the rest is answered already.
-        let mut slots: Vec<Slot> = Vec::with_capacity(batch.len());
-        let mut first_of: HashMap<(String, String), usize> = HashMap::new();
-        for new in batch {
-            if let Some(client_id) = &new.client_id {
-                let key = (new.author.id.0.clone(), client_id.clone());
-                if let Some(&earlier) = first_of.get(&key) {
-                    slots.push(Slot::SameAs(earlier));
-                    continue;
-                }
-                first_of.insert(key.clone(), slots.len());
-                if let Some(message) = stored.remove(&key) {
-                    slots.push(Slot::Done(Box::new(Ok(Appended {
-                        message,
-                        fresh: false,
-                        parent: None,
-                    }))));
-                    continue;
-                }
-            }
-            slots.push(Slot::New(new));
-        }
-        Self::refuse_non_members(tx, &mut slots).await?;
-        let mut counts: HashMap<ConversationId, u64> = HashMap::new();
-        for slot in &slots {
-            if let Slot::New(new) = slot {
-                *counts.entry(new.conversation).or_default() += 1;
-            }
-        }
+        let stored = Self::sent_before(tx, &batch::client_ids(batch)).await?;
+        let mut prepared = Batch::new(batch, stored);
+        let members = Self::active_members(tx, &prepared.memberships_asked()).await?;
+        prepared.admit(members);
         // Each conversation's first new number, taken in one statement per conversation.
         let mut next: HashMap<ConversationId, u64> = HashMap::new();
-        for (&conversation, &count) in &counts {
+        for (conversation, count) in prepared.counts() {
             if let Some(last) = Self::take_changes(tx, conversation, count).await? {
                 next.insert(conversation, last + 1 - count);
             }
         }
         let now = Utc::now();
-        let mut rows: Vec<Message> = Vec::new();
-        let mut results: Vec<Result<Appended, AppError>> = Vec::with_capacity(slots.len());
-        for slot in slots {
-            let result = match slot {
-                Slot::Done(result) => *result,
-                Slot::SameAs(earlier) => match &results[earlier] {
-                    Ok(first) => Ok(Appended {
-                        message: first.message.clone(),
-                        fresh: false,
-                        parent: None,
-                    }),
-                    Err(e) => Err(e.clone()),
-                },
-                Slot::New(new) => match next.get_mut(&new.conversation) {
-                    None => Err(AppError::NoSuchConversation),
-                    Some(seq) => {
-                        let message = Message {
-                            id: MessageId(new_message_id()),
-                            conversation: new.conversation,
-                            seq: *seq,
-                            change: *seq,
-                            author: new.author,
-                            body: new.body,
-                            sent_at: now,
-                            edited_at: None,
-                            deleted: false,
-                            reactions: Vec::new(),
-                            thread: None,
-                            mentions: new.mentions,
-                            mentions_all: new.mentions_all,
-                            client_id: new.client_id,
-                        };
-                        *seq += 1;
-                        rows.push(message.clone());
-                        Ok(Appended {
-                            message,
-                            fresh: true,
-                            parent: None,
-                        })
-                    }
-                },
-            };
-            results.push(result);
-        }
-        Self::insert_messages(tx, &rows).await?;
-        Ok(results)
+        let numbered = prepared.number(next, now);
+        Self::insert_members(tx, &numbered.joins, now).await?;
+        Self::insert_messages(tx, &numbered.rows).await?;
+        Ok(numbered.results)
     }
-}
-
-/// Where one message of a batch stands while the batch is prepared.
-enum Slot {
-    /// Answered already (its client id was stored before).
-    Done(Box<Result<Appended, AppError>>),
-    /// The same client id as an earlier message of this batch.
-    SameAs(usize),
-    /// To number and store.
-    New(NewMessage),
 }
 
 pub(in crate::server::store) fn mentions_json(mentions: &[UserId]) -> Option<String> {
@@ -325,7 +235,7 @@ impl Messages for SqliteStore {
             Ok(tx) => tx,
             Err(e) => return failed(db_error(e)),
         };
-        let results = match Self::write_batch(&mut tx, batch).await {
+        let results = match Self::write_batch(&mut tx, &batch).await {
             Ok(results) => results,
             Err(e) => return failed(e),
         };
@@ -349,6 +259,7 @@ impl Messages for SqliteStore {
                     message,
                     fresh: false,
                     parent: None,
+                    joined: None,
                 });
             }
         }
@@ -420,6 +331,7 @@ impl Messages for SqliteStore {
             message,
             fresh: true,
             parent: Some(parent_message),
+            joined: None,
         })
     }
 

@@ -283,7 +283,7 @@ fn message_from_row(row: &SqliteRow) -> Result<Message, AppError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::store::{contract, Conversations, Messages, NewMessage, Users};
+    use crate::server::store::{contract, Admission, Conversations, Messages, NewMessage, Users};
 
     async fn on_disk(dir: &Path) -> SqliteStore {
         SqliteStore::open(&dir.join("flack.db"), false, CacheLimits::default())
@@ -339,7 +339,7 @@ mod tests {
                     client_id: Some("c-1".into()),
                     mentions: vec![],
                     mentions_all: false,
-                    member_of: None,
+                    admission: Admission::Unchecked,
                 })
                 .await
                 .unwrap()
@@ -371,7 +371,7 @@ mod tests {
                 client_id: None,
                 mentions: vec![],
                 mentions_all: false,
-                member_of: None,
+                admission: Admission::Unchecked,
             })
             .await
             .unwrap();
