@@ -59,11 +59,14 @@ pub fn MessageList(log: RwSignal<ConversationLog>, label: String) -> impl IntoVi
     // Effects run only once the page has hydrated, so the DOM may change here. One effect
     // setting attributes, rather than reactive attributes and text on every message, keeps
     // the WebAssembly bundle within its budget.
-    Effect::new(move |before: Option<(Option<u64>, usize)>| {
+    // What it keeps: the newest message and pending count it last showed (`None` until it
+    // has shown any: a run before the list is in the page must not count as one).
+    Effect::new(move |before: Option<Option<(Option<u64>, usize)>>| {
+        let before = before.flatten();
         let l = log.read();
         let newest = (l.messages.last().map(|m| m.seq), l.pending.len());
         let Some(el) = list.get() else {
-            return newest;
+            return before;
         };
         let places = places(&l.messages, time::offset_minutes, time::now_ms());
         let mut shown = l.messages.iter().zip(places);
@@ -98,7 +101,7 @@ pub fn MessageList(log: RwSignal<ConversationLog>, label: String) -> impl IntoVi
         if before != Some(newest) && (before.is_none_or(|(_, p)| newest.1 > p) || at_bottom) {
             to_bottom();
         }
-        newest
+        Some(newest)
     });
     // On the server, the same, rendered into each message.
     #[cfg(feature = "ssr")]
