@@ -44,6 +44,10 @@ pub struct Config {
     /// batch to PostgreSQL (0: never waits). Each commit costs PostgreSQL far more than the
     /// rows in it, so a short wait keeps a busy node from spending the database on commits.
     pub postgres_batch_linger_ms: u64,
+    /// Whether each commit to PostgreSQL waits for its WAL flush (survives a crash of
+    /// PostgreSQL or of its machine). `false`: it survives a crash of a Flack node only,
+    /// like `sqlite_full_sync = false`, and no commit waits on the disk.
+    pub postgres_full_sync: bool,
     /// Messages kept in memory per channel (the spec's 100).
     pub history_window: usize,
     /// Messages per second one user may send, sustained.
@@ -153,6 +157,7 @@ impl Default for Config {
             database_url: None,
             postgres_pool_size: 16,
             postgres_batch_linger_ms: 2,
+            postgres_full_sync: true,
             history_window: crate::protocol::HISTORY_WINDOW,
             rate_limit_per_sec: 20,
             rate_limit_burst: 60,
@@ -309,6 +314,13 @@ mod tests {
             let config: Config = Config::figment("/nonexistent/flack.toml").extract()?;
             assert_eq!(config.store_kind(), StoreKind::Postgres);
             assert_eq!(config.postgres_pool_size, 16);
+            assert!(
+                config.postgres_full_sync,
+                "commits wait for the disk unless told"
+            );
+            jail.set_env("FLACK_POSTGRES_FULL_SYNC", "false");
+            let config: Config = Config::figment("/nonexistent/flack.toml").extract()?;
+            assert!(!config.postgres_full_sync);
             // A store chosen otherwise stays chosen.
             jail.set_env("FLACK_STORE", "memory");
             let config: Config = Config::figment("/nonexistent/flack.toml").extract()?;

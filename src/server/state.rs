@@ -66,7 +66,8 @@ impl AppState {
                 Arc::new(
                     PostgresStore::connect(url, config.postgres_pool_size, caches)
                         .await?
-                        .with_batch_linger(linger),
+                        .with_batch_linger(linger)
+                        .with_full_sync(config.postgres_full_sync),
                 )
             }
         };

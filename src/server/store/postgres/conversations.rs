@@ -79,7 +79,7 @@ impl PostgresStore {
         key: &str,
         members: &[Author],
     ) -> Result<Option<(ConversationId, DateTime<Utc>)>, AppError> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.begin().await.map_err(db_error)?;
         let made = Self::insert_conversation(&mut tx, kind, name, key, members)
             .await
             .map_err(db_error)?;
@@ -385,7 +385,7 @@ impl Conversations for PostgresStore {
         id: ConversationId,
         user: &Author,
     ) -> Result<Option<MemberChange>, AppError> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.begin().await.map_err(db_error)?;
         let joined = Self::try_join(&mut tx, id, user)
             .await
             .map_err(Fail::into_app)?;
@@ -400,7 +400,7 @@ impl Conversations for PostgresStore {
         id: ConversationId,
         user: &UserId,
     ) -> Result<Option<MemberChange>, AppError> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.begin().await.map_err(db_error)?;
         let left = Self::try_leave(&mut tx, id, user)
             .await
             .map_err(Fail::into_app)?;

@@ -59,6 +59,8 @@ pub struct PostgresStore {
     users: Mutex<UserCache>,
     /// See [`Store::batch_linger`] (`postgres_batch_linger_ms`).
     linger: Duration,
+    /// Commits wait for PostgreSQL's WAL flush (`postgres_full_sync`).
+    full_sync: bool,
 }
 
 /// Whether the error means the database cannot be reached (rather than refusing a query).
@@ -176,6 +178,7 @@ impl PostgresStore {
             pool,
             users: Mutex::new(UserCache::new(caches.users)),
             linger: Duration::ZERO,
+            full_sync: true,
         })
     }
 
@@ -184,6 +187,26 @@ impl PostgresStore {
     pub fn with_batch_linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
         self
+    }
+
+    /// The same store, its commits waiting for PostgreSQL's WAL flush or (`false`) not:
+    /// then a commit survives a crash of this node, but a crash of PostgreSQL or of its
+    /// machine may lose the last fraction of a second of them (`synchronous_commit = off`
+    /// on Flack's transactions only).
+    pub fn with_full_sync(mut self, full_sync: bool) -> Self {
+        self.full_sync = full_sync;
+        self
+    }
+
+    /// Begins a write transaction, with `postgres_full_sync`'s durability.
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        if self.full_sync {
+            self.pool.begin().await
+        } else {
+            self.pool
+                .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
+                .await
+        }
     }
 
     /// Forgets what this node cached about a user (another node renamed them, say): the next
@@ -371,6 +394,35 @@ mod tests {
     async fn passes_the_contract() {
         let (_, store) = fresh().await;
         contract::run_all(&store).await;
+    }
+
+    /// `postgres_full_sync = false` reaches every kind of write transaction, and only them
+    /// (`SET LOCAL`: a pooled connection goes back as it was); the store keeps its contract.
+    #[tokio::test]
+    async fn without_full_sync_commits_do_not_wait_for_the_disk() {
+        async fn setting(tx: &mut Transaction<'_, Postgres>) -> String {
+            sqlx::query_scalar("SHOW synchronous_commit")
+                .fetch_one(&mut **tx)
+                .await
+                .unwrap()
+        }
+        let (url, durable) = fresh().await;
+        let mut tx = durable.begin_write().await.unwrap();
+        assert_eq!(setting(&mut tx).await, "on");
+        tx.rollback().await.unwrap();
+        let quick = connect(&url).await.with_full_sync(false);
+        let mut tx = quick.begin_write().await.unwrap();
+        assert_eq!(setting(&mut tx).await, "off");
+        tx.commit().await.unwrap();
+        let mut tx = quick.begin().await.unwrap();
+        assert_eq!(setting(&mut tx).await, "off");
+        tx.rollback().await.unwrap();
+        let outside: String = sqlx::query_scalar("SHOW synchronous_commit")
+            .fetch_one(&quick.pool)
+            .await
+            .unwrap();
+        assert_eq!(outside, "on");
+        contract::run_all(&quick).await;
     }
 
     #[tokio::test]

@@ -162,7 +162,7 @@ impl Users for PostgresStore {
     }
 
     async fn revoke_token(&self, id: &UserId, token_hash: &str) -> Result<(), AppError> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.begin().await.map_err(db_error)?;
         sqlx::query(
             "INSERT INTO revoked_tokens (token_hash, revoked_at) VALUES ($1, $2)
              ON CONFLICT DO NOTHING",
