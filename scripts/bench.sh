@@ -270,11 +270,26 @@ if want cluster; then
   psql -q "$pg_url" -c "ALTER SYSTEM SET log_min_duration_statement = 30" \
     -c "SELECT pg_reload_conf()" >/dev/null
   slow_commits() { grep -c "statement: COMMIT" "$services_dir/postgres.log" || true; }
+  # Between searches PostgreSQL finishes what the last one left it (autovacuum of its tables,
+  # dirty buffers), at most 60 s, so that it does not run during the next one's first steps.
+  settle_postgres() {
+    local i busy
+    psql -q "$pg_url" -c "CHECKPOINT" >/dev/null
+    for i in $(seq 1 60); do
+      busy=$(psql -qtA "$pg_url" -c "SELECT count(*) FROM pg_stat_activity
+        WHERE backend_type = 'autovacuum worker' OR (backend_type = 'client backend'
+          AND state = 'active' AND pid != pg_backend_pid())")
+      [[ $busy == 0 ]] && break
+      sleep 1
+    done
+    echo "   (PostgreSQL settled after ${i} s)"
+  }
   # Starts N nodes on a fresh database NAME (extra FLACK_KEY=value settings after it), labelled
   # LABEL in the reports; sets node_pids and cluster_args.
   start_nodes() { # n name label [FLACK_KEY=value...]
     local n=$1 name=$2 label=$3 k port
     shift 3
+    settle_postgres
     psql -q "$pg_url" -c "CREATE DATABASE $name" >/dev/null
     node_pids=()
     local node_urls=()

@@ -242,8 +242,7 @@ impl Chat {
         people: &[Author],
     ) -> Result<Option<ConversationInfo>, AppError> {
         let first = &people[0].id;
-        for summary in self.store.conversations_of(first).await? {
-            let info = summary.conversation;
+        for info in self.store.memberships_of(first).await? {
             if info.kind == ConversationKind::Direct && info.people.len() == people.len() {
                 let all = people
                     .iter()

@@ -64,7 +64,7 @@ impl Chat {
     /// user's conversations, and the people of their direct conversations (sidebar dots).
     async fn announce(&self, user: &UserId, status: Option<PresenceStatus>) {
         let Some(status) = status else { return };
-        let Ok(conversations) = self.store.conversations_of(user).await else {
+        let Ok(conversations) = self.store.memberships_of(user).await else {
             return;
         };
         let frame = Frame::new(
@@ -74,8 +74,7 @@ impl Chat {
                 status,
             },
         );
-        for summary in conversations {
-            let info = summary.conversation;
+        for info in conversations {
             super::publish(
                 self.hub.as_ref(),
                 &Topic::Conversation(info.id),

@@ -676,6 +676,26 @@ async fn membership_and_read_positions(store: &dyn Store) {
     let summary = store.summary(id, &bo.id).await.unwrap().unwrap();
     assert_eq!(summary.unread, 0);
     assert_eq!(store.members(id, 10).await.unwrap().len(), 2);
+    // What presence announcements read: the same conversations as the sidebar, no threads.
+    let parent = post(store, id, &ada, "asks").await.message;
+    let mut reply = new_message(id, &bo, "answers", None);
+    reply.conversation = ConversationId(0);
+    store.reply(&parent.id, reply).await.unwrap();
+    let listed = |list: Vec<ConversationId>| {
+        let mut list = list;
+        list.sort();
+        list
+    };
+    let memberships = store.memberships_of(&bo.id).await.unwrap();
+    let sidebar = store.conversations_of(&bo.id).await.unwrap();
+    assert!(memberships.iter().any(|c| c.id == id));
+    assert!(memberships
+        .iter()
+        .all(|c| c.kind != ConversationKind::Thread));
+    assert_eq!(
+        listed(memberships.iter().map(|c| c.id).collect()),
+        listed(sidebar.iter().map(|s| s.conversation.id).collect())
+    );
     let count = store.membership_count(&bo.id).await.unwrap();
     assert!(store.leave(id, &bo.id).await.unwrap().is_some());
     assert!(store.leave(id, &bo.id).await.unwrap().is_none());
@@ -687,6 +707,12 @@ async fn membership_and_read_positions(store: &dyn Store) {
         .unwrap()
         .iter()
         .any(|s| s.conversation.id == id));
+    assert!(!store
+        .memberships_of(&bo.id)
+        .await
+        .unwrap()
+        .iter()
+        .any(|c| c.id == id));
     // Read positions only move forward, and only for members.
     let m = post(store, id, &ada, "later").await.message;
     assert!(store.mark_read(id, &ada.id, m.seq).await.unwrap());

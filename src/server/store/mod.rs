@@ -222,6 +222,10 @@ pub trait Conversations: Send + Sync {
     /// The conversations the user is a member of (threads excepted), with unread counts,
     /// the most recently active first.
     async fn conversations_of(&self, user: &UserId) -> Result<Vec<ConversationSummary>, AppError>;
+    /// The conversations the user is a member of (threads excepted), without read positions
+    /// or counts: who hears of their presence. Far cheaper than
+    /// [`Conversations::conversations_of`], which counts unread messages in each.
+    async fn memberships_of(&self, user: &UserId) -> Result<Vec<ConversationInfo>, AppError>;
     /// One conversation as [`Conversations::conversations_of`] lists it, for a member.
     async fn summary(
         &self,

@@ -378,6 +378,23 @@ impl Conversations for SqliteStore {
         self.summaries(rows).await
     }
 
+    async fn memberships_of(&self, user: &UserId) -> Result<Vec<ConversationInfo>, AppError> {
+        let sql = format!(
+            "{SELECT_CONVERSATIONS} JOIN members m ON m.conversation_id = c.id
+             WHERE m.user_id = ? AND m.active = 1 AND c.kind != 'thread' ORDER BY c.id"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(&user.0)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            out.push(self.conversation_from_row(row).await?);
+        }
+        Ok(out)
+    }
+
     async fn summary(
         &self,
         id: ConversationId,
