@@ -200,7 +200,7 @@ impl<'a> Batch<'a> {
                 Slot::New(new) => match next.get_mut(&new.conversation) {
                     None => Err(AppError::NoSuchConversation),
                     Some(seq) => {
-                        let message = fresh_message(new, *seq, now);
+                        let message = fresh_message(new, new.conversation, *seq, now);
                         *seq += 1;
                         rows.push(message.clone());
                         Ok(Appended {
@@ -232,11 +232,17 @@ impl<'a> Batch<'a> {
     }
 }
 
-/// A new message as stored with number `seq` at `now`.
-pub(super) fn fresh_message(new: &NewMessage, seq: u64, now: DateTime<Utc>) -> Message {
+/// A new message as stored in `conversation` (its own, or a reply's thread) with number
+/// `seq` at `now`.
+pub(super) fn fresh_message(
+    new: &NewMessage,
+    conversation: ConversationId,
+    seq: u64,
+    now: DateTime<Utc>,
+) -> Message {
     Message {
         id: MessageId(super::sqlite::new_message_id()),
-        conversation: new.conversation,
+        conversation,
         seq,
         change: seq,
         author: new.author.clone(),

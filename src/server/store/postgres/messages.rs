@@ -16,7 +16,7 @@ use crate::protocol::{
 };
 use crate::server::store::batch::{self, Batch, MemberKey};
 use crate::server::store::sqlite::messages::{mentions_json, summarize};
-use crate::server::store::sqlite::{limit_of, new_message_id, to_i64, to_u64};
+use crate::server::store::sqlite::{limit_of, to_i64, to_u64};
 use crate::server::store::{Appended, Changes, Conversations, Messages, NewMessage, Window};
 use async_trait::async_trait;
 use sqlx::{Postgres, Row, Transaction};
@@ -329,22 +329,7 @@ impl PostgresStore {
             .await?
             .ok_or(AppError::NoSuchConversation)?;
         let now = now().max(parent_message.sent_at);
-        let message = Message {
-            id: MessageId(new_message_id()),
-            conversation: thread,
-            seq,
-            change: seq,
-            author: new.author.clone(),
-            body: new.body.clone(),
-            sent_at: now,
-            edited_at: None,
-            deleted: false,
-            reactions: Vec::new(),
-            thread: None,
-            mentions: new.mentions.clone(),
-            mentions_all: new.mentions_all,
-            client_id: new.client_id.clone(),
-        };
+        let message = batch::fresh_message(new, thread, seq, now);
         Self::insert_messages(&mut tx, std::slice::from_ref(&message)).await?;
         sqlx::query(
             "UPDATE messages SET thread_id = $1, reply_count = reply_count + 1,

@@ -2,8 +2,8 @@
 //! taking the next number of its conversation's change sequence inside its transaction.
 
 use super::{
-    db_error, first, limit_of, message_from_row, new_message_id, to_i64, to_u64, SqliteStore,
-    CHUNK_ROWS, SELECT_CONVERSATIONS, SELECT_MESSAGES,
+    db_error, first, limit_of, message_from_row, to_i64, to_u64, SqliteStore, CHUNK_ROWS,
+    SELECT_CONVERSATIONS, SELECT_MESSAGES,
 };
 use crate::error::AppError;
 use crate::protocol::{
@@ -294,22 +294,7 @@ impl Messages for SqliteStore {
             .await?
             .ok_or(AppError::NoSuchConversation)?;
         let now = Utc::now().max(parent_message.sent_at);
-        let message = Message {
-            id: MessageId(new_message_id()),
-            conversation: thread,
-            seq,
-            change: seq,
-            author: new.author,
-            body: new.body,
-            sent_at: now,
-            edited_at: None,
-            deleted: false,
-            reactions: Vec::new(),
-            thread: None,
-            mentions: new.mentions,
-            mentions_all: new.mentions_all,
-            client_id: new.client_id,
-        };
+        let message = batch::fresh_message(&new, thread, seq, now);
         Self::insert_messages(&mut tx, std::slice::from_ref(&message)).await?;
         let change = Self::take_changes(&mut tx, parent_message.conversation, 1)
             .await?
