@@ -20,7 +20,6 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as Frame;
 
 /// Client ids acknowledged, with the sequence number the ack gave.
@@ -28,17 +27,6 @@ type Acks = Arc<Mutex<HashMap<String, u64>>>;
 
 /// Refusals seen, by error code (the database away: "unavailable").
 type Refusals = Arc<Mutex<HashMap<String, usize>>>;
-
-async fn open_socket(addr: SocketAddr, token: &str) -> Option<cluster::Ws> {
-    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.ok()?;
-    match next_within(&mut ws, Duration::from_secs(5)).await {
-        Some(ServerEvent::Hello { .. }) => Some(ws),
-        _ => None,
-    }
-}
 
 /// The next event within `wait`: `Ok(None)` when quiet, `Err` when the socket is gone.
 async fn next_event(ws: &mut cluster::Ws, wait: Duration) -> Result<Option<ServerEvent>, ()> {
@@ -117,7 +105,7 @@ async fn send_all(
         );
         let mut ws = match socket.take() {
             Some(ws) => ws,
-            None => match open_socket(addrs[at % addrs.len()], &token).await {
+            None => match cluster::try_connect(addrs[at % addrs.len()], &token).await {
                 Some(ws) => ws,
                 None => {
                     at += 1;

@@ -50,17 +50,24 @@ pub async fn nodes(config: &Config, count: usize) -> Vec<(SocketAddr, AppState)>
 }
 
 pub async fn connect(addr: SocketAddr, token: &str) -> Ws {
+    try_connect(addr, token)
+        .await
+        .expect("the node accepts the socket and says hello")
+}
+
+/// A socket to the node at `addr` as the holder of `token`, once it said hello; `None` if
+/// the node refused or is gone.
+pub async fn try_connect(addr: SocketAddr, token: &str) -> Option<Ws> {
     let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
     req.headers_mut().insert(
         "authorization",
         HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
     );
-    let (mut ws, _) = connect_async(req).await.unwrap();
-    assert!(matches!(
-        next(&mut ws).await,
-        Some(ServerEvent::Hello { .. })
-    ));
-    ws
+    let (mut ws, _) = connect_async(req).await.ok()?;
+    match next(&mut ws).await {
+        Some(ServerEvent::Hello { .. }) => Some(ws),
+        _ => None,
+    }
 }
 
 pub async fn send(ws: &mut Ws, event: ClientEvent) {

@@ -325,33 +325,45 @@ impl Inner {
         }
         self.listening.store(true, Ordering::Release);
         let refresh = Frame::new(None, &ServerEvent::Refresh);
+        let mut conversations = Vec::new();
         for topic in topics {
-            match &topic {
-                Topic::Conversation(id) => {
-                    let last = self
-                        .delivered
-                        .lock()
-                        .expect("delivered lock")
-                        .get(id)
-                        .and_then(|gate| gate.last);
-                    let (Some(last), Some(relay)) = (last, self.relay.get()) else {
-                        continue;
-                    };
-                    let healed = tokio::time::timeout(HEAL_TIMEOUT, relay.heal(*id, last)).await;
-                    if let Ok(Some(healed)) = healed {
-                        if healed.change > Some(last) {
-                            self.gaps_healed.fetch_add(1, Ordering::Relaxed);
-                            self.deliver(&topic, healed);
-                        }
-                    }
-                }
+            match topic {
+                Topic::Conversation(id) => conversations.push(id),
                 Topic::User(_) => {
                     self.local.deliver(&topic, refresh.clone());
                 }
             }
         }
+        // Each conversation heals on its own: several catch-up reads at once, not one
+        // conversation after another.
+        futures_util::stream::iter(conversations)
+            .for_each_concurrent(RESUME_HEALS, |id| self.heal_after_resume(id))
+            .await;
+    }
+
+    /// Fills in what a followed conversation missed while the bus was away, from the store.
+    async fn heal_after_resume(self: &Arc<Self>, id: ConversationId) {
+        let last = self
+            .delivered
+            .lock()
+            .expect("delivered lock")
+            .get(&id)
+            .and_then(|gate| gate.last);
+        let (Some(last), Some(relay)) = (last, self.relay.get()) else {
+            return;
+        };
+        let healed = tokio::time::timeout(HEAL_TIMEOUT, relay.heal(id, last)).await;
+        if let Ok(Some(healed)) = healed {
+            if healed.change > Some(last) {
+                self.gaps_healed.fetch_add(1, Ordering::Relaxed);
+                self.deliver(&Topic::Conversation(id), healed);
+            }
+        }
     }
 }
+
+/// Conversations healed at once when the bus comes back.
+const RESUME_HEALS: usize = 8;
 
 /// How long a frame past a gap waits for the missing ones to arrive on the bus before the
 /// gap is filled from the store.
