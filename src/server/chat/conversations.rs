@@ -20,17 +20,9 @@ use std::sync::Arc;
 /// People found by name at most ("New message" picker).
 const PEOPLE_FOUND: usize = 20;
 
-/// What a membership change tells: the conversation's open sockets the new member list,
-/// and the user's own stream that they joined (with the summary) or left.
-async fn membership_published(
-    store: &dyn Store,
-    change: &MemberChange,
-    user: &UserId,
-    joined: bool,
-) -> Vec<Publish> {
-    if joined {
-        return joins_published(store, &[(change.clone(), user.clone())]).await;
-    }
+/// What a leave tells: the conversation's open sockets the new member list, and the user's
+/// own stream that they left.
+async fn left_published(store: &dyn Store, change: &MemberChange, user: &UserId) -> Vec<Publish> {
     let members = store
         .members(change.conversation, MEMBERS_SHOWN)
         .await
@@ -44,7 +36,8 @@ async fn membership_published(
     ]
 }
 
-/// What joins tell (see [`membership_published`]), in the order given: the member lists are
+/// What joins tell, in the order given: the conversation's open sockets the new member list,
+/// and each newcomer's own stream that they joined (with the summary). The member lists are
 /// read once per conversation, after all of them (so each list already has every newcomer),
 /// and the newcomers' summaries side by side.
 pub(super) async fn joins_published(
@@ -279,8 +272,8 @@ impl Chat {
             Box::pin(async move {
                 match store.join(id, &author).await {
                     Ok(Some(change)) => {
-                        let publish =
-                            membership_published(store.as_ref(), &change, &author.id, true).await;
+                        let joined = [(change, author.id.clone())];
+                        let publish = joins_published(store.as_ref(), &joined).await;
                         (Ok(()), publish)
                     }
                     Ok(None) => (Ok(()), Vec::new()),
@@ -300,8 +293,7 @@ impl Chat {
             Box::pin(async move {
                 match store.leave(id, &me).await {
                     Ok(Some(change)) => {
-                        let publish =
-                            membership_published(store.as_ref(), &change, &me, false).await;
+                        let publish = left_published(store.as_ref(), &change, &me).await;
                         (Ok(()), publish)
                     }
                     Ok(None) => (Ok(()), Vec::new()),

@@ -431,11 +431,9 @@ async fn pipeline(
                     .flatten()
                     .filter_map(|a| Some((a.joined.clone()?, a.message.author.id.clone())))
                     .collect();
-                if !joins.is_empty() {
-                    for p in conversations::joins_published(store.as_ref(), &joins).await {
-                        forget.published(&p.topic, &p.frame);
-                        publish(hub.as_ref(), &p.topic, p.frame).await;
-                    }
+                for p in conversations::joins_published(store.as_ref(), &joins).await {
+                    forget.published(&p.topic, &p.frame);
+                    publish(hub.as_ref(), &p.topic, p.frame).await;
                 }
                 for appended in results.iter().flatten().filter(|a| a.fresh) {
                     let conversation = appended.message.conversation;

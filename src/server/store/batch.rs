@@ -29,11 +29,10 @@ pub(super) type SentKey = (String, String);
 /// A membership to look up: (conversation, user).
 pub(super) type MemberKey = (ConversationId, UserId);
 
-/// A join to store: its author becomes a member of the conversation.
+/// A join to store: its author becomes a member of the conversation, with its number.
 pub(super) struct Join<'a> {
     pub conversation: ConversationId,
     pub author: &'a Author,
-    /// Its change number (0 until numbered).
     pub change: u64,
 }
 
@@ -51,8 +50,8 @@ impl<'a> Join<'a> {
 /// A batch being prepared.
 pub(super) struct Batch<'a> {
     slots: Vec<Slot<'a>>,
-    /// Its joins, each with the slot of the post that joins.
-    joins: Vec<(usize, Join<'a>)>,
+    /// Its joins: the slot of the post that joins, the conversation and who joins.
+    joins: Vec<(usize, ConversationId, &'a Author)>,
 }
 
 /// A prepared batch, numbered: what to insert, and the answers once it commits.
@@ -113,7 +112,7 @@ impl<'a> Batch<'a> {
     pub fn memberships_asked(&self) -> Vec<MemberKey> {
         let mut seen = HashSet::new();
         self.new_messages()
-            .filter_map(|(_, new)| match new.admission {
+            .filter_map(|new| match new.admission {
                 Admission::Unchecked => None,
                 Admission::MemberOf(governing) => Some((governing, new.author.id.clone())),
                 Admission::Joins => Some((new.conversation, new.author.id.clone())),
@@ -139,8 +138,7 @@ impl<'a> Batch<'a> {
                 }
                 Admission::Joins => {
                     if members.insert((new.conversation, new.author.id.clone())) {
-                        let join = Join::numbered(new.conversation, &new.author, 0);
-                        self.joins.push((index, join));
+                        self.joins.push((index, new.conversation, &new.author));
                     }
                 }
             }
@@ -151,10 +149,10 @@ impl<'a> Batch<'a> {
     /// order: the order in which every transaction locks conversations.
     pub fn counts(&self) -> BTreeMap<ConversationId, u64> {
         let mut counts: BTreeMap<ConversationId, u64> = BTreeMap::new();
-        for (_, join) in &self.joins {
-            *counts.entry(join.conversation).or_default() += 1;
+        for (_, conversation, _) in &self.joins {
+            *counts.entry(*conversation).or_default() += 1;
         }
-        for (_, new) in self.new_messages() {
+        for new in self.new_messages() {
             *counts.entry(new.conversation).or_default() += 1;
         }
         counts
@@ -169,19 +167,20 @@ impl<'a> Batch<'a> {
     ) -> Numbered<'a> {
         let mut joins = Vec::with_capacity(self.joins.len());
         let mut joined_by_slot = HashMap::new();
-        for (slot, mut join) in self.joins {
-            if let Some(number) = next.get_mut(&join.conversation) {
-                join.change = *number;
-                *number += 1;
-                joined_by_slot.insert(
-                    slot,
-                    MemberChange {
-                        conversation: join.conversation,
-                        change: join.change,
-                    },
-                );
-                joins.push(join);
-            }
+        for (slot, conversation, author) in self.joins {
+            let Some(number) = next.get_mut(&conversation) else {
+                continue;
+            };
+            let change = *number;
+            *number += 1;
+            joined_by_slot.insert(
+                slot,
+                MemberChange {
+                    conversation,
+                    change,
+                },
+            );
+            joins.push(Join::numbered(conversation, author, change));
         }
         let mut rows: Vec<Message> = Vec::new();
         let mut results: Vec<Result<Appended, AppError>> = Vec::with_capacity(self.slots.len());
@@ -221,14 +220,11 @@ impl<'a> Batch<'a> {
         }
     }
 
-    fn new_messages(&self) -> impl Iterator<Item = (usize, &'a NewMessage)> + '_ {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, slot)| match slot {
-                Slot::New(new) => Some((i, *new)),
-                _ => None,
-            })
+    fn new_messages(&self) -> impl Iterator<Item = &'a NewMessage> + '_ {
+        self.slots.iter().filter_map(|slot| match slot {
+            Slot::New(new) => Some(*new),
+            _ => None,
+        })
     }
 }
 

@@ -264,8 +264,9 @@ impl PostgresStore {
                 next.insert(conversation, last + 1 - count);
             }
         }
-        let numbered = prepared.number(next, now());
-        Self::insert_members(tx, &numbered.joins, now()).await?;
+        let now = now();
+        let numbered = prepared.number(next, now);
+        Self::insert_members(tx, &numbered.joins, now).await?;
         Self::insert_messages(tx, &numbered.rows).await?;
         Ok(numbered.results)
     }
