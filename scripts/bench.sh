@@ -167,9 +167,10 @@ stop_flack() {
   settle_disk
 }
 
-# Writes the page cache still holds go to disk now, between sections: SQLite's commits
-# (which do not wait for the disk) left hundreds of megabytes for the kernel to write back
-# over the next half minute, and PostgreSQL's commits (which do wait) queued behind them.
+# Writes the page cache still holds go to disk now, between sections, so that the kernel's
+# write-back of one section (SQLite's commits do not wait for the disk) is not done during
+# the next one, where PostgreSQL's commits wait for the disk. Measured on this VM it was a
+# few megabytes: a precaution more than a cure.
 settle_disk() {
   echo "   (flushing $(awk '/^Dirty:/ {print $2}' /proc/meminfo) kB of dirty pages before the next section)"
   sync
