@@ -18,7 +18,8 @@
 #                  sqlite: each node on a SQLite file of its own. Only to try the proxy, the
 #                  drain and the Redis hub without PostgreSQL: the nodes do NOT share history
 #                  or identities, so this is not a working cluster.
-#   PORT_RANGE     where free ports are looked for (default 20000-49999)
+#   PORT_RANGE     where free ports are looked for (default: from 20000 up to the kernel's
+#                  range for outgoing connections, see scripts/env.sh)
 #   FLACK_*        any Flack setting, passed to every node (e.g. FLACK_LOG=debug)
 #
 # In DIR: cluster.env (CLUSTER_URL, CLUSTER_NODE_URLS, for scripts), nginx.conf and its logs,
@@ -27,6 +28,8 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 self="$root/scripts/$(basename "$0")"
+# shellcheck source=scripts/env.sh
+source "$root/scripts/env.sh"
 cmd=${1:?usage: cluster.sh start|status|restart-node|stop DIR}
 dir=${2:?usage: cluster.sh $cmd DIR}
 mkdir -p "$dir"
@@ -39,7 +42,7 @@ store=${CLUSTER_STORE:-postgres}
 bin=${FLACK_BIN:-$root/target/release/flack}
 if [ "$cmd" != start ] && [ -z "${FLACK_BIN:-}" ] && [ -f "$dir/bin" ]; then bin=$(cat "$dir/bin"); fi
 nginx=${NGINX:-/usr/sbin/nginx}
-range=${PORT_RANGE:-20000-49999}
+range=$PORT_RANGE
 port_min=${range%-*} port_max=${range#*-}
 export PORT_RANGE=$range
 

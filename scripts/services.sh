@@ -9,7 +9,8 @@
 #   scripts/services.sh stop-postgres DIR | start-postgres DIR
 #   scripts/services.sh start DIR --until-gone PID   ... and stops them once PID has exited
 #
-# Ports are picked among free ones in PORT_RANGE (default 20000-49999).
+# Ports are picked among free ones in PORT_RANGE (default: from 20000 up to the kernel's
+# range for outgoing connections, see scripts/env.sh).
 #
 # DIR/services.env sets FLACK_TEST_POSTGRES_URL (a superuser's URL: tests create a database
 # each) and FLACK_TEST_REDIS_URL. PostgreSQL refuses to run as root: as root, it runs as the
@@ -17,6 +18,8 @@
 set -euo pipefail
 
 self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
+# shellcheck source=scripts/env.sh
+source "$(dirname "$self")/env.sh"
 cmd=${1:?usage: services.sh start|stop|restart-redis|restart-postgres DIR}
 dir=${2:?usage: services.sh $cmd DIR}
 mkdir -p "$dir"
@@ -33,7 +36,7 @@ as_pg() {
 }
 
 # A loopback port nothing listens on, in PORT_RANGE.
-range=${PORT_RANGE:-20000-49999}
+range=$PORT_RANGE
 port_min=${range%-*} port_max=${range#*-}
 free_port() {
   local port
