@@ -5,7 +5,7 @@
 //! positions), [`posting`] (messages and replies, mentions), [`changes`] (edits, deletions,
 //! reactions) and [`signals`] (typing, presence).
 //!
-//! Every change to a conversation passes through one pipeline task: it stores whatever has
+//! Every change to a conversation passes through one [`pipeline`]: it stores whatever has
 //! queued up (posts as one batch, one commit), then publishes each change in number order,
 //! then answers the callers. So an acknowledgement always means "committed", subscribers see
 //! each conversation's changes in order, and durability costs one commit per batch.
@@ -13,6 +13,7 @@
 mod changes;
 mod conversations;
 mod people;
+mod pipeline;
 mod posting;
 mod reading;
 mod relay;
@@ -34,12 +35,6 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
-/// The most posts stored in one batch.
-const MAX_BATCH: usize = 512;
-/// A batch this big is stored at once, without waiting out the store's linger.
-const LINGER_ENOUGH: usize = 64;
-/// A batch that takes longer than this to store is logged (every post in it waited).
-const SLOW_BATCH: std::time::Duration = std::time::Duration::from_millis(50);
 /// Writes waiting for the pipeline before callers wait for room.
 const QUEUE: usize = 8192;
 /// Conversations whose member ids are kept for the users' streams.
@@ -161,11 +156,11 @@ impl Publish {
 /// A write other than a post: it runs in turn, and what it returns is published in order.
 type Job = Box<dyn FnOnce(Arc<dyn Store>) -> BoxFuture<'static, Vec<Publish>> + Send>;
 
+/// Where a post's caller waits for it to be stored.
+type Reply = oneshot::Sender<Result<Appended, AppError>>;
+
 enum Write {
-    Post {
-        message: NewMessage,
-        reply: oneshot::Sender<Result<Appended, AppError>>,
-    },
+    Post { message: NewMessage, reply: Reply },
     Job(Job),
 }
 
@@ -200,13 +195,13 @@ impl Chat {
             store.clone(),
             forget.clone(),
         )));
-        tokio::spawn(pipeline(
-            store.clone(),
-            hub.clone(),
-            stats.clone(),
+        let pipeline = pipeline::Pipeline {
+            store: store.clone(),
+            hub: hub.clone(),
+            stats: stats.clone(),
             forget,
-            queue,
-        ));
+        };
+        tokio::spawn(pipeline.run(queue));
         Chat {
             frames,
             stats,
@@ -364,106 +359,6 @@ impl Forget {
 async fn publish(hub: &dyn Hub, topic: &Topic, frame: Frame) {
     if let Err(e) = hub.publish(topic, frame).await {
         tracing::debug!(error = %e, "published here only");
-    }
-}
-
-/// Stores queued writes in turn (posts in batches), then publishes and answers, in order.
-async fn pipeline(
-    store: Arc<dyn Store>,
-    hub: Arc<dyn Hub>,
-    stats: Arc<PipelineStats>,
-    forget: Arc<Forget>,
-    mut queue: mpsc::Receiver<Write>,
-) {
-    let mut held: Option<Write> = None;
-    loop {
-        let first = match held.take() {
-            Some(write) => write,
-            None => match queue.recv().await {
-                Some(write) => write,
-                None => return,
-            },
-        };
-        match first {
-            Write::Post { message, reply } => {
-                let mut messages = vec![message];
-                let mut replies = vec![reply];
-                // What queued meanwhile; then, if the store asks for it and the batch is
-                // small, what arrives within its linger.
-                let linger = store.batch_linger();
-                let deadline = tokio::time::Instant::now() + linger;
-                while messages.len() < MAX_BATCH {
-                    let next = match queue.try_recv() {
-                        Ok(write) => Some(write),
-                        Err(_) if linger.is_zero() || messages.len() >= LINGER_ENOUGH => None,
-                        Err(_) => tokio::time::timeout_at(deadline, queue.recv())
-                            .await
-                            .ok()
-                            .flatten(),
-                    };
-                    match next {
-                        Some(Write::Post { message, reply }) => {
-                            messages.push(message);
-                            replies.push(reply);
-                        }
-                        Some(other) => {
-                            held = Some(other);
-                            break;
-                        }
-                        None => break,
-                    }
-                }
-                let (posts, started) = (messages.len(), std::time::Instant::now());
-                let results = store.append_batch(messages).await;
-                let took = started.elapsed();
-                stats.batch(posts, took);
-                if took > SLOW_BATCH {
-                    tracing::warn!(
-                        posts,
-                        ms = took.as_millis() as u64,
-                        "slow store: a batch of posts took long"
-                    );
-                }
-                // Joins first: in each conversation they took the numbers before the
-                // batch's messages.
-                let joins: Vec<_> = results
-                    .iter()
-                    .flatten()
-                    .filter_map(|a| Some((a.joined.clone()?, a.message.author.id.clone())))
-                    .collect();
-                for p in conversations::joins_published(store.as_ref(), &joins).await {
-                    forget.published(&p.topic, &p.frame);
-                    publish(hub.as_ref(), &p.topic, p.frame).await;
-                }
-                for appended in results.iter().flatten().filter(|a| a.fresh) {
-                    let conversation = appended.message.conversation;
-                    let (changes, activity) = posting::published(appended);
-                    for p in changes {
-                        forget.published(&p.topic, &p.frame);
-                        publish(hub.as_ref(), &p.topic, p.frame).await;
-                    }
-                    if let Some(activity) = activity {
-                        let ids =
-                            member_ids(store.as_ref(), &forget.member_ids, conversation).await;
-                        if let Err(e) = hub.publish_to_users(&ids, activity).await {
-                            tracing::debug!(error = %e, "activity published here only");
-                        }
-                    }
-                }
-                for (result, reply) in results.into_iter().zip(replies) {
-                    let _ = reply.send(result);
-                }
-            }
-            Write::Job(job) => {
-                let started = std::time::Instant::now();
-                let published = job(store.clone()).await;
-                stats.job(started.elapsed());
-                for p in published {
-                    forget.published(&p.topic, &p.frame);
-                    publish(hub.as_ref(), &p.topic, p.frame).await;
-                }
-            }
-        }
     }
 }
 
