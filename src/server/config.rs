@@ -40,10 +40,9 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Connections each node keeps to PostgreSQL at most.
     pub postgres_pool_size: u32,
-    /// Milliseconds a node's write pipeline lets pass between the starts of two batches of
-    /// posts committed to PostgreSQL (0: never waits). A post after a quiet spell commits at
-    /// once; under load the posts of up to this long share one commit, which costs
-    /// PostgreSQL far more than the rows in it (and the node's sockets get them in one write).
+    /// Milliseconds a node's write pipeline waits for more posts before committing a small
+    /// batch to PostgreSQL (0: never waits). Each commit costs PostgreSQL far more than the
+    /// rows in it, so a short wait keeps a busy node from spending the database on commits.
     pub postgres_batch_linger_ms: u64,
     /// Whether each commit to PostgreSQL waits for its WAL flush (survives a crash of
     /// PostgreSQL or of its machine). `false`: it survives a crash of a Flack node only,
@@ -157,7 +156,7 @@ impl Default for Config {
             sqlite_full_sync: false,
             database_url: None,
             postgres_pool_size: 16,
-            postgres_batch_linger_ms: 10,
+            postgres_batch_linger_ms: 2,
             postgres_full_sync: true,
             history_window: crate::protocol::HISTORY_WINDOW,
             rate_limit_per_sec: 20,

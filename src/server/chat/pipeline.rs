@@ -5,10 +5,8 @@
 //! conversation's changes in order, and durability costs one commit per batch.
 //!
 //! A store whose commit costs far more than its rows asks for a linger
-//! ([`Store::batch_linger`]): the pipeline then starts a small batch no sooner than that
-//! long after the last one started. A post after a quiet spell is stored at once; under
-//! load the store sees at most one commit per linger, and every post in the batch shares
-//! it (and the node's sockets get the batch's frames in one write each).
+//! ([`Store::batch_linger`]): a small batch then waits that long from its first post for
+//! more before it is stored.
 
 use super::{conversations, member_ids, posting, publish, Forget, Write};
 use crate::server::hub::Hub;
@@ -43,7 +41,6 @@ impl Pipeline {
     /// Stores queued writes in turn (posts in batches), then publishes and answers, in order.
     pub async fn run(self, mut queue: mpsc::Receiver<Write>) {
         let mut held: Option<Write> = None;
-        let mut last_batch: Option<Instant> = None;
         loop {
             let first = match held.take() {
                 Some(write) => write,
@@ -54,9 +51,8 @@ impl Pipeline {
             };
             match first {
                 Write::Post { message, reply } => {
-                    let linger = self.linger_after(last_batch);
-                    let posts = gather(message, reply, linger, &mut queue, &mut held).await;
-                    last_batch = Some(Instant::now());
+                    let until = Instant::now() + self.store.batch_linger();
+                    let posts = gather(message, reply, until, &mut queue, &mut held).await;
                     self.store_batch(posts).await;
                 }
                 Write::Job(job) => {
@@ -70,13 +66,6 @@ impl Pipeline {
                 }
             }
         }
-    }
-
-    /// How long a batch starting now may wait for more posts: until the store's linger has
-    /// passed since the last batch started (nothing after a quiet spell).
-    fn linger_after(&self, last_batch: Option<Instant>) -> Instant {
-        let now = Instant::now();
-        last_batch.map_or(now, |last| (last + self.store.batch_linger()).max(now))
     }
 
     /// Stores one batch, publishes its joins and messages, and answers its callers.
@@ -202,13 +191,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_batch_takes_what_queued_and_waits_only_until_its_linger_is_over() {
         let (writes, mut queue) = mpsc::channel(1024);
-        // Nothing to wait for (a quiet spell): what is queued, at once.
+        // No linger: what is queued, at once.
         writes.send(post("a")).await.ok();
         writes.send(post("b")).await.ok();
         let started = Instant::now();
         assert_eq!(batch_of(&mut queue, started).await, ["a", "b"]);
         assert_eq!(Instant::now(), started, "no wait");
-        // Under load: what arrives before the linger is over joins the batch, not later.
+        // What arrives before the linger is over joins the batch, not what comes later.
         writes.send(post("c")).await.ok();
         let later = writes.clone();
         tokio::spawn(async move {
@@ -249,7 +238,7 @@ mod tests {
         let store = PostgresStore::connect(&url, 8, CacheLimits::default())
             .await
             .unwrap()
-            .with_batch_linger(std::time::Duration::from_millis(5));
+            .with_batch_linger(std::time::Duration::from_millis(2));
         let plenty = PostLimit {
             per_second: 100_000,
             burst: 100_000,

@@ -305,9 +305,8 @@ pub trait Messages: Send + Sync {
 pub trait Store: Users + Conversations + Messages + 'static {
     /// What the store holds in memory now.
     fn memory_usage(&self) -> MemoryUsage;
-    /// How long after a batch of posts started the write pipeline may start the next one
-    /// (posts that arrive meanwhile wait and share it): zero for a store whose commit costs
-    /// little next to its rows.
+    /// How long the write pipeline may wait for more posts before storing a small batch:
+    /// zero for a store whose commit costs little next to its rows.
     fn batch_linger(&self) -> std::time::Duration {
         std::time::Duration::ZERO
     }

@@ -182,8 +182,8 @@ impl PostgresStore {
         })
     }
 
-    /// The same store, its write pipeline starting a small batch no sooner than `linger`
-    /// after the last one started.
+    /// The same store, its write pipeline waiting up to `linger` for more posts before
+    /// storing a small batch.
     pub fn with_batch_linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
         self
