@@ -220,9 +220,8 @@ mod tests {
         assert_eq!(Instant::now(), started);
     }
     use crate::protocol::ServerEvent;
-    use crate::server::budgets::{Allowance, Budgets};
-    use crate::server::chat::{Chat, Limits, PostLimit};
-    use crate::server::hub::{MemoryHub, Topic};
+    use crate::server::chat::tests::{chat_on, limits, GENEROUS};
+    use crate::server::hub::Topic;
     use crate::server::store::{CacheLimits, PostgresStore};
     use crate::server::testing::Services;
     use std::sync::Arc;
@@ -239,28 +238,7 @@ mod tests {
             .await
             .unwrap()
             .with_batch_linger(std::time::Duration::from_millis(2));
-        let plenty = PostLimit {
-            per_second: 100_000,
-            burst: 100_000,
-        };
-        let allowance = Allowance {
-            per_hour: 100_000,
-            burst: 100_000,
-        };
-        let limits = Limits {
-            window: 100,
-            post: plenty,
-            open: plenty,
-            max_channels: 5,
-            max_memberships: 50,
-            join_cache_bytes: 1 << 20,
-        };
-        let chat = Arc::new(Chat::new(
-            Arc::new(store),
-            Arc::new(MemoryHub::new(1 << 16)),
-            limits,
-            Budgets::new(allowance, allowance),
-        ));
+        let chat = Arc::new(chat_on(Arc::new(store), limits(GENEROUS)));
         chat.ensure_channels(&["general".into()]).await.unwrap();
         let mut people = Vec::new();
         for k in 0..PEOPLE {

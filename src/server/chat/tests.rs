@@ -11,14 +11,14 @@ use crate::server::hub::{MemoryHub, Subscription, Topic};
 use crate::server::store::{CacheLimits, SqliteStore};
 use std::net::IpAddr;
 
-const GENEROUS: PostLimit = PostLimit {
+pub(super) const GENEROUS: PostLimit = PostLimit {
     per_second: 10_000,
     burst: 10_000,
 };
 
 const HERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
-fn limits(post: PostLimit) -> Limits {
+pub(super) fn limits(post: PostLimit) -> Limits {
     Limits {
         window: 100,
         post,
@@ -30,15 +30,20 @@ fn limits(post: PostLimit) -> Limits {
 }
 
 async fn chat_with_limits(limits: Limits) -> Chat {
+    let store = SqliteStore::in_memory(CacheLimits::default())
+        .await
+        .unwrap();
+    chat_on(Arc::new(store), limits)
+}
+
+/// A chat on `store` with an in-memory hub and generous budgets.
+pub(super) fn chat_on(store: Arc<dyn Store>, limits: Limits) -> Chat {
     let plenty = Allowance {
         per_hour: 100_000,
         burst: 100_000,
     };
-    let store = SqliteStore::in_memory(CacheLimits::default())
-        .await
-        .unwrap();
     Chat::new(
-        Arc::new(store),
+        store,
         Arc::new(MemoryHub::new(1024)),
         limits,
         Budgets::new(plenty, plenty),
