@@ -368,6 +368,16 @@ async fn run(command: Command) -> Result<()> {
                 if let Some(e) = &outcome.first_error {
                     eprintln!("  {}: first problem: {e}", run.label);
                 }
+                let worst: Vec<String> = outcome
+                    .worst_by_tenth
+                    .iter()
+                    .map(|&us| format!("{:.0}", us as f64 / 1000.0))
+                    .collect();
+                eprintln!(
+                    "  {}: worst ms per tenth of a second of sending: {}",
+                    run.label,
+                    worst.join(" ")
+                );
                 if !outcome.processes.is_empty() {
                     eprintln!(
                         "  {} over {} nodes: cpu {}",
@@ -403,7 +413,7 @@ async fn run(command: Command) -> Result<()> {
                 eprintln!("max-rate {} on {}…", params.case(), run.label);
                 let label = run.label.clone();
                 let found = max_rate(&run, &params, |step| {
-                    eprintln!("{}", step_line(&label, step));
+                    eprintln!("{}", step_line(&label, step, params.p99_limit_ms));
                 })
                 .await?;
                 reports.push(found.report(&run.label, &params));

@@ -135,6 +135,9 @@ pub struct FanoutOutcome {
     pub loader_cpu_pct: Option<f64>,
     /// The first failure seen (join, send, socket end, error event), for the log.
     pub first_error: Option<String>,
+    /// The worst delivery latency (µs) of the messages written in each tenth of a second,
+    /// from the first send on: where in a run a tail comes from.
+    pub worst_by_tenth: Vec<u64>,
 }
 
 impl FanoutOutcome {
@@ -219,12 +222,28 @@ impl FanoutOutcome {
         r
     }
 
+    /// The seconds into the run (from the first send) of the tenths whose worst latency
+    /// was over `limit_ms`.
+    pub fn slow_tenths(&self, limit_ms: f64) -> Vec<f64> {
+        self.worst_by_tenth
+            .iter()
+            .enumerate()
+            .filter(|(_, &worst)| ms(worst) > limit_ms)
+            .map(|(tenth, _)| tenth as f64 / 10.0)
+            .collect()
+    }
+
     /// Server CPU time per delivery, µs (its whole CPU use over the run, divided).
     pub fn server_us_per_delivery(&self) -> Option<f64> {
         let secs = self.server_cpu_secs?;
         (self.delivered > 0).then(|| secs * 1e6 / self.delivered as f64)
     }
 }
+
+/// A tenth of a second in µs, the span of [`FanoutOutcome::worst_by_tenth`].
+const TENTH_US: u64 = 100_000;
+/// Tenths kept per socket at most (an hour of sending).
+const MAX_TENTHS: usize = 36_000;
 
 /// What one receiving socket saw.
 struct Tally {
@@ -239,6 +258,8 @@ struct Tally {
     resets: u64,
     /// µs since the epoch of the last delivery.
     last_us: u64,
+    /// The worst latency (µs) per tenth of a second of sending time since the epoch.
+    worst: Vec<u64>,
     ended: Option<String>,
 }
 
@@ -266,8 +287,15 @@ impl Tally {
             Some(b) if (b.sender as usize) < senders && (b.n as usize) < per_sender => {
                 let slot = &mut self.counts[b.sender as usize * per_sender + b.n as usize];
                 *slot = slot.saturating_add(1);
-                self.latency
-                    .saturating_record(now.saturating_sub(b.at_us).max(1));
+                let latency = now.saturating_sub(b.at_us).max(1);
+                self.latency.saturating_record(latency);
+                let tenth = (b.at_us / TENTH_US) as usize;
+                if tenth < MAX_TENTHS {
+                    if self.worst.len() <= tenth {
+                        self.worst.resize(tenth + 1, 0);
+                    }
+                    self.worst[tenth] = self.worst[tenth].max(latency);
+                }
                 self.delivered += 1;
                 self.last_us = now;
                 delivered_so_far.fetch_add(1, Ordering::Relaxed);
@@ -468,8 +496,10 @@ pub async fn fanout(run: &Run, params: &FanoutParams) -> Result<FanoutOutcome> {
         processes,
         loader_cpu_pct,
         first_error,
+        worst_by_tenth: Vec::new(),
     };
     let mut last_us = 0;
+    let mut worst = Vec::new();
     for receiver in receivers {
         let tally = receiver.await?;
         outcome.delivered += tally.delivered;
@@ -479,6 +509,12 @@ pub async fn fanout(run: &Run, params: &FanoutParams) -> Result<FanoutOutcome> {
         outcome.resyncs += tally.resyncs;
         outcome.resets += tally.resets;
         last_us = last_us.max(tally.last_us);
+        if worst.len() < tally.worst.len() {
+            worst.resize(tally.worst.len(), 0);
+        }
+        for (w, &t) in worst.iter_mut().zip(&tally.worst) {
+            *w = (*w).max(t);
+        }
         outcome
             .latency
             .add(&tally.latency)
@@ -498,6 +534,8 @@ pub async fn fanout(run: &Run, params: &FanoutParams) -> Result<FanoutOutcome> {
         }
     }
     drop(sinks);
+    let first_tenth = (start_us / TENTH_US) as usize;
+    outcome.worst_by_tenth = worst.get(first_tenth..).unwrap_or_default().to_vec();
     let span = last_us.saturating_sub(start_us) as f64 / 1e6;
     if span > 0.0 {
         outcome.deliveries_per_sec = outcome.delivered as f64 / span;
@@ -598,6 +636,7 @@ async fn receive(
         resyncs: 0,
         resets: 0,
         last_us: 0,
+        worst: Vec::new(),
         ended: None,
     };
     loop {
@@ -665,4 +704,51 @@ async fn receive(
         }
     }
     tally
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tally(senders: usize, per_sender: usize) -> Tally {
+        Tally {
+            counts: vec![0; senders * per_sender],
+            latency: small_histogram(),
+            delivered: 0,
+            unexpected: 0,
+            acks: 0,
+            errors: 0,
+            resyncs: 0,
+            resets: 0,
+            last_us: 0,
+            worst: Vec::new(),
+            ended: None,
+        }
+    }
+
+    #[test]
+    fn the_worst_latency_is_kept_per_tenth_of_sending_time() {
+        let mut t = tally(1, 4);
+        let counted = AtomicU64::new(0);
+        // (written at, received at), µs since the epoch.
+        for (n, (at, now)) in [
+            (50_000, 60_000),
+            (120_000, 190_000),
+            (150_000, 160_000),
+            (310_000, 312_000),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let body = Body {
+                sender: 0,
+                n: n as u32,
+                at_us: at,
+            }
+            .encode();
+            t.deliver(&body, now, 1, 4, &counted);
+        }
+        assert_eq!(t.worst, vec![10_000, 70_000, 0, 2_000]);
+        assert_eq!(counted.load(Ordering::Relaxed), 4);
+    }
 }

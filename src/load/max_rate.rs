@@ -239,11 +239,13 @@ async fn search_step(
     Ok(passed)
 }
 
-/// A one-line account of a search step, for the log.
-pub fn step_line(label: &str, step: &Step) -> String {
+/// A one-line account of a search step, for the log; the tenths of a second whose worst
+/// latency was over `limit_ms` are named (seconds from the first send).
+pub fn step_line(label: &str, step: &Step, limit_ms: f64) -> String {
     let o = &step.outcome;
+    let slow = o.slow_tenths(limit_ms);
     format!(
-        "  {label:<14} r={:<5} {}  delivered {}/{} lost {} dup {}  {:.0}/s  p50 {:.2} ms  p99 {:.2} ms  max {:.1} ms  lag p99 {:.1} ms{}  server cpu {}{}  loader cpu {}{}",
+        "  {label:<14} r={:<5} {}  delivered {}/{} lost {} dup {}  {:.0}/s  p50 {:.2} ms  p99 {:.2} ms  max {:.1} ms  lag p99 {:.1} ms{}  server cpu {}{}  loader cpu {}{}{}",
         step.rate,
         if step.passed { "pass" } else { "FAIL" },
         o.delivered,
@@ -267,6 +269,19 @@ pub fn step_line(label: &str, step: &Step) -> String {
             format!(" ({})", cpu_shares_line(&o.processes))
         },
         o.loader_cpu_pct.map_or("-".into(), |c| format!("{c:.0}%")),
+        if slow.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "  over {limit_ms} ms in {} of {} tenths, at {} s",
+                slow.len(),
+                o.worst_by_tenth.len(),
+                slow.iter()
+                    .map(|s| format!("{s:.1}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        },
         o.first_error.as_ref().map_or(String::new(), |e| format!("  ({e})")),
     )
 }
@@ -307,8 +322,24 @@ mod tests {
                 processes: Vec::new(),
                 loader_cpu_pct: None,
                 first_error: None,
+                worst_by_tenth: if passed {
+                    vec![10_000; 10]
+                } else {
+                    vec![10_000, 80_000, 10_000, 60_000]
+                },
             },
         }
+    }
+
+    #[test]
+    fn a_step_line_names_the_tenths_over_the_limit() {
+        let failed = step_line("pg", &step(40, false, 0), 50.0);
+        assert!(
+            failed.contains("over 50 ms in 2 of 4 tenths, at 0.1 0.3 s"),
+            "{failed}"
+        );
+        let passed = step_line("pg", &step(20, true, 0), 50.0);
+        assert!(!passed.contains("tenths"), "{passed}");
     }
 
     #[test]
