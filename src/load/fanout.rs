@@ -264,6 +264,23 @@ struct Tally {
 }
 
 impl Tally {
+    /// Nothing seen yet, for `senders` sending `per_sender` messages each.
+    fn new(senders: usize, per_sender: usize) -> Self {
+        Tally {
+            counts: vec![0; senders * per_sender],
+            latency: small_histogram(),
+            delivered: 0,
+            unexpected: 0,
+            acks: 0,
+            errors: 0,
+            resyncs: 0,
+            resets: 0,
+            last_us: 0,
+            worst: Vec::new(),
+            ended: None,
+        }
+    }
+
     /// Whether this client already has the message of this body.
     fn seen(&self, body: &str, senders: usize, per_sender: usize) -> bool {
         match Body::parse(body) {
@@ -626,19 +643,7 @@ async fn receive(
     progress: Arc<Progress>,
     mut stop: watch::Receiver<bool>,
 ) -> Tally {
-    let mut tally = Tally {
-        counts: vec![0; senders * per_sender],
-        latency: small_histogram(),
-        delivered: 0,
-        unexpected: 0,
-        acks: 0,
-        errors: 0,
-        resyncs: 0,
-        resets: 0,
-        last_us: 0,
-        worst: Vec::new(),
-        ended: None,
-    };
+    let mut tally = Tally::new(senders, per_sender);
     loop {
         let frame = tokio::select! {
             biased;
@@ -710,25 +715,9 @@ async fn receive(
 mod tests {
     use super::*;
 
-    fn tally(senders: usize, per_sender: usize) -> Tally {
-        Tally {
-            counts: vec![0; senders * per_sender],
-            latency: small_histogram(),
-            delivered: 0,
-            unexpected: 0,
-            acks: 0,
-            errors: 0,
-            resyncs: 0,
-            resets: 0,
-            last_us: 0,
-            worst: Vec::new(),
-            ended: None,
-        }
-    }
-
     #[test]
     fn the_worst_latency_is_kept_per_tenth_of_sending_time() {
-        let mut t = tally(1, 4);
+        let mut t = Tally::new(1, 4);
         let counted = AtomicU64::new(0);
         // (written at, received at), µs since the epoch.
         for (n, (at, now)) in [
