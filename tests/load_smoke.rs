@@ -248,9 +248,9 @@ async fn the_rate_search_is_bounded() {
     for run in both(StoreKind::Memory).await {
         let mut seen = 0;
         let found = max_rate(&run, &params, |_| seen += 1).await.unwrap();
-        // At most two doubling steps and one bisection.
+        // At most two doubling steps and one bisection, each tried at most twice.
         assert!(
-            (1..=3).contains(&found.steps.len()),
+            (1..=6).contains(&found.steps.len()),
             "{}",
             found.steps.len()
         );
@@ -264,6 +264,35 @@ async fn the_rate_search_is_bounded() {
             Some(f64::from(found.best_rate))
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_fails_on_time_alone_is_tried_again_before_its_rate_fails() {
+    let search = |p99_limit_ms| MaxRateParams {
+        start_rate: 10,
+        max_doublings: 0,
+        bisect_steps: 0,
+        p99_limit_ms,
+        settle: Duration::from_millis(100),
+        ..MaxRateParams::new(4, 2, 1)
+    };
+    let run = both(StoreKind::Memory).await.remove(0);
+    // No latency is under 0 ms: every delivery arrives, and each try fails on time.
+    let strict = search(0.0);
+    let found = max_rate(&run, &strict, |_| {}).await.unwrap();
+    let tries: Vec<(u32, u32, bool)> = found
+        .steps
+        .iter()
+        .map(|s| (s.rate, s.attempt, s.passed))
+        .collect();
+    assert_eq!(tries, [(10, 0, false), (10, 1, false)]);
+    assert!(found.steps.iter().all(|s| s.outcome.complete()));
+    assert_eq!((found.best_rate, found.failed_rate), (0, Some(10)));
+    assert_eq!(found.past().map(|s| s.attempt), Some(1), "the last try");
+    // A step that passes is not run again.
+    let found = max_rate(&run, &search(60_000.0), |_| {}).await.unwrap();
+    assert_eq!(found.steps.len(), 1);
+    assert_eq!((found.best_rate, found.failed_rate), (10, None));
 }
 
 #[test]

@@ -176,6 +176,9 @@ enum Command {
         /// Bisection steps after the first failure.
         #[arg(long, default_value_t = 3)]
         bisect: u32,
+        /// More tries at the same rate for a step that failed on time alone (no loss).
+        #[arg(long, default_value_t = 1)]
+        retries: u32,
         /// The p99 latency limit, ms.
         #[arg(long, default_value_t = 50.0)]
         p99_ms: f64,
@@ -399,12 +402,14 @@ async fn run(command: Command) -> Result<()> {
             start,
             max_doublings,
             bisect,
+            retries,
             p99_ms,
         } => {
             let params = MaxRateParams {
                 start_rate: start,
                 max_doublings,
                 bisect_steps: bisect,
+                retries,
                 p99_limit_ms: p99_ms,
                 ..MaxRateParams::new(clients, senders, duration)
             };
