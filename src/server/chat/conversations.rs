@@ -37,31 +37,37 @@ async fn left_published(store: &dyn Store, change: &MemberChange, user: &UserId)
 }
 
 /// What joins tell, in the order given: the conversation's open sockets the new member list,
-/// and each newcomer's own stream that they joined (with the summary). The member lists are
-/// read once per conversation, after all of them (so each list already has every newcomer),
-/// and the newcomers' summaries side by side.
+/// and each newcomer's own stream that they joined, with the conversation as it stood at
+/// their join (nothing unread: their reading starts at the newest message before it, and the
+/// activity after it follows on the same stream). Per conversation, its member list (read
+/// after all of its joins, so it has every newcomer) and its description are read once,
+/// whatever the number of newcomers: twenty people joining by their first posts cost two
+/// reads in the write pipeline, not twenty-one.
 pub(super) async fn joins_published(
     store: &dyn Store,
     joins: &[(MemberChange, UserId)],
 ) -> Vec<Publish> {
-    let mut lists: HashMap<ConversationId, Vec<Author>> = HashMap::new();
+    let mut read: HashMap<ConversationId, (Vec<Author>, Option<ConversationInfo>)> = HashMap::new();
     for (change, _) in joins {
-        if let std::collections::hash_map::Entry::Vacant(list) = lists.entry(change.conversation) {
-            let members = store.members(change.conversation, MEMBERS_SHOWN).await;
-            list.insert(members.unwrap_or_default());
+        let id = change.conversation;
+        if let std::collections::hash_map::Entry::Vacant(entry) = read.entry(id) {
+            let (members, info) =
+                futures_util::join!(store.members(id, MEMBERS_SHOWN), store.conversation(id));
+            entry.insert((members.unwrap_or_default(), info.ok().flatten()));
         }
     }
-    let summaries = futures_util::future::join_all(
-        joins
-            .iter()
-            .map(|(change, user)| store.summary(change.conversation, user)),
-    )
-    .await;
     let mut out = Vec::with_capacity(joins.len() * 2);
-    for ((change, user), summary) in joins.iter().zip(summaries) {
-        let members = lists.get(&change.conversation).cloned().unwrap_or_default();
-        out.push(members_changed(change, user, members));
-        if let Ok(Some(summary)) = summary {
+    for (change, user) in joins {
+        let (members, info) = &read[&change.conversation];
+        out.push(members_changed(change, user, members.clone()));
+        if let Some(info) = info {
+            let summary = ConversationSummary {
+                conversation: info.clone(),
+                last_seq: change.read_seq,
+                read_seq: change.read_seq,
+                unread: 0,
+                mentions: 0,
+            };
             let joined = ServerEvent::Joined { summary };
             out.push(Publish::to_user(user, Frame::new(None, &joined)));
         }

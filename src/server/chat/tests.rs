@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::protocol::{
-    ConversationInfo, ConversationKind, Message, MessageId, ServerEvent, UserInfo,
-    MAX_DIRECT_MEMBERS, MAX_MENTIONS,
+    ConversationInfo, ConversationKind, ConversationSummary, Message, MessageId, ServerEvent,
+    UserInfo, MAX_DIRECT_MEMBERS, MAX_MENTIONS,
 };
 use crate::server::budgets::Allowance;
 use crate::server::hub::{MemoryHub, Subscription, Topic};
@@ -893,4 +893,95 @@ async fn newcomers_posting_at_once_join_in_their_posts_commits_in_order() {
             .unwrap()
             .is_some());
     }
+}
+
+/// The summary a newcomer's own stream hears (`joined`) is the conversation as it stood at
+/// their join, as the store keeps it: their reading starts at the newest message before it
+/// (though an edit took a number since), nothing unread; what others post afterwards reaches
+/// them as activity, and the store's own count agrees. The same whether they join by posting
+/// or by joining.
+#[tokio::test]
+async fn a_newcomers_joined_summary_is_the_conversation_at_their_join() {
+    let chat = chat().await;
+    let ada = named(&chat, "Ada").await;
+    let bob = named(&chat, "Bob").await;
+    let cy = named(&chat, "Cy").await;
+    let open = chat
+        .create_channel(&ada, "open", false, HERE)
+        .await
+        .unwrap();
+    let first = chat.post(&ada, open.id, "one", None).await.unwrap();
+    let newest = chat.post(&ada, open.id, "two", None).await.unwrap().message;
+    chat.edit(&ada, &first.message.id, "one, edited")
+        .await
+        .unwrap();
+    let hub = chat.hub();
+    let mut bob_stream = hub.subscribe(&Topic::User(bob.id.clone())).await.unwrap();
+    let mut cy_stream = hub.subscribe(&Topic::User(cy.id.clone())).await.unwrap();
+    let joined_summary = |events: Vec<(Option<u64>, ServerEvent)>| {
+        let summaries: Vec<ConversationSummary> = events
+            .into_iter()
+            .filter_map(|(_, e)| match e {
+                ServerEvent::Joined { summary } => Some(summary),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(summaries.len(), 1, "one joined: {summaries:?}");
+        summaries.into_iter().next().unwrap()
+    };
+
+    // Bob joins by posting.
+    let bobs = chat.post(&bob, open.id, "hi", None).await.unwrap();
+    let join = bobs.joined.clone().expect("joined by posting");
+    assert_ne!(
+        join.change - 1,
+        newest.seq,
+        "the edit took the number before"
+    );
+    let summary = joined_summary(drain(&mut bob_stream));
+    assert_eq!(summary.conversation.id, open.id);
+    assert_eq!(summary.conversation.name.as_deref(), Some("open"));
+    assert_eq!(
+        (summary.read_seq, summary.last_seq),
+        (newest.seq, newest.seq)
+    );
+    assert_eq!((summary.unread, summary.mentions), (0, 0));
+    let stored = chat
+        .store()
+        .summary(open.id, &bob.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.read_seq, summary.read_seq);
+    assert_eq!(stored.unread, 0, "his own post is not unread");
+
+    // Cy joins; then Ada posts: Cy hears of it as activity past where his reading starts.
+    chat.join(&cy, open.id).await.unwrap();
+    let summary = joined_summary(drain(&mut cy_stream));
+    assert_eq!(
+        (summary.read_seq, summary.last_seq),
+        (bobs.message.seq, bobs.message.seq)
+    );
+    assert_eq!(summary.unread, 0);
+    let later = chat
+        .post(&ada, open.id, "welcome", None)
+        .await
+        .unwrap()
+        .message;
+    let activity: Vec<u64> = drain(&mut cy_stream)
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            ServerEvent::Activity { seq, .. } => Some(seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(activity, [later.seq]);
+    assert!(later.seq > summary.read_seq);
+    let stored = chat
+        .store()
+        .summary(open.id, &cy.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((stored.read_seq, stored.unread), (summary.read_seq, 1));
 }

@@ -56,12 +56,30 @@ pub(super) struct Batch<'a> {
 
 /// A prepared batch, numbered: what to insert, and the answers once it commits.
 pub(super) struct Numbered<'a> {
-    /// One answer per message of the batch, in order.
-    pub results: Vec<Result<Appended, AppError>>,
+    /// One answer per message of the batch, in order (see [`Numbered::answers`]).
+    results: Vec<Result<Appended, AppError>>,
     /// New members to insert, before the messages (their read position is before them).
     pub joins: Vec<Join<'a>>,
+    /// The slot (index in the batch) of the post that makes each of `joins`.
+    join_slots: Vec<usize>,
     /// New messages to insert.
     pub rows: Vec<Message>,
+}
+
+impl Numbered<'_> {
+    /// The answers, one per message of the batch, given where each join's reading starts as
+    /// the driver stored it (`reads`, in the order of [`Numbered::joins`]).
+    pub fn answers(mut self, reads: &[u64]) -> Vec<Result<Appended, AppError>> {
+        for (&slot, &read_seq) in self.join_slots.iter().zip(reads) {
+            if let Some(Ok(Appended {
+                joined: Some(join), ..
+            })) = self.results.get_mut(slot)
+            {
+                join.read_seq = read_seq;
+            }
+        }
+        self.results
+    }
 }
 
 /// The (author, client id) pairs of a batch, to look up as sent before.
@@ -166,6 +184,7 @@ impl<'a> Batch<'a> {
         now: DateTime<Utc>,
     ) -> Numbered<'a> {
         let mut joins = Vec::with_capacity(self.joins.len());
+        let mut join_slots = Vec::with_capacity(self.joins.len());
         let mut joined_by_slot = HashMap::new();
         for (slot, conversation, author) in self.joins {
             let Some(number) = next.get_mut(&conversation) else {
@@ -178,9 +197,11 @@ impl<'a> Batch<'a> {
                 MemberChange {
                     conversation,
                     change,
+                    read_seq: 0, // known once stored: see `answers`
                 },
             );
             joins.push(Join::numbered(conversation, author, change));
+            join_slots.push(slot);
         }
         let mut rows: Vec<Message> = Vec::new();
         let mut results: Vec<Result<Appended, AppError>> = Vec::with_capacity(self.slots.len());
@@ -216,6 +237,7 @@ impl<'a> Batch<'a> {
         Numbered {
             results,
             joins,
+            join_slots,
             rows,
         }
     }
@@ -298,21 +320,25 @@ mod tests {
             .map(|j| (j.conversation.0, j.author.name.as_str(), j.change))
             .collect();
         assert_eq!(joins, [(7, "ada", 21), (3, "bo", 11), (7, "cy", 22)]);
-        let posted: Vec<(u64, Option<u64>)> = numbered
-            .results
+        // Where each join's reading starts, as a driver stored it, reaches its own post.
+        let posted: Vec<(u64, Option<(u64, u64)>)> = numbered
+            .answers(&[201, 101, 202])
             .iter()
             .map(|r| {
                 let a = r.as_ref().unwrap();
-                (a.message.seq, a.joined.as_ref().map(|j| j.change))
+                (
+                    a.message.seq,
+                    a.joined.as_ref().map(|j| (j.change, j.read_seq)),
+                )
             })
             .collect();
         assert_eq!(
             posted,
             [
-                (23, Some(21)),
-                (12, Some(11)),
+                (23, Some((21, 201))),
+                (12, Some((11, 101))),
                 (24, None),
-                (25, Some(22)),
+                (25, Some((22, 202))),
                 (26, None)
             ]
         );
@@ -334,14 +360,15 @@ mod tests {
         // Conversation 2 does not exist: no number for it.
         let numbered = batch.number([(ConversationId(1), 5)].into(), Utc::now());
         assert!(numbered.joins.is_empty());
+        let results = numbered.answers(&[]);
         assert_eq!(
-            numbered.results[0].as_ref().unwrap_err(),
+            results[0].as_ref().unwrap_err(),
             &AppError::NoSuchConversation
         );
         assert_eq!(
-            numbered.results[1].as_ref().unwrap_err(),
+            results[1].as_ref().unwrap_err(),
             &AppError::NoSuchConversation
         );
-        assert_eq!(numbered.results[2].as_ref().unwrap().message.seq, 5);
+        assert_eq!(results[2].as_ref().unwrap().message.seq, 5);
     }
 }

@@ -88,6 +88,14 @@ async fn posts_that_join_store_the_join_first_in_one_commit(store: &dyn Store) {
     assert_eq!(names, ["Ada", "Bob", "Cy"]);
     let bob_there = store.membership(first, &bob.id).await.unwrap().unwrap();
     assert_eq!(bob_there.read_seq, before.seq, "read up to the join");
+    // Each join says where its reading starts, as stored: in the second conversation,
+    // which had no message, at nothing.
+    let reads: Vec<Option<u64>> = batch
+        .iter()
+        .map(|a| a.joined.as_ref().map(|j| j.read_seq))
+        .collect();
+    let b = before.seq;
+    assert_eq!(reads, [Some(b), Some(0), None, None, Some(b)]);
     let summary = store.summary(first, &bob.id).await.unwrap().unwrap();
     assert_eq!(summary.unread, 2, "Cy's and Ada's since, not Bob's own");
     let seen = store
@@ -381,6 +389,11 @@ async fn every_change_takes_the_next_number(store: &dyn Store) {
     assert_eq!(reacted.change, start + 4);
     let joined = store.join(id, &author(&bo)).await.unwrap().unwrap();
     assert_eq!(joined.change, start + 5);
+    // The edit and the reaction took numbers after the newest message: reading starts at
+    // that message, as the store keeps it, not at the number before the join.
+    assert_eq!(joined.read_seq, stored[1].message.seq);
+    let kept = store.membership(id, &bo.id).await.unwrap().unwrap();
+    assert_eq!(joined.read_seq, kept.read_seq);
     let deleted = store.delete(&stored[1].message.id).await.unwrap();
     assert_eq!(deleted.change, start + 6);
     assert_eq!(store.recent(id, 10).await.unwrap().last_change, start + 6);

@@ -107,6 +107,9 @@ pub struct MemberChange {
     pub conversation: ConversationId,
     /// Its change number.
     pub change: u64,
+    /// For a join, where the member's reading starts: the newest message stored before they
+    /// came (what [`Store::summary`] then says of them). 0 for a leave.
+    pub read_seq: u64,
 }
 
 /// A user's standing in a conversation.

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, Row, Transaction};
+use std::collections::HashMap;
 
 impl PostgresStore {
     /// Inserts a conversation and its first members inside `tx`; every member joins with
@@ -127,31 +128,34 @@ impl PostgresStore {
             return Ok(None); // rolled back: the number is not spent
         }
         let join = Join::numbered(id, user, change);
-        Self::insert_members(tx, std::slice::from_ref(&join), now()).await?;
+        let reads = Self::insert_members(tx, std::slice::from_ref(&join), now()).await?;
         Ok(Some(MemberChange {
             conversation: id,
             change,
+            read_seq: reads[0],
         }))
     }
 
     /// Makes members inside `tx` (their conversations locked and numbered): each has read
-    /// everything stored before they came. One statement for all of them.
+    /// everything stored before they came. One statement for all of them. Returns where each
+    /// one's reading starts, in the order given.
     pub(super) async fn insert_members(
         tx: &mut Transaction<'_, Postgres>,
         joins: &[Join<'_>],
         at: DateTime<Utc>,
-    ) -> Result<(), Fail> {
+    ) -> Result<Vec<u64>, Fail> {
         if joins.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        sqlx::query(
+        let rows: Vec<(i64, String, i64)> = sqlx::query_as(
             "INSERT INTO members (conversation_id, user_id, user_name, change, read_seq, joined_at)
              SELECT v.c, v.u, v.n, v.change,
                 COALESCE((SELECT MAX(seq) FROM messages WHERE conversation_id = v.c), 0), $5
              FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[]) AS v (c, u, n, change)
              ON CONFLICT (conversation_id, user_id) DO UPDATE SET active = TRUE,
                 change = excluded.change, read_seq = excluded.read_seq,
-                user_name = excluded.user_name, joined_at = excluded.joined_at",
+                user_name = excluded.user_name, joined_at = excluded.joined_at
+             RETURNING conversation_id, user_id, read_seq",
         )
         .bind(
             joins
@@ -173,9 +177,21 @@ impl PostgresStore {
         )
         .bind(joins.iter().map(|j| to_i64(j.change)).collect::<Vec<_>>())
         .bind(at)
-        .execute(&mut **tx)
+        .fetch_all(&mut **tx)
         .await?;
-        Ok(())
+        // RETURNING keeps no promise of order: match the rows to the joins by key (a batch
+        // joins each person to a conversation once).
+        let reads: HashMap<(i64, &str), i64> = rows
+            .iter()
+            .map(|(c, u, read)| ((*c, u.as_str()), *read))
+            .collect();
+        Ok(joins
+            .iter()
+            .map(|j| {
+                let key = (to_i64(j.conversation.0), j.author.id.0.as_str());
+                reads.get(&key).copied().map_or(0, to_u64)
+            })
+            .collect())
     }
 
     /// Leaves inside `tx`, the conversation's row locked first as for a join.
@@ -202,6 +218,7 @@ impl PostgresStore {
         Ok(Some(MemberChange {
             conversation: id,
             change,
+            read_seq: 0,
         }))
     }
 }

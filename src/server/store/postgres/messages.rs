@@ -266,9 +266,9 @@ impl PostgresStore {
         }
         let now = now();
         let numbered = prepared.number(next, now);
-        Self::insert_members(tx, &numbered.joins, now).await?;
+        let reads = Self::insert_members(tx, &numbered.joins, now).await?;
         Self::insert_messages(tx, &numbered.rows).await?;
-        Ok(numbered.results)
+        Ok(numbered.answers(&reads))
     }
 
     /// One attempt at [`Messages::append_batch`]: one transaction.

@@ -98,32 +98,35 @@ impl SqliteStore {
     }
 
     /// Makes members inside `tx` (their conversations numbered): each has read everything
-    /// stored before they came.
+    /// stored before they came. Returns where each one's reading starts, in the order given.
     pub(super) async fn insert_members(
         tx: &mut Transaction<'_, Sqlite>,
         joins: &[Join<'_>],
         at: DateTime<Utc>,
-    ) -> Result<(), AppError> {
+    ) -> Result<Vec<u64>, AppError> {
+        let mut reads = Vec::with_capacity(joins.len());
         for join in joins {
-            sqlx::query(
+            let read: i64 = sqlx::query_scalar(
                 "INSERT INTO members (conversation_id, user_id, user_name, change, read_seq,
                     joined_at)
                  VALUES (?1, ?2, ?3, ?4,
                     COALESCE((SELECT MAX(seq) FROM messages WHERE conversation_id = ?1), 0), ?5)
                  ON CONFLICT (conversation_id, user_id) DO UPDATE SET active = 1,
                     change = excluded.change, read_seq = excluded.read_seq,
-                    user_name = excluded.user_name, joined_at = excluded.joined_at",
+                    user_name = excluded.user_name, joined_at = excluded.joined_at
+                 RETURNING read_seq",
             )
             .bind(to_i64(join.conversation.0))
             .bind(&join.author.id.0)
             .bind(&join.author.name)
             .bind(to_i64(join.change))
             .bind(at)
-            .execute(&mut **tx)
+            .fetch_one(&mut **tx)
             .await
             .map_err(db_error)?;
+            reads.push(to_u64(read));
         }
-        Ok(())
+        Ok(reads)
     }
 }
 
@@ -328,11 +331,12 @@ impl Conversations for SqliteStore {
             .await?
             .ok_or(AppError::NoSuchConversation)?;
         let join = Join::numbered(id, user, change);
-        Self::insert_members(&mut tx, std::slice::from_ref(&join), Utc::now()).await?;
+        let reads = Self::insert_members(&mut tx, std::slice::from_ref(&join), Utc::now()).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(Some(MemberChange {
             conversation: id,
             change,
+            read_seq: reads[0],
         }))
     }
 
@@ -362,6 +366,7 @@ impl Conversations for SqliteStore {
         Ok(Some(MemberChange {
             conversation: id,
             change,
+            read_seq: 0,
         }))
     }
 

@@ -188,9 +188,9 @@ impl SqliteStore {
         }
         let now = Utc::now();
         let numbered = prepared.number(next, now);
-        Self::insert_members(tx, &numbered.joins, now).await?;
+        let reads = Self::insert_members(tx, &numbered.joins, now).await?;
         Self::insert_messages(tx, &numbered.rows).await?;
-        Ok(numbered.results)
+        Ok(numbered.answers(&reads))
     }
 }
 
