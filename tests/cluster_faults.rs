@@ -9,7 +9,7 @@ mod common;
 
 use common::cluster::{self, next_within, Watcher};
 use common::login;
-use flack::protocol::{ClientEvent, ConversationId, ServerEvent};
+use flack::protocol::{ClientEvent, ConversationId, PresenceStatus, ServerEvent};
 use flack::server::config::Config;
 use flack::server::state::AppState;
 use flack::server::store::{Conversations, Messages, PostgresStore};
@@ -218,7 +218,13 @@ fn ids(sender: usize, each: usize) -> Vec<String> {
 
 /// The real binary as one node of the cluster `config` describes, on `port`.
 fn node(config: &Config, port: u16) -> Child {
+    node_with(config, port, &[])
+}
+
+/// The same with more settings (`FLACK_…` variables).
+fn node_with(config: &Config, port: u16, settings: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_flack"))
+        .envs(settings.iter().copied())
         .env(
             "FLACK_DATABASE_URL",
             config.database_url.as_deref().unwrap(),
@@ -335,6 +341,64 @@ async fn a_node_killed_mid_stream_loses_nothing_and_repeats_nothing() {
     let stored = stored(&config, general).await;
     assert_exactly_once(&acks, &stored, 3 * EACH);
     assert_consistent(&watchers, &fresh(&config, general).await);
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// A node killed with SIGKILL cannot tell that its people went offline: a live node finds
+/// it dead once its heartbeat lapses and tells it for them, to whoever shows their status.
+#[tokio::test]
+async fn a_killed_nodes_people_are_told_offline_by_a_live_node() {
+    let services = Services::private();
+    let config = cluster::config(&services).await;
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let addrs: Vec<SocketAddr> = ports.iter().map(|p| ([127, 0, 0, 1], *p).into()).collect();
+    let quick = [("FLACK_REDIS_NODE_TTL_SECS", "1")];
+    let mut children = vec![node_with(&config, ports[0], &quick)];
+    wait_ready(addrs[0]).await;
+    children.push(node_with(&config, ports[1], &quick));
+    wait_ready(addrs[1]).await;
+    let general = general(&config).await;
+    // Bob watches #general on node 0; Ada, on node 1, posts there (and so is a member).
+    let bob = login(addrs[0], "Bob").await;
+    let mut bob_watch = Watcher::open(addrs[0], &bob, general, None).await;
+    let ada = login(addrs[1], "Ada").await;
+    let mut ada_ws = cluster::connect(addrs[1], &ada).await;
+    cluster::send(
+        &mut ada_ws,
+        ClientEvent::Send {
+            conversation: Some(general),
+            channel: None,
+            body: "here".into(),
+            client_id: Some("a-1".into()),
+        },
+    )
+    .await;
+    let ServerEvent::Message { message } = cluster::until(&mut bob_watch.ws, |e| {
+        matches!(e, ServerEvent::Message { .. })
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    let ada_id = message.author.id;
+    children[1].kill().unwrap(); // SIGKILL: node 1 says nothing more
+    children[1].wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let event = next_within(&mut bob_watch.ws, Duration::from_millis(500)).await;
+        if let Some(ServerEvent::Presence { user, status }) = &event {
+            if user == &ada_id && *status == PresenceStatus::Offline {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Bob was never told that Ada went offline"
+        );
+    }
     for mut child in children {
         let _ = child.kill();
         let _ = child.wait();

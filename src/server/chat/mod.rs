@@ -202,6 +202,15 @@ impl Chat {
             forget,
         };
         tokio::spawn(pipeline.run(queue));
+        let presence = backing.presence();
+        if let Some(departures) = presence.departures() {
+            tokio::spawn(signals::announce_departures(
+                departures,
+                presence.clone(),
+                store.clone(),
+                hub.clone(),
+            ));
+        }
         Chat {
             frames,
             stats,
@@ -217,7 +226,7 @@ impl Chat {
             ),
             budgets,
             defaults: Default::default(),
-            presence: backing.presence(),
+            presence,
             access,
             member_ids,
         }

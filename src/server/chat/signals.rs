@@ -10,8 +10,11 @@ use crate::protocol::{
     ConversationId, ConversationKind, PresenceStatus, ServerEvent, UserId, UserInfo,
 };
 use crate::server::access;
-use crate::server::hub::{Frame, Topic};
-use crate::server::limits::presence::Change;
+use crate::server::hub::{Frame, Hub, Topic};
+use crate::server::limits::presence::{Change, PresenceBook};
+use crate::server::store::Store;
+use std::sync::Arc;
+use tokio::sync::mpsc;
 
 impl Chat {
     /// Tells the conversation's open sockets that `user` is typing, at most once every few
@@ -60,36 +63,59 @@ impl Chat {
         statuses.first().copied().unwrap_or(PresenceStatus::Offline)
     }
 
-    /// Tells those who would show it that `user`'s status changed: the open sockets of the
-    /// user's conversations, and the people of their direct conversations (sidebar dots).
+    /// Tells those who would show it that `user`'s status changed.
     async fn announce(&self, user: &UserId, status: Option<PresenceStatus>) {
-        let Some(status) = status else { return };
-        let Ok(conversations) = self.store.memberships_of(user).await else {
-            return;
-        };
-        let frame = Frame::new(
-            None,
-            &ServerEvent::Presence {
-                user: user.clone(),
-                status,
-            },
+        if let Some(status) = status {
+            announce(self.store.as_ref(), self.hub.as_ref(), user, status).await;
+        }
+    }
+}
+
+/// Tells those who would show it that `user`'s status is `status`: the open sockets of the
+/// user's conversations, and the people of their direct conversations (sidebar dots).
+async fn announce(store: &dyn Store, hub: &dyn Hub, user: &UserId, status: PresenceStatus) {
+    let Ok(conversations) = store.memberships_of(user).await else {
+        return;
+    };
+    let frame = Frame::new(
+        None,
+        &ServerEvent::Presence {
+            user: user.clone(),
+            status,
+        },
+    );
+    for info in conversations {
+        super::publish(hub, &Topic::Conversation(info.id), frame.clone()).await;
+        if info.kind == ConversationKind::Direct {
+            for person in info.people.iter().filter(|p| &p.id != user) {
+                super::publish(hub, &Topic::User(person.id.clone()), frame.clone()).await;
+            }
+        }
+    }
+}
+
+/// Users whose statuses are read at once when their node died.
+const DEPARTED_AT_ONCE: usize = 100;
+
+/// Tells the status now of each user whose node died (see
+/// [`PresenceBook::departures`]): offline, unless they have a socket on a live node. One
+/// user at a time, so a large node's death is a trickle of reads, not a burst. Ends when the
+/// presence book is gone.
+pub(super) async fn announce_departures(
+    mut departures: mpsc::Receiver<Vec<UserId>>,
+    presence: Arc<dyn PresenceBook>,
+    store: Arc<dyn Store>,
+    hub: Arc<dyn Hub>,
+) {
+    while let Some(users) = departures.recv().await {
+        tracing::info!(
+            users = users.len(),
+            "presence: a node died; telling its users' status"
         );
-        for info in conversations {
-            super::publish(
-                self.hub.as_ref(),
-                &Topic::Conversation(info.id),
-                frame.clone(),
-            )
-            .await;
-            if info.kind == ConversationKind::Direct {
-                for person in info.people.iter().filter(|p| &p.id != user) {
-                    super::publish(
-                        self.hub.as_ref(),
-                        &Topic::User(person.id.clone()),
-                        frame.clone(),
-                    )
-                    .await;
-                }
+        for chunk in users.chunks(DEPARTED_AT_ONCE) {
+            let statuses = presence.statuses(chunk).await;
+            for (user, status) in chunk.iter().zip(statuses) {
+                announce(store.as_ref(), hub.as_ref(), user, status).await;
             }
         }
     }

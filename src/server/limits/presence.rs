@@ -55,6 +55,13 @@ pub trait PresenceBook: Send + Sync {
     async fn change(&self, user: &UserId, change: Change) -> Option<PresenceStatus>;
     /// The statuses of `users` now, in order.
     async fn statuses(&self, users: &[UserId]) -> Vec<PresenceStatus>;
+    /// Where to hear of users who had sockets on a node that died: their status may have
+    /// changed with no change on any live node, so nobody else would tell. Each dead node's
+    /// users reach one live node, in batches. Given once; `None` in one process (no other
+    /// node can die).
+    fn departures(&self) -> Option<tokio::sync::mpsc::Receiver<Vec<UserId>>> {
+        None
+    }
 }
 
 /// Who is connected: per user, their open sockets and how many of those are away. Bounded

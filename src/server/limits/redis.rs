@@ -11,6 +11,13 @@
 //! - `sockets:{ip}`: a hash, one field per node: `"count,seq"`, its WebSockets from that
 //!   address.
 //! - `presence:{user}`: a hash, one field per node: `"sockets,away,seq"`.
+//! - `nodes`: the ids of the nodes that have beaten, and `node-users:{id}`: the users with
+//!   a socket on that node. A node that finds another's `node:` key expired takes it out of
+//!   `nodes` and takes its users (one script: exactly one survivor does), and tells them as
+//!   departed ([`PresenceBook::departures`]): their status may have changed, and the dead
+//!   node cannot say so. A node that finds its own key gone at a heartbeat (it was too slow
+//!   to beat, or Redis forgot it) tells its own users the same way: someone may have said
+//!   they were gone.
 //!
 //! A node's own counts are kept in its memory and are the truth about that node: every
 //! change writes its field with a sequence number (a write older than the field is ignored,
@@ -60,6 +67,12 @@ pub struct NodeOptions {
 /// What a driver writes again on every heartbeat (its own counts).
 trait Refresh: Send + Sync {
     fn refresh(&self, node: &Node, pipe: &mut redis::Pipeline);
+    /// Users who had sockets on a node found dead by this one's heartbeat.
+    fn departed(&self, users: Vec<String>) {
+        let _ = users;
+    }
+    /// This node's key had lapsed: others may have taken it for dead.
+    fn lapsed(&self) {}
 }
 
 /// One node's link to the shared state: the connection, the heartbeat, the fallback switch.
@@ -75,6 +88,8 @@ pub struct Node {
     outage: AtomicBool,
     refreshers: Mutex<Vec<Weak<dyn Refresh>>>,
     heartbeat: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Whether a heartbeat has reached Redis (before it, no key of ours is expected).
+    beaten: AtomicBool,
 }
 
 /// Lua helpers every counting script starts with.
@@ -178,8 +193,9 @@ return 1
     )
 }
 
-/// KEYS[1] a user's presence; ARGV: node, "sockets,away,seq", ttl, alive prefix. Returns
-/// the cluster-wide status before and after (0 offline, 1 away, 2 online).
+/// KEYS[1] a user's presence, KEYS[2] this node's users; ARGV: node, "sockets,away,seq",
+/// ttl, alive prefix, the user. Returns the cluster-wide status before and after (0 offline,
+/// 1 away, 2 online).
 fn presence_update() -> &'static Script {
     static CELL: OnceLock<Script> = OnceLock::new();
     script(
@@ -187,9 +203,38 @@ fn presence_update() -> &'static Script {
         r#"
 local before = status(KEYS[1], ARGV[1], ARGV[4], true)
 put(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+if string.match(ARGV[2], '^0,') then
+  redis.call('SREM', KEYS[2], ARGV[5])
+else
+  redis.call('SADD', KEYS[2], ARGV[5])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
 return {before, status(KEYS[1], ARGV[1], ARGV[4], false)}
 "#,
     )
+}
+
+/// KEYS[1] the set of nodes; ARGV: alive prefix, node-users prefix. Takes every node whose
+/// `node:` key expired out of the set and returns the users it had, forgetting them: of the
+/// live nodes that run it, one gets each dead node's users.
+fn dead_nodes_users() -> &'static Script {
+    static CELL: OnceLock<Script> = OnceLock::new();
+    CELL.get_or_init(|| {
+        Script::new(
+            r#"
+local out = {}
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('EXISTS', ARGV[1] .. node) == 0 then
+    redis.call('SREM', KEYS[1], node)
+    local users = ARGV[2] .. node
+    for _, user in ipairs(redis.call('SMEMBERS', users)) do out[#out + 1] = user end
+    redis.call('DEL', users)
+  end
+end
+return out
+"#,
+        )
+    })
 }
 
 /// KEYS: users' presence; ARGV: node, alive prefix. Each one's status (as above).
@@ -229,6 +274,7 @@ impl Node {
             outage: AtomicBool::new(false),
             refreshers: Mutex::default(),
             heartbeat: Mutex::new(None),
+            beaten: AtomicBool::new(false),
         });
         node.beat().await;
         let every = node.alive_ttl / 3;
@@ -265,6 +311,11 @@ impl Node {
         self.key("node:")
     }
 
+    /// The set of users with a socket on node `id`.
+    fn users_key(&self, id: &str) -> String {
+        self.key(&format!("node-users:{id}"))
+    }
+
     /// How long a hash of counts outlives its last refresh (three heartbeat periods' worth
     /// of TTLs: only hashes no live node refreshes expire).
     fn hash_ttl_ms(&self) -> u64 {
@@ -282,26 +333,53 @@ impl Node {
     async fn beat(&self) -> bool {
         let mut pipe = redis::pipe();
         let ttl = u64::try_from(self.alive_ttl.as_millis()).unwrap_or(u64::MAX);
+        // The one result: whether our key was still there.
         pipe.cmd("SET")
             .arg(self.key(&format!("node:{}", self.id)))
             .arg(1)
             .arg("PX")
             .arg(ttl)
+            .arg("GET");
+        pipe.cmd("SADD")
+            .arg(self.key("nodes"))
+            .arg(&self.id)
             .ignore();
         pipe.load_script(put()).ignore();
-        {
+        let refreshers: Vec<Arc<dyn Refresh>> = {
             let mut refreshers = self.refreshers.lock().expect("refreshers lock");
-            refreshers.retain(|r| match r.upgrade() {
-                Some(r) => {
-                    r.refresh(self, &mut pipe);
-                    true
-                }
-                None => false,
-            });
+            refreshers.retain(|r| r.strong_count() > 0);
+            refreshers.iter().filter_map(Weak::upgrade).collect()
+        };
+        for r in &refreshers {
+            r.refresh(self, &mut pipe);
         }
-        self.call(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+        let Some((was,)) = self
+            .call(|mut conn| async move { pipe.query_async::<(Option<String>,)>(&mut conn).await })
             .await
-            .is_some()
+        else {
+            return false;
+        };
+        if was.is_none() && self.beaten.swap(true, Ordering::Relaxed) {
+            tracing::warn!("shared limits: this node's key had lapsed; telling its users again");
+            for r in &refreshers {
+                r.lapsed();
+            }
+        }
+        let (nodes, alive, users) = (self.key("nodes"), self.alive_prefix(), self.users_key(""));
+        let departed = self
+            .call(|mut conn| async move {
+                let mut invocation = dead_nodes_users().key(&nodes);
+                invocation.arg(&alive).arg(&users);
+                invocation.invoke_async::<Vec<String>>(&mut conn).await
+            })
+            .await
+            .unwrap_or_default();
+        if !departed.is_empty() {
+            for r in &refreshers {
+                r.departed(departed.clone());
+            }
+        }
+        true
     }
 
     /// Runs `f` on the connection within [`CALL_TIMEOUT`]; `None` when Redis failed, was
@@ -671,19 +749,28 @@ impl SocketCap for RedisSockets {
     }
 }
 
+/// Batches of departed users held for [`PresenceBook::departures`] (one per dead node
+/// found; more are dropped, logged).
+const DEPARTURE_BATCHES: usize = 64;
+
 /// Presence over the cluster: this node's sockets per user, written to Redis and combined
 /// there with the other live nodes'.
 pub struct RedisPresence {
     node: Arc<Node>,
     counts: Mutex<Counts<UserId>>,
+    departed: tokio::sync::mpsc::Sender<Vec<UserId>>,
+    departures: Mutex<Option<tokio::sync::mpsc::Receiver<Vec<UserId>>>>,
 }
 
 impl RedisPresence {
     /// Presence shared through `node`.
     pub fn new(node: Arc<Node>) -> Arc<Self> {
+        let (departed, departures) = tokio::sync::mpsc::channel(DEPARTURE_BATCHES);
         let presence = Arc::new(RedisPresence {
             node: node.clone(),
             counts: Mutex::default(),
+            departed,
+            departures: Mutex::new(Some(departures)),
         });
         let weak: Weak<RedisPresence> = Arc::downgrade(&presence);
         node.register(weak);
@@ -717,6 +804,35 @@ impl Refresh for RedisPresence {
             )
             .ignore();
         }
+        if !counts.of.is_empty() {
+            let users = node.users_key(node.id());
+            for chunk in counts.of.keys().collect::<Vec<_>>().chunks(1000) {
+                let ids: Vec<&str> = chunk.iter().map(|u| u.0.as_str()).collect();
+                pipe.cmd("SADD").arg(&users).arg(ids).ignore();
+            }
+            pipe.cmd("PEXPIRE").arg(&users).arg(ttl).ignore();
+        }
+    }
+
+    fn lapsed(&self) {
+        let mine: Vec<String> = {
+            let counts = self.counts.lock().expect("presence lock");
+            counts.of.keys().map(|u| u.0.clone()).collect()
+        };
+        if !mine.is_empty() {
+            self.departed(mine);
+        }
+    }
+
+    fn departed(&self, users: Vec<String>) {
+        let count = users.len();
+        let users = users.into_iter().map(UserId).collect();
+        if self.departed.try_send(users).is_err() {
+            tracing::warn!(
+                count,
+                "presence: departed users dropped (too many dead nodes at once)"
+            );
+        }
     }
 }
 
@@ -737,14 +853,16 @@ impl PresenceBook for RedisPresence {
             }
             (value, before, after)
         };
-        let key = self.key(user);
+        let (key, users) = (self.key(user), self.node.users_key(self.node.id()));
         let (ttl, alive) = (self.node.hash_ttl_ms(), self.node.alive_prefix());
         let node = self.node.id().to_string();
         let answer = self
             .node
             .call(|mut conn| async move {
                 let mut invocation = presence_update().key(&key);
+                invocation.key(&users);
                 invocation.arg(&node).arg(&value).arg(ttl).arg(&alive);
+                invocation.arg(&user.0);
                 invocation.invoke_async::<(i64, i64)>(&mut conn).await
             })
             .await;
@@ -778,6 +896,10 @@ impl PresenceBook for RedisPresence {
             }
             _ => users.iter().map(|u| self.local_status(u)).collect(),
         }
+    }
+
+    fn departures(&self) -> Option<tokio::sync::mpsc::Receiver<Vec<UserId>>> {
+        self.departures.lock().expect("departures lock").take()
     }
 }
 

@@ -292,3 +292,105 @@ async fn a_dead_nodes_sockets_stop_counting_and_live_ones_come_back() {
         vec![PresenceStatus::Offline, PresenceStatus::Online]
     );
 }
+
+/// The users of a node that dies reach exactly one live node as departed, once its heartbeat
+/// lapses: those with a socket there, not those who had closed theirs; their status is read
+/// without the dead node.
+#[tokio::test]
+async fn a_dead_nodes_users_reach_one_live_node_as_departed() {
+    let ttl = Duration::from_millis(300);
+    let url = &Services::shared().redis_url;
+    let prefix = fresh_prefix();
+    let nodes = [
+        node(url, &prefix, ttl).await,
+        node(url, &prefix, ttl).await,
+        node(url, &prefix, ttl).await,
+    ];
+    let books: Vec<_> = nodes
+        .iter()
+        .map(|n| Backing::Redis(n.clone()).presence())
+        .collect();
+    let mut departures: Vec<_> = books[..2]
+        .iter()
+        .map(|b| b.departures().expect("a cluster's book tells departures"))
+        .collect();
+    assert!(books[0].departures().is_none(), "given once");
+    let (ada, bob, cy) = (
+        UserId("ada".into()),
+        UserId("bob".into()),
+        UserId("cy".into()),
+    );
+    let dying = &books[2];
+    dying.change(&ada, Change::Opened).await;
+    dying.change(&bob, Change::Opened).await;
+    dying.change(&cy, Change::Opened).await;
+    dying.change(&cy, Change::Closed { away: false }).await;
+    books[0].change(&bob, Change::Opened).await;
+    // Node 2 dies (SIGKILL: its heartbeat stops, nothing is said).
+    nodes[2].halt();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut heard: Vec<(usize, Vec<UserId>)> = Vec::new();
+    while heard.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no live node heard of the dead one"
+        );
+        for (k, rx) in departures.iter_mut().enumerate() {
+            while let Ok(users) = rx.try_recv() {
+                heard.push((k, users));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A few more heartbeats: nobody hears of it a second time.
+    tokio::time::sleep(ttl * 2).await;
+    for rx in departures.iter_mut() {
+        while let Ok(users) = rx.try_recv() {
+            heard.push((usize::MAX, users));
+        }
+    }
+    assert_eq!(heard.len(), 1, "one live node, once: {heard:?}");
+    let mut users = heard.remove(0).1;
+    users.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(users, [ada.clone(), bob.clone()], "cy had left");
+    assert_eq!(
+        books[0].statuses(&[ada, bob]).await,
+        [PresenceStatus::Offline, PresenceStatus::Online],
+        "bob is still on node 0"
+    );
+}
+
+#[tokio::test]
+async fn one_process_has_no_departures() {
+    assert!(Backing::Local.presence().departures().is_none());
+}
+
+/// A node whose key lapsed (too slow to beat, or Redis forgot it) may have been taken for
+/// dead, its users told offline: at its next heartbeat it tells them again, as they are.
+#[tokio::test]
+async fn a_node_whose_key_lapsed_tells_its_users_again() {
+    let ttl = Duration::from_millis(300);
+    let (a, b, prefix) = two_nodes(ttl).await;
+    let (on_a, on_b) = (
+        Backing::Redis(a.clone()).presence(),
+        Backing::Redis(b).presence(),
+    );
+    let mut from_a = on_a.departures().unwrap();
+    let ada = UserId("ada".into());
+    on_a.change(&ada, Change::Opened).await;
+    tokio::time::sleep(ttl).await;
+    assert!(from_a.try_recv().is_err(), "nothing lapsed yet");
+    let client = ::redis::Client::open(Services::shared().redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = ::redis::cmd("DEL")
+        .arg(format!("{prefix}:node:{}", a.id()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let told = tokio::time::timeout(Duration::from_secs(5), from_a.recv())
+        .await
+        .expect("told within a few heartbeats")
+        .unwrap();
+    assert_eq!(told, std::slice::from_ref(&ada));
+    assert_eq!(on_b.statuses(&[ada]).await, [PresenceStatus::Online]);
+}
