@@ -333,7 +333,7 @@ impl Node {
     async fn beat(&self) -> bool {
         let mut pipe = redis::pipe();
         let ttl = u64::try_from(self.alive_ttl.as_millis()).unwrap_or(u64::MAX);
-        // The one result: whether our key was still there.
+        // One result: whether our key was still there.
         pipe.cmd("SET")
             .arg(self.key(&format!("node:{}", self.id)))
             .arg(1)
@@ -345,6 +345,14 @@ impl Node {
             .arg(&self.id)
             .ignore();
         pipe.load_script(put()).ignore();
+        // The other result: the users of nodes found dead (after our own key is set).
+        pipe.load_script(dead_nodes_users()).ignore();
+        pipe.invoke_script(
+            dead_nodes_users()
+                .key(self.key("nodes"))
+                .arg(self.alive_prefix())
+                .arg(self.users_key("")),
+        );
         let refreshers: Vec<Arc<dyn Refresh>> = {
             let mut refreshers = self.refreshers.lock().expect("refreshers lock");
             refreshers.retain(|r| r.strong_count() > 0);
@@ -353,8 +361,11 @@ impl Node {
         for r in &refreshers {
             r.refresh(self, &mut pipe);
         }
-        let Some((was,)) = self
-            .call(|mut conn| async move { pipe.query_async::<(Option<String>,)>(&mut conn).await })
+        let Some((was, departed)) = self
+            .call(|mut conn| async move {
+                pipe.query_async::<(Option<String>, Vec<String>)>(&mut conn)
+                    .await
+            })
             .await
         else {
             return false;
@@ -365,15 +376,6 @@ impl Node {
                 r.lapsed();
             }
         }
-        let (nodes, alive, users) = (self.key("nodes"), self.alive_prefix(), self.users_key(""));
-        let departed = self
-            .call(|mut conn| async move {
-                let mut invocation = dead_nodes_users().key(&nodes);
-                invocation.arg(&alive).arg(&users);
-                invocation.invoke_async::<Vec<String>>(&mut conn).await
-            })
-            .await
-            .unwrap_or_default();
         if !departed.is_empty() {
             for r in &refreshers {
                 r.departed(departed.clone());
@@ -906,6 +908,35 @@ impl PresenceBook for RedisPresence {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Departed users wait for the announcer in at most [`DEPARTURE_BATCHES`] batches; more
+    /// are dropped rather than held.
+    #[tokio::test]
+    async fn departures_waiting_are_bounded() {
+        let node = Node::start(NodeOptions {
+            url: crate::server::testing::Services::shared().redis_url.clone(),
+            prefix: crate::server::testing::fresh_prefix(),
+            node: "bounded".into(),
+            alive_ttl: Duration::from_secs(10),
+        })
+        .await
+        .unwrap();
+        let presence = RedisPresence::new(node);
+        let mut departures = presence.departures().unwrap();
+        for k in 0..DEPARTURE_BATCHES + 10 {
+            presence.departed(vec![format!("u{k}")]);
+        }
+        let mut held = Vec::new();
+        while let Ok(batch) = departures.try_recv() {
+            held.push(batch);
+        }
+        assert_eq!(held.len(), DEPARTURE_BATCHES);
+        assert_eq!(
+            held[0],
+            [UserId("u0".into())],
+            "the first kept, the last dropped"
+        );
+    }
 
     #[test]
     fn a_busy_key_takes_more_ahead_each_trip_up_to_its_most() {
